@@ -1,0 +1,217 @@
+//! The validated configuration: what the rest of herder reads. Every value here has
+//! passed validation, so consumers never re-check shapes; defaults are filled in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::units::{Backoff, Signal, StartLimit};
+
+/// A whole herd.toml, includes merged.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Services by name (names are unique across all included files).
+    pub services: BTreeMap<String, Service>,
+    /// The service whose end ends the run (container entrypoint use).
+    pub main: Option<String>,
+    pub shutdown: Shutdown,
+    pub supervisor: Supervisor,
+    pub logs: Logs,
+    /// Every file read, the main one first.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    /// The file that defines it and the line of its table.
+    pub defined_in: PathBuf,
+    pub line: usize,
+    pub command: Command,
+    pub env: BTreeMap<String, String>,
+    /// Resolved against the defining file's directory.
+    pub env_file: Option<PathBuf>,
+    /// Resolved against the defining file's directory, which is also the default.
+    pub workdir: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub kind: Kind,
+    /// Must be ready before this starts; stopping one stops this first.
+    pub requires: Vec<String>,
+    /// Ordering only.
+    pub after: Vec<String>,
+    pub ready: Option<Ready>,
+    pub restart: Restart,
+    pub stop: Stop,
+    pub limits: Limits,
+}
+
+impl Service {
+    /// Every service this one waits for (requires and after), without repeats.
+    pub fn ordering_deps(&self) -> impl Iterator<Item = &str> {
+        self.requires
+            .iter()
+            .chain(self.after.iter().filter(|a| !self.requires.contains(a)))
+            .map(String::as_str)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run directly, no shell.
+    Argv(Vec<String>),
+    /// `shell = true`: run by `/bin/sh -c`.
+    Shell(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Long,
+    Oneshot,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ready {
+    pub check: ReadyCheck,
+    /// Between attempts of a polled check (tcp, http, exec).
+    pub interval: Duration,
+    /// The whole wait; passing it is a start failure.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadyCheck {
+    /// `host:port` to connect to.
+    Tcp(String),
+    /// An `http://` URL that must answer 2xx.
+    Http(String),
+    /// A command that must exit 0.
+    Exec(Vec<String>),
+    /// A regular expression matched against each line of output.
+    Log(String),
+    /// sd_notify `READY=1`.
+    Notify,
+    /// Ready this long after the start.
+    Delay(Duration),
+}
+
+impl ReadyCheck {
+    /// Whether the check is attempted repeatedly (so `interval` means something).
+    pub fn is_polled(&self) -> bool {
+        matches!(
+            self,
+            ReadyCheck::Tcp(_) | ReadyCheck::Http(_) | ReadyCheck::Exec(_)
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restart {
+    pub policy: RestartPolicy,
+    pub backoff: Backoff,
+    pub limit: StartLimit,
+    /// A run this long resets the backoff to its floor.
+    pub stable: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// The stop signal goes to every process of the service.
+    Group,
+    /// To the main process only; the rest are killed at the end.
+    Main,
+    /// To the main process first, then SIGKILL to the rest once it has exited.
+    Mixed,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stop {
+    pub signal: Signal,
+    /// The whole graceful window: shutdown event, `exec` hook and the wait for every
+    /// process to exit. SIGKILL follows it.
+    pub timeout: Duration,
+    pub mode: StopMode,
+    /// A pre-stop (drain) hook, run before the signal, bounded by the deadline.
+    pub exec: Option<Vec<String>>,
+    /// Deliver a shutdown event (reason, deadline) before the signal.
+    pub notify: bool,
+}
+
+/// Resource limits: the memory, pids and cpu ones are cgroup limits, the rest rlimits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes (`memory.max`).
+    pub memory: Option<u64>,
+    /// Tasks (`pids.max`).
+    pub pids: Option<u64>,
+    /// CPUs, may be fractional (`cpu.max`).
+    pub cpu: Option<f64>,
+    /// `RLIMIT_NOFILE`.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_NPROC`.
+    pub nproc: Option<u64>,
+    /// Bytes (`RLIMIT_CORE`).
+    pub core: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shutdown {
+    /// The budget for a whole shutdown, every service together.
+    pub timeout: Duration,
+    /// Time kept after each wave's SIGKILL for the kernel to tear processes down and
+    /// for herder to verify they are gone (see [`crate::plan`]).
+    pub kill_reserve: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Containment {
+    /// The best backend this host offers.
+    Auto,
+    Cgroup2,
+    Freezer,
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Supervisor {
+    pub containment: Containment,
+    /// Logs, state file and reports; resolved against the main file's directory.
+    pub state_dir: Option<PathBuf>,
+    /// The control socket; resolved against the main file's directory.
+    pub socket: Option<PathBuf>,
+    /// A group whose members may use the control socket besides its owner and root.
+    pub socket_group: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logs {
+    /// A service's log file is rotated when it reaches this size.
+    pub max_size: u64,
+    /// How many rotated files are kept besides the current one.
+    pub keep: u32,
+}
+
+/// Defaults, in one place so the README's reference can be checked against them.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+    pub const KILL_RESERVE: Duration = Duration::from_millis(500);
+    pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const READY_INTERVAL: Duration = Duration::from_millis(500);
+    pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const BACKOFF: &str = "200ms..30s";
+    pub const START_LIMIT: &str = "5/1m";
+    pub const STABLE: Duration = Duration::from_secs(10);
+    pub const LOG_MAX_SIZE: u64 = 10 << 20;
+    pub const LOG_KEEP: u32 = 3;
+}

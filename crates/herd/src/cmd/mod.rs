@@ -1,0 +1,22 @@
+pub mod check;
+pub mod plan;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use herd_config::Config;
+
+/// Loads the configuration, or prints every error and says how to exit.
+pub fn load_or_report(file: &Path) -> Result<Config, ExitCode> {
+    herd_config::load(file).map_err(|diags| {
+        let n = diags.len();
+        let mut text = diags.to_string();
+        text.push_str(&format!(
+            "{}: {n} error{}\n",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        ));
+        crate::output::stderr(&text);
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,50 @@
+//! `herd`, the command-line front of herder.
+//!
+//! The binary is thin: configuration lives in `herd-config`; each subcommand is a file
+//! under `cmd/`.
+//!
+//! Exit codes: 0 success; 1 the configuration is invalid (every error is printed);
+//! 2 the command line is wrong.
+
+mod cmd;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "herd",
+    version,
+    about = "herder: a process supervisor whose stop is complete, bounded and explained"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(short = 'f', long = "file", global = true, default_value = "herd.toml")]
+    file: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration; print every error with file:line:column.
+    Check,
+    /// Print the start waves, the stop waves and each service's shutdown deadline.
+    Plan {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check => cmd::check::run(&cli.file),
+        Command::Plan { json } => cmd::plan::run(&cli.file, json),
+    }
+}
