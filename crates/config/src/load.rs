@@ -365,9 +365,14 @@ impl Loader {
         for (name, list) in &deps {
             for d in list {
                 if !services.contains_key(&d.name) {
+                    let others: Vec<&str> = names.iter().copied().filter(|n| n != name).collect();
                     self.diags.push(d.loc.diag(
                         &format!("services.{name}.{}", d.kind.key()),
-                        format!("unknown service \"{}\"{}", d.name, suggest(&d.name, &names)),
+                        format!(
+                            "unknown service \"{}\"{}",
+                            d.name,
+                            suggest(&d.name, &others)
+                        ),
                     ));
                 }
             }

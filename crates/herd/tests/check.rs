@@ -1,0 +1,416 @@
+//! `herd check` end to end: each broken configuration must give exit code 1 and
+//! exactly the expected `file:line:col: key: message` lines, all of them at once.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn herd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run herd")
+}
+
+/// Writes `files` (the first is `herd.toml`'s content when named so) into a fresh
+/// directory, runs `herd check` there and compares stderr with `expected`.
+#[track_caller]
+fn fails(files: &[(&str, &str)], expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let out = herd(dir.path(), &["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr, expected, "stderr differs");
+    assert_eq!(out.status.code(), Some(1), "exit code");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+}
+
+#[track_caller]
+fn fails1(toml: &str, expected: &str) {
+    fails(&[("herd.toml", toml)], expected);
+}
+
+#[test]
+fn valid_example_passes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = herd(&root, &["check", "-f", "examples/stack/herd.toml"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "examples/stack/herd.toml: ok (5 services, 4 start waves, 4 stop waves, 2 files read)\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn missing_file() {
+    fails(
+        &[],
+        "herd.toml: cannot read: No such file or directory\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn syntax_error_is_reported_once_with_its_position() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"\n\n[services.b]\n",
+        "herd.toml:4:1: invalid TOML: missing comma between array elements, expected `,`\n\
+         herd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn service_defined_twice_in_one_file_is_a_toml_error() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\n[services.a]\ncommand = [\"y\"]\n",
+        "herd.toml:3:11: invalid TOML: duplicate key\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    fails1(
+        "bogus = 1\n",
+        "herd.toml:1:1: bogus: unknown key (expected one of: include, main, shutdown, supervisor, logs, services)\n\
+         herd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn unknown_service_key_suggests_the_near_one() {
+    fails1(
+        "[services.api]\ncommand = [\"x\"]\nrequries = []\n",
+        "herd.toml:3:1: services.api.requries: unknown key (did you mean \"requires\"?)\n\
+         herd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn unknown_key_in_a_nested_table() {
+    fails1(
+        "[services.api]\ncommand = [\"x\"]\nstop = { sginal = \"TERM\" }\n",
+        "herd.toml:3:10: services.api.stop.sginal: unknown key (did you mean \"signal\"?)\n\
+         herd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    fails1(
+        "[services.api]\ncommand = 5\nshell = \"yes\"\n",
+        "herd.toml:2:11: services.api.command: expected an array of strings, found an integer\n\
+         herd.toml:3:9: services.api.shell: expected a boolean, found a string\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn missing_command() {
+    fails1(
+        "[services.api]\nkind = \"long\"\n",
+        "herd.toml:1:11: services.api: missing required key \"command\"\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn empty_command() {
+    fails1(
+        "[services.a]\ncommand = []\n[services.b]\ncommand = [\"\", \"x\"]\n[services.c]\nshell = true\ncommand = \"  \"\n",
+        "herd.toml:2:11: services.a.command: empty command\n\
+         herd.toml:4:12: services.b.command: the program name is empty\n\
+         herd.toml:7:11: services.c.command: empty command\n\
+         herd.toml: 3 errors\n",
+    );
+}
+
+#[test]
+fn shell_and_command_shape_must_agree() {
+    fails1(
+        "[services.a]\ncommand = \"sleep 1\"\n[services.b]\nshell = true\ncommand = [\"sleep\", \"1\"]\n",
+        "herd.toml:2:11: services.a.command: a string command needs shell = true; or give an argv array such as [\"prog\", \"arg\"]\n\
+         herd.toml:5:11: services.b.command: with shell = true the command is one string for /bin/sh -c\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    fails1(
+        "[shutdown]\ntimeout = 25\nkill_reserve = \"1.5s\"\n[services.a]\ncommand = [\"x\"]\nstop = { timeout = \"10\" }\n",
+        "herd.toml:2:11: shutdown.timeout: expected a duration string such as \"10s\", found an integer\n\
+         herd.toml:3:16: shutdown.kill_reserve: invalid duration \"1.5s\": unknown unit \".\" (use ms, s, m or h)\n\
+         herd.toml:6:20: services.a.stop.timeout: invalid duration \"10\": missing unit (ms, s, m or h)\n\
+         herd.toml: 3 errors\n",
+    );
+}
+
+#[test]
+fn bad_signals() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nstop = { signal = \"SIGFOO\" }\n[services.b]\ncommand = [\"x\"]\nstop = { signal = 99 }\n",
+        "herd.toml:3:19: services.a.stop.signal: unknown signal \"SIGFOO\"\n\
+         herd.toml:6:19: services.b.stop.signal: signal number 99 is out of range (1-31, 34-64)\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn bad_sizes_and_limits() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nlimits = { memory = \"12Q\", pids = 0, cpu = -1, nofile = \"many\" }\n",
+        "herd.toml:3:21: services.a.limits.memory: invalid size \"12Q\": unknown unit \"q\" (use K, M, G or T)\n\
+         herd.toml:3:35: services.a.limits.pids: must be at least 1\n\
+         herd.toml:3:44: services.a.limits.cpu: must be a number of CPUs above zero\n\
+         herd.toml:3:57: services.a.limits.nofile: expected an integer, found a string\n\
+         herd.toml: 4 errors\n",
+    );
+}
+
+#[test]
+fn unknown_enum_values() {
+    fails1(
+        "[supervisor]\ncontainment = \"docker\"\n[services.a]\ncommand = [\"x\"]\nkind = \"daemon\"\nstop = { mode = \"all\" }\nrestart = { policy = \"sometimes\" }\n",
+        "herd.toml:2:15: supervisor.containment: unknown value \"docker\" (expected one of: auto, cgroup2, freezer, none)\n\
+         herd.toml:5:8: services.a.kind: unknown value \"daemon\" (expected one of: long, oneshot)\n\
+         herd.toml:6:17: services.a.stop.mode: unknown value \"all\" (expected one of: group, main, mixed)\n\
+         herd.toml:7:22: services.a.restart.policy: unknown value \"sometimes\" (expected one of: always, on-failure, never)\n\
+         herd.toml: 4 errors\n",
+    );
+}
+
+#[test]
+fn bad_backoff_and_start_limit() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nrestart = { backoff = \"30s..1s\", limit = \"0/1m\" }\n",
+        "herd.toml:3:23: services.a.restart.backoff: invalid backoff \"30s..1s\": the floor is above the ceiling\n\
+         herd.toml:3:42: services.a.restart.limit: invalid start limit \"0/1m\": the number of starts must be at least 1\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn unknown_dependencies() {
+    fails1(
+        "[services.db]\ncommand = [\"x\"]\n[services.api]\ncommand = [\"x\"]\nrequires = [\"dbx\"]\nafter = [\"cache\"]\n",
+        "herd.toml:5:13: services.api.requires: unknown service \"dbx\" (did you mean \"db\"?)\n\
+         herd.toml:6:10: services.api.after: unknown service \"cache\"\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn dependency_listed_twice() {
+    fails1(
+        "[services.db]\ncommand = [\"x\"]\n[services.api]\ncommand = [\"x\"]\nrequires = [\"db\", \"db\"]\n",
+        "herd.toml:5:19: services.api.requires: \"db\" is listed twice\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn dependency_cycle_is_named_whole() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nrequires = [\"b\"]\n\
+         [services.b]\ncommand = [\"x\"]\nafter = [\"c\"]\n\
+         [services.c]\ncommand = [\"x\"]\nrequires = [\"a\"]\n",
+        "herd.toml:3:13: services.a.requires: dependency cycle: a -> b -> c -> a\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn service_requiring_itself() {
+    fails1(
+        "[services.loop]\ncommand = [\"x\"]\nafter = [\"loop\"]\n",
+        "herd.toml:3:10: services.loop.after: dependency cycle: loop -> loop\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn main_names_no_service() {
+    fails1(
+        "main = \"ap\"\n[services.api]\ncommand = [\"x\"]\n",
+        "herd.toml:1:8: main: unknown service \"ap\" (did you mean \"api\"?)\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn include_that_matches_nothing() {
+    fails1(
+        "include = [\"conf.d/*.toml\"]\n",
+        "herd.toml:1:12: include: \"conf.d/*.toml\" matches no file\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn include_with_an_invalid_pattern() {
+    fails1(
+        "include = [\"conf.d/[.toml\"]\n",
+        "herd.toml:1:12: include: invalid pattern \"conf.d/[.toml\": invalid range pattern\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn include_defining_a_service_twice() {
+    fails(
+        &[
+            (
+                "herd.toml",
+                "include = [\"conf.d/*.toml\"]\n[services.db]\ncommand = [\"x\"]\n",
+            ),
+            ("conf.d/a.toml", "[services.web]\ncommand = [\"x\"]\n"),
+            ("conf.d/b.toml", "[services.db]\ncommand = [\"y\"]\n"),
+        ],
+        "conf.d/b.toml:1:11: services.db: defined twice (first at herd.toml:2:11)\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn included_file_may_only_define_services() {
+    fails(
+        &[
+            ("herd.toml", "include = [\"conf.d/*.toml\"]\n"),
+            (
+                "conf.d/a.toml",
+                "main = \"x\"\n[services.x]\ncommand = [\"x\"]\n",
+            ),
+        ],
+        "conf.d/a.toml:1:1: main: only [services] may be set in an included file\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn errors_in_included_files_name_that_file() {
+    fails(
+        &[
+            ("herd.toml", "include = [\"conf.d/*.toml\"]\n"),
+            (
+                "conf.d/a.toml",
+                "[services.x]\ncommand = [\"x\"]\nkind = 1\n",
+            ),
+        ],
+        "conf.d/a.toml:3:8: services.x.kind: expected a string, found an integer\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn ready_takes_exactly_one_check() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nready = { tcp = \"127.0.0.1:1\", http = \"http://x/\" }\n\
+         [services.b]\ncommand = [\"x\"]\nready = { timeout = \"5s\" }\n",
+        "herd.toml:3:39: services.a.ready: takes one check, found tcp and http\n\
+         herd.toml:6:9: services.b.ready: needs one check: tcp, http, exec, log, notify, delay\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn ready_check_values() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nready = { tcp = \"localhost\" }\n\
+         [services.b]\ncommand = [\"x\"]\nready = { http = \"https://x/\" }\n\
+         [services.c]\ncommand = [\"x\"]\nready = { log = \"([a\" }\n\
+         [services.d]\ncommand = [\"x\"]\nready = { log = \"up\", interval = \"1s\" }\n\
+         [services.e]\ncommand = [\"x\"]\nready = { notify = false }\n",
+        "herd.toml:3:17: services.a.ready.tcp: invalid address \"localhost\": write host:port, e.g. \"127.0.0.1:5432\"\n\
+         herd.toml:6:18: services.b.ready.http: invalid URL \"https://x/\": only http:// URLs are checked (no TLS)\n\
+         herd.toml:9:17: services.c.ready.log: invalid regular expression: non-empty character class has no closing bracket\n\
+         herd.toml:12:34: services.d.ready.interval: applies only to tcp, http and exec checks\n\
+         herd.toml:15:20: services.e.ready.notify: notify = false is no check; remove it\n\
+         herd.toml: 5 errors\n",
+    );
+}
+
+#[test]
+fn oneshot_rules() {
+    fails1(
+        "[services.job]\nkind = \"oneshot\"\ncommand = [\"true\"]\nready = { delay = \"1s\" }\nrestart = { policy = \"always\" }\n",
+        "herd.toml:4:9: services.job.ready: a oneshot is ready when it exits 0; it takes no ready check\n\
+         herd.toml:5:22: services.job.restart.policy: a oneshot cannot restart always (it would run forever); use on-failure\n\
+         herd.toml: 2 errors\n",
+    );
+}
+
+#[test]
+fn bad_names() {
+    fails1(
+        "[services.\"bad.name\"]\ncommand = [\"x\"]\n[services.ok]\ncommand = [\"x\"]\nenv = { \"A=B\" = \"x\", N = 1 }\n",
+        "herd.toml:1:11: services.\"bad.name\": a service name is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit\n\
+         herd.toml:5:9: services.ok.env.\"A=B\": an environment variable name must be non-empty, without '=' or NUL\n\
+         herd.toml:5:26: services.ok.env.N: expected a string, found an integer\n\
+         herd.toml: 3 errors\n",
+    );
+}
+
+/// An error in one service must not make the services that depend on it look
+/// undefined: only the real error is reported.
+#[test]
+fn a_broken_service_is_still_known_to_its_dependents() {
+    fails1(
+        "[services.db]\ncommand = [\"x\"]\nstop = { signal = \"NOPE\" }\n[services.api]\ncommand = [\"x\"]\nrequires = [\"db\"]\n",
+        "herd.toml:3:19: services.db.stop.signal: unknown signal \"NOPE\"\nherd.toml: 1 error\n",
+    );
+}
+
+#[test]
+fn every_error_in_one_file_at_once_in_file_order() {
+    fails1(
+        r#"include = ["nothing/*.toml"]
+main = "ap"
+
+[shutdown]
+timeout = 25
+
+[services.api]
+comand = ["x"]
+requires = ["dbx", "db"]
+stop = { signal = "SIGFOO", timeout = "10x" }
+
+[services.db]
+command = "postgres -D data"
+requires = ["cache"]
+
+[services.cache]
+command = ["cache"]
+after = ["db"]
+"#,
+        r#"herd.toml:1:12: include: "nothing/*.toml" matches no file
+herd.toml:2:8: main: unknown service "ap" (did you mean "api"?)
+herd.toml:5:11: shutdown.timeout: expected a duration string such as "10s", found an integer
+herd.toml:7:11: services.api: missing required key "command"
+herd.toml:8:1: services.api.comand: unknown key (did you mean "command"?)
+herd.toml:9:13: services.api.requires: unknown service "dbx" (did you mean "db"?)
+herd.toml:10:19: services.api.stop.signal: unknown signal "SIGFOO"
+herd.toml:10:39: services.api.stop.timeout: invalid duration "10x": unknown unit "x" (use ms, s, m or h)
+herd.toml:13:11: services.db.command: a string command needs shell = true; or give an argv array such as ["prog", "arg"]
+herd.toml:18:10: services.cache.after: dependency cycle: cache -> db -> cache
+herd.toml: 10 errors
+"#,
+    );
+}
+
+#[test]
+fn check_reports_the_file_given_with_f() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    std::fs::write(
+        dir.path().join("conf/stack.toml"),
+        "[services.a]\nkind = 2\ncommand = [\"x\"]\n",
+    )
+    .unwrap();
+    let out = herd(dir.path(), &["check", "-f", "conf/stack.toml"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "conf/stack.toml:2:8: services.a.kind: expected a string, found an integer\nconf/stack.toml: 1 error\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = herd(dir.path(), &["check", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
