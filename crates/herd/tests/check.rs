@@ -1,16 +1,9 @@
 //! `herd check` end to end: each broken configuration must give exit code 1 and
 //! exactly the expected `file:line:col: key: message` lines, all of them at once.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn herd(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run herd")
-}
+use common::herd;
 
 /// Writes `files` (the first is `herd.toml`'s content when named so) into a fresh
 /// directory, runs `herd check` there and compares stderr with `expected`.
@@ -36,8 +29,7 @@ fn fails1(toml: &str, expected: &str) {
 
 #[test]
 fn valid_example_passes() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = herd(&root, &["check", "-f", "examples/stack/herd.toml"]);
+    let out = herd(common::repo(), &["check", "-f", "examples/stack/herd.toml"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "examples/stack/herd.toml: ok (5 services, 4 start waves, 4 stop waves, 2 files read)\n"

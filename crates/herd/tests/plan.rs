@@ -3,21 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{herd, repo};
 
 use serde_json::Value;
-
-fn herd(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run herd")
-}
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 fn plan_json(dir: &Path, file: &str) -> Value {
     let out = herd(dir, &["plan", "-f", file, "--json"]);
