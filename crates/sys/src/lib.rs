@@ -1,0 +1,18 @@
+//! herder's system layer: the only crate with `unsafe`.
+//!
+//! - [`spawn`](mod@spawn): start a process in its own session, with default signal
+//!   dispositions, an empty mask, rlimits and credentials set between fork and exec;
+//! - [`reap`](mod@reap): the one reaper, and subreaper duty;
+//! - [`pidfd`]: signals that cannot hit a recycled pid;
+//! - [`user`]: user and group lookups, done before fork.
+//!
+//! Containment (cgroups) joins this crate with the stop engine.
+
+pub mod pidfd;
+pub mod reap;
+pub mod spawn;
+pub mod user;
+
+pub use pidfd::Pidfd;
+pub use reap::{ExitStatus, become_subreaper, reap};
+pub use spawn::{Child, Credentials, Rlimit, SpawnError, Spec, spawn};

@@ -1,0 +1,81 @@
+//! Signalling through pidfds, so a signal can never reach a recycled pid.
+//!
+//! A pidfd names one process for as long as the descriptor is open: if the process
+//! has exited (and even been reaped and its pid reused), sending a signal through the
+//! pidfd fails with `ESRCH` instead of hitting a stranger.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::process::Signal;
+use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
+
+#[derive(Debug)]
+pub struct Pidfd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl Pidfd {
+    /// Opens a pidfd for `pid`. Only race-free while `pid` is an unreaped child of
+    /// ours, or otherwise known not to have been recycled.
+    pub fn open(pid: i32) -> io::Result<Pidfd> {
+        if pid <= 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let p = Pid::from_raw(pid).expect("positive");
+        let fd = pidfd_open(p, PidfdFlags::empty())?;
+        Ok(Pidfd { fd, pid })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal`; `Ok(false)` if the process has already exited.
+    pub fn signal(&self, signal: i32) -> io::Result<bool> {
+        let sig = to_signal(signal)?;
+        match pidfd_send_signal(&self.fd, sig) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::SRCH) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for Pidfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+pub(crate) fn to_signal(signal: i32) -> io::Result<Signal> {
+    let valid =
+        (1..=31).contains(&signal) || (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal);
+    if !valid {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: checked above to be a signal number the kernel accepts and that the
+    // C library does not reserve for itself.
+    Ok(Signal::from_named_raw(signal)
+        .unwrap_or_else(|| unsafe { Signal::from_raw_unchecked(signal) }))
+}
+
+/// Signals the process group `pgid`.
+///
+/// Safe from recycling only while the group is known to exist: herder signals a
+/// service's group while its leader (the main process) is unreaped, since a zombie
+/// leader keeps the group id in use.
+pub fn signal_group(pgid: i32, signal: i32) -> io::Result<bool> {
+    let sig = to_signal(signal)?;
+    // Never 0 (our own group), 1 or -1 (everything): only a service's own group.
+    if pgid <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let p = Pid::from_raw(pgid).expect("positive");
+    match rustix::process::kill_process_group(p, sig) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::SRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
