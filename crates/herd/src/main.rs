@@ -3,8 +3,9 @@
 //! The binary is thin: configuration lives in `herd-config`; each subcommand is a file
 //! under `cmd/`.
 //!
-//! Exit codes: 0 success; 1 the configuration is invalid (every error is printed);
-//! 2 the command line is wrong.
+//! Exit codes: 0 success; 1 the configuration is invalid (every error is printed) or
+//! herder could not run; 2 the command line is wrong; 3 (`up`) the shutdown had to
+//! SIGKILL a service.
 
 mod cmd;
 mod output;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Validate the configuration; print every error with file:line:column.
     Check,
+    /// Run the services in the foreground until SIGINT or SIGTERM.
+    Up,
     /// Print the start waves, the stop waves and each service's shutdown deadline.
     Plan {
         /// Print JSON instead of tables.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check => cmd::check::run(&cli.file),
+        Command::Up => cmd::up::run(&cli.file),
         Command::Plan { json } => cmd::plan::run(&cli.file, json),
     }
 }

@@ -111,3 +111,8 @@ pub fn credentials(user: &str, group: Option<&str>) -> Result<Credentials, Looku
 pub fn group_only(group: &str) -> Result<u32, LookupError> {
     group_id(group).ok_or_else(|| LookupError::NoGroup(group.to_string()))
 }
+
+/// herder's own uid.
+pub fn current_uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}

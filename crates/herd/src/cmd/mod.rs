@@ -1,5 +1,6 @@
 pub mod check;
 pub mod plan;
+pub mod up;
 
 use std::path::Path;
 use std::process::ExitCode;

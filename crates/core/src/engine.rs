@@ -1,0 +1,567 @@
+//! The supervisor loop: one task owns every service's state machine and `select!`s
+//! over SIGCHLD, shutdown signals, messages from probes, and the next timer.
+//!
+//! # How it works
+//!
+//! - **Start**: a pending service starts when every `requires` is ready (a oneshot:
+//!   exited 0) and every `after` has settled (is not pending or starting). A oneshot
+//!   that failed leaves its dependents pending, and herder says why.
+//! - **Reaping**: on SIGCHLD the one reaper ([`herd_sys::reap`]) collects every exited
+//!   child; a service's main pid turns into `MainExited`. herder is a subreaper, so
+//!   orphans of a service are re-parented to it and reaped too.
+//! - **Emptiness**: a service runs in its own process group. After every reap, the
+//!   groups of services whose main process has gone are checked; an empty group is the
+//!   `Empty` event. The last process of a group to exit is always either the main
+//!   process or an orphan re-parented to herder, so its exit wakes herder: no polling.
+//! - **Stop** (this version's simple stop): the stop signal to the group (or the main
+//!   process, by `stop.mode`), SIGKILL to the group at the deadline, stopped once the
+//!   group is empty. A service whose main process exits while others of its group live
+//!   has those killed before it restarts.
+//! - **Shutdown** (SIGINT, SIGTERM): stop waves in order, each service's deadline from
+//!   the budget planner; a second signal SIGKILLs everything left.
+//!
+//! # Caveats
+//!
+//! - Containment is the process group only: a process that calls `setsid` or
+//!   `setpgid` leaves it and is not stopped with its service. cgroup containment comes
+//!   with the containment backends.
+//! - Signalling a group whose leader was reaped relies on the kernel not reusing a pid
+//!   while it names a live group; if the last member exits between the emptiness check
+//!   and the signal, the signal finds nothing (ESRCH).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use herd_config::plan::ShutdownPlan;
+use herd_config::{Command, Config, DepGraph, Kind, ReadyCheck, Service, StopMode};
+use herd_sys::{ExitStatus, Pidfd};
+
+use crate::machine::{Effect, Event, Machine, Policy, State, StopReason};
+use crate::output::Output;
+
+/// Messages from tasks to the loop; `pid` ties an answer to the run that asked.
+enum Msg {
+    Ready { name: String, pid: i32 },
+    ReadyTimeout { name: String, pid: i32 },
+}
+
+struct Svc {
+    cfg: Service,
+    m: Machine,
+    pidfd: Option<Pidfd>,
+    /// The process group (the main pid), while it may still have members.
+    pgid: Option<i32>,
+    /// The run's log-readiness regex is matched by the output reader.
+    ready_task: Option<tokio::task::JoinHandle<()>>,
+    stop_wave: usize,
+}
+
+/// How the run ended, for the exit code.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Services that had to be SIGKILLed during the shutdown.
+    pub killed: Vec<String>,
+    /// Services whose processes were still there when the budget ran out.
+    pub leftovers: Vec<String>,
+}
+
+pub struct Engine {
+    svcs: BTreeMap<String, Svc>,
+    plan: ShutdownPlan,
+    out: Output,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    timers: BTreeSet<(Instant, String)>,
+    shutdown: Option<Shutdown>,
+    killed: BTreeSet<String>,
+}
+
+struct Shutdown {
+    started: Instant,
+    wave: usize,
+    wave_started: Instant,
+}
+
+impl Engine {
+    /// Prepares the services of `config`; `state_dir` holds the log files.
+    pub fn new(config: &Config, state_dir: PathBuf) -> std::io::Result<Engine> {
+        let log_dir = state_dir.join("logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let width = config
+            .services
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let plan = herd_config::shutdown_plan(config);
+        let mut stop_wave = HashMap::new();
+        for (i, w) in plan.waves.iter().enumerate() {
+            for s in &w.services {
+                stop_wave.insert(s.name.clone(), i);
+            }
+        }
+        let svcs = config
+            .services
+            .iter()
+            .map(|(name, cfg)| {
+                let m = Machine::new(Policy {
+                    oneshot: cfg.kind == Kind::Oneshot,
+                    has_ready_check: cfg.ready.is_some(),
+                    ready_timeout: cfg.ready.as_ref().map_or(Duration::ZERO, |r| r.timeout),
+                    restart: cfg.restart.policy,
+                    backoff: cfg.restart.backoff,
+                    limit: cfg.restart.limit,
+                    stable: cfg.restart.stable,
+                });
+                let svc = Svc {
+                    cfg: cfg.clone(),
+                    m,
+                    pidfd: None,
+                    pgid: None,
+                    ready_task: None,
+                    stop_wave: stop_wave[name],
+                };
+                (name.clone(), svc)
+            })
+            .collect();
+        // Only the graph's validity matters here; the waves come from the plan.
+        debug_assert!(DepGraph::new(&config.services).cycles().is_empty());
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Engine {
+            svcs,
+            plan,
+            out: Output::start(width, Some(log_dir), config.logs.max_size, config.logs.keep),
+            tx,
+            rx,
+            timers: BTreeSet::new(),
+            shutdown: None,
+            killed: BTreeSet::new(),
+        })
+    }
+
+    /// Runs until a shutdown has stopped everything.
+    pub async fn run(mut self) -> std::io::Result<Outcome> {
+        // Registered before the first spawn, so no exit can go unnoticed.
+        let mut sigchld = signal(SignalKind::child())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        if let Err(e) = herd_sys::become_subreaper() {
+            note(&format!(
+                "cannot become a subreaper ({e}): orphans go to init"
+            ));
+        }
+        loop {
+            self.schedule();
+            if let Some(outcome) = self.finished() {
+                return Ok(outcome);
+            }
+            let next = self.timers.first().map(|(t, _)| *t);
+            tokio::select! {
+                _ = sigchld.recv() => self.on_sigchld(),
+                _ = sigint.recv() => self.on_shutdown_signal("SIGINT"),
+                _ = sigterm.recv() => self.on_shutdown_signal("SIGTERM"),
+                _ = sighup.recv() => note("SIGHUP: reloading is not supported yet; carrying on"),
+                Some(msg) = self.rx.recv() => self.on_msg(msg),
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
+            }
+        }
+    }
+
+    fn step(&mut self, name: &str, event: Event) {
+        let now = Instant::now();
+        let jitter = jitter();
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let before = svc.m.state.name();
+        let effects = svc.m.step(event, now.into_std(), jitter);
+        let after = svc.m.state.name();
+        if before != after {
+            let detail = match &svc.m.state {
+                State::Ready { pid, .. } | State::Starting { pid, .. } if *pid > 0 => {
+                    format!(" (pid {pid})")
+                }
+                State::Exited { status } => format!(" ({status})"),
+                State::Failed { reason } => format!(": {reason}"),
+                State::Backoff { until } => format!(
+                    " (restart in {})",
+                    herd_config::units::format_duration(
+                        until.saturating_duration_since(now.into_std())
+                    )
+                ),
+                State::Stuck { pids } => format!(" (pids {pids:?})"),
+                _ => String::new(),
+            };
+            note(&format!("{name} {after}{detail}"));
+        }
+        for e in effects {
+            self.apply(name, e);
+        }
+    }
+
+    fn apply(&mut self, name: &str, effect: Effect) {
+        match effect {
+            Effect::Spawn => self.spawn(name),
+            Effect::WatchReadiness { deadline } => self.watch_readiness(name, deadline.into()),
+            Effect::SignalStop => self.signal_stop(name),
+            Effect::KillAll => self.kill_all(name),
+            Effect::Timer { at } => {
+                self.timers.insert((at.into(), name.to_string()));
+            }
+            Effect::Log(msg) => note(&format!("{name}: {msg}")),
+        }
+    }
+
+    fn spawn(&mut self, name: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let spec = match crate::spec::build(&svc.cfg) {
+            Ok(s) => s,
+            Err(reason) => return self.step(name, Event::SpawnFailed { reason }),
+        };
+        let child = match herd_sys::spawn(&spec) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.step(
+                    name,
+                    Event::SpawnFailed {
+                        reason: e.to_string(),
+                    },
+                );
+            }
+        };
+        let pid = child.pid;
+        svc.pidfd = Some(child.pidfd);
+        svc.pgid = Some(pid);
+        let log_re = match svc.cfg.ready.as_ref().map(|r| &r.check) {
+            Some(ReadyCheck::Log(re)) => regex_lite::Regex::new(re).ok(),
+            _ => None,
+        };
+        for fd in [child.stdout, child.stderr] {
+            let tx = self.tx.clone();
+            let (n, re) = (name.to_string(), log_re.clone());
+            let mut sent = false;
+            let on_line = move |line: &str| {
+                if !sent && re.as_ref().is_some_and(|r| r.is_match(line)) {
+                    sent = true;
+                    let _ = tx.send(Msg::Ready {
+                        name: n.clone(),
+                        pid,
+                    });
+                }
+            };
+            if let Err(e) = self.out.capture(name, fd, on_line) {
+                note(&format!("{name}: cannot capture output: {e}"));
+            }
+        }
+        self.step(name, Event::Spawned { pid });
+    }
+
+    fn watch_readiness(&mut self, name: &str, deadline: Instant) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let Some(ready) = svc.cfg.ready.clone() else {
+            return;
+        };
+        let Some(pid) = svc.m.state.pid() else { return };
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        let is_log = matches!(ready.check, ReadyCheck::Log(_));
+        svc.ready_task = Some(tokio::spawn(async move {
+            if is_log {
+                // The output reader answers; this task only keeps the deadline.
+                tokio::time::sleep_until(deadline).await;
+                let _ = tx.send(Msg::ReadyTimeout { name: n, pid });
+                return;
+            }
+            let msg = if crate::ready::probe(ready.check, ready.interval, deadline).await {
+                Msg::Ready { name: n, pid }
+            } else {
+                Msg::ReadyTimeout { name: n, pid }
+            };
+            let _ = tx.send(msg);
+        }));
+    }
+
+    fn signal_stop(&mut self, name: &str) {
+        let svc = &self.svcs[name];
+        let sig = svc.cfg.stop.signal.0;
+        let result = match (svc.cfg.stop.mode, &svc.pidfd, svc.pgid) {
+            (StopMode::Group, _, Some(pgid)) => herd_sys::pidfd::signal_group(pgid, sig),
+            (_, Some(pidfd), _) => pidfd.signal(sig),
+            _ => Ok(false),
+        };
+        if let Err(e) = result {
+            note(&format!("{name}: cannot send {}: {e}", svc.cfg.stop.signal));
+        }
+    }
+
+    fn kill_all(&mut self, name: &str) {
+        if self.shutdown.is_some() {
+            self.killed.insert(name.to_string());
+        }
+        let svc = &self.svcs[name];
+        if let Some(p) = &svc.pidfd {
+            let _ = p.signal(libc_sigkill());
+        }
+        if let Some(pgid) = svc.pgid {
+            let _ = herd_sys::pidfd::signal_group(pgid, libc_sigkill());
+        }
+    }
+
+    fn on_sigchld(&mut self) {
+        for (pid, status) in herd_sys::reap() {
+            let owner = self
+                .svcs
+                .iter()
+                .find(|(_, s)| s.m.state.pid() == Some(pid))
+                .map(|(n, _)| n.clone());
+            if let Some(name) = owner {
+                self.main_exited(&name, status);
+            }
+        }
+        self.check_empty();
+    }
+
+    fn main_exited(&mut self, name: &str, status: ExitStatus) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        svc.pidfd = None;
+        if let Some(t) = svc.ready_task.take() {
+            t.abort();
+        }
+        let stopping = matches!(svc.m.state, State::Stopping { .. });
+        let mixed = svc.cfg.stop.mode == StopMode::Mixed;
+        self.step(name, Event::MainExited { status });
+        let svc = &self.svcs[name];
+        // Leftovers of a run that ended on its own must not outlive it; in `mixed`
+        // mode, the rest of the group is killed once the main process is gone.
+        if let Some(pgid) = svc.pgid
+            && (!stopping || mixed)
+            && group_alive(pgid)
+        {
+            if !stopping {
+                note(&format!(
+                    "{name}: main process gone; killing the rest of its group"
+                ));
+            }
+            let _ = herd_sys::pidfd::signal_group(pgid, libc_sigkill());
+        }
+    }
+
+    /// Turns groups that have no member left into `Empty` events.
+    fn check_empty(&mut self) {
+        let gone: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.m.state.pid().is_none())
+            .filter(|(_, s)| s.pgid.is_some_and(|g| !group_alive(g)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            self.svcs.get_mut(&name).expect("known").pgid = None;
+            if matches!(
+                self.svcs[&name].m.state,
+                State::Stopping { .. } | State::Stuck { .. }
+            ) {
+                self.step(&name, Event::Empty);
+            }
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        let (name, pid, event) = match msg {
+            Msg::Ready { name, pid } => (name, pid, Event::ReadyCheckPassed),
+            Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
+        };
+        // An answer about an earlier run of the service is stale.
+        if self
+            .svcs
+            .get(&name)
+            .is_some_and(|s| s.m.state.pid() == Some(pid))
+        {
+            self.step(&name, event);
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((at, name)) = self.timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match self.svcs[&name].m.state {
+                State::Stopping { deadline, .. } if deadline <= now.into_std() => {
+                    self.step(&name, Event::Deadline)
+                }
+                State::Backoff { until } if until <= now.into_std() => {
+                    self.step(&name, Event::BackoffElapsed)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_shutdown_signal(&mut self, sig: &str) {
+        if self.shutdown.is_some() {
+            note(&format!("{sig} again: SIGKILL to everything left"));
+            let names: Vec<String> = self.svcs.keys().cloned().collect();
+            for n in names {
+                if matches!(self.svcs[&n].m.state, State::Stopping { .. }) {
+                    self.step(&n, Event::Deadline);
+                } else if self.svcs[&n].m.state.pid().is_some() {
+                    self.stop(&n, Instant::now());
+                    self.step(&n, Event::Deadline);
+                }
+            }
+            return;
+        }
+        let now = Instant::now();
+        note(&format!(
+            "{sig}: shutting down ({} stop waves, budget {})",
+            self.plan.waves.len(),
+            herd_config::units::format_duration(self.plan.budget)
+        ));
+        self.shutdown = Some(Shutdown {
+            started: now,
+            wave: 0,
+            wave_started: now,
+        });
+        self.begin_wave();
+    }
+
+    /// Stops the services of the current wave, with deadlines from the plan.
+    fn begin_wave(&mut self) {
+        let Some(sd) = &self.shutdown else { return };
+        let (wave, started, wave_started) = (sd.wave, sd.started, sd.wave_started);
+        let Some(plan) = self.plan.waves.get(wave).cloned() else {
+            return;
+        };
+        for s in &plan.services {
+            let cap = started + plan.latest_kill_at;
+            let deadline = (wave_started + s.granted).min(cap);
+            self.stop(&s.name, deadline);
+        }
+    }
+
+    fn stop(&mut self, name: &str, deadline: Instant) {
+        self.step(
+            name,
+            Event::Stop {
+                reason: StopReason::Shutdown,
+                deadline: deadline.into_std(),
+            },
+        );
+    }
+
+    /// Starts what may start now; advances the shutdown wave when it is done.
+    fn schedule(&mut self) {
+        if let Some(sd) = &mut self.shutdown {
+            let wave = sd.wave;
+            let done = self
+                .svcs
+                .values()
+                .filter(|s| s.stop_wave == wave)
+                .all(|s| settled_down(&s.m.state) && s.pgid.is_none());
+            if done && wave < self.plan.waves.len() {
+                sd.wave += 1;
+                sd.wave_started = Instant::now();
+                self.begin_wave();
+                return self.schedule();
+            }
+            return;
+        }
+        let ready: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.m.state == State::Pending)
+            .filter(|(_, s)| {
+                s.cfg
+                    .requires
+                    .iter()
+                    .all(|d| is_ready(&self.svcs[d].m.state))
+                    && s.cfg
+                        .after
+                        .iter()
+                        .all(|d| settled_up(&self.svcs[d].m.state))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            self.step(&name, Event::Start);
+        }
+    }
+
+    fn finished(&self) -> Option<Outcome> {
+        let sd = self.shutdown.as_ref()?;
+        let all_done = sd.wave >= self.plan.waves.len()
+            && self
+                .svcs
+                .values()
+                .all(|s| settled_down(&s.m.state) && s.pgid.is_none());
+        if all_done {
+            return Some(Outcome {
+                killed: self.killed.iter().cloned().collect(),
+                leftovers: Vec::new(),
+            });
+        }
+        None
+    }
+}
+
+/// Whether a service a dependent `requires` is satisfied.
+fn is_ready(s: &State) -> bool {
+    match s {
+        State::Ready { .. } => true,
+        State::Exited { status } => status.success(),
+        _ => false,
+    }
+}
+
+/// Whether an `after` dependency has finished starting (either way).
+fn settled_up(s: &State) -> bool {
+    !matches!(
+        s,
+        State::Pending | State::Starting { .. } | State::Backoff { .. }
+    )
+}
+
+/// Whether nothing of the service runs any more.
+fn settled_down(s: &State) -> bool {
+    matches!(
+        s,
+        State::Stopped | State::Exited { .. } | State::Failed { .. } | State::Pending
+    )
+}
+
+fn group_alive(pgid: i32) -> bool {
+    herd_sys::pidfd::signal_group_probe(pgid)
+}
+
+fn libc_sigkill() -> i32 {
+    herd_config::units::Signal::KILL.0
+}
+
+/// Herder's own messages go to stderr, apart from the services' output.
+pub fn note(msg: &str) {
+    eprintln!("herd: {msg}");
+}
+
+/// A number in [0, 1) for restart jitter; the clock's low bits are random enough.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// The command line a service runs.
+pub fn argv(cfg: &Service) -> Vec<String> {
+    match &cfg.command {
+        Command::Argv(a) => a.clone(),
+        Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+    }
+}

@@ -1,0 +1,207 @@
+//! Capturing a service's stdout and stderr without ever blocking it.
+//!
+//! # How it works
+//!
+//! Each pipe has a reader task that drains it as fast as the kernel fills it. Every
+//! line goes to the service's log file (rotated by size) and is offered to the one
+//! printer task that shows it, prefixed, on herder's stdout. The offer never waits:
+//! when the terminal is slower than the service, lines the printer cannot take are
+//! counted and dropped from the display (never from the log file), and the printer
+//! says how many it skipped. A line is cut at [`MAX_LINE`] bytes, so a flood without
+//! newlines cannot grow herder's memory either.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+/// Longest line kept whole; longer ones are split.
+pub const MAX_LINE: usize = 16 * 1024;
+/// Lines waiting for the terminal; beyond this they are dropped from the display.
+const QUEUE: usize = 512;
+
+/// Where lines go: the printer queue and the per-service log files.
+#[derive(Clone)]
+pub struct Output {
+    tx: mpsc::Sender<(Arc<str>, String)>,
+    dropped: Arc<AtomicU64>,
+    log_dir: Option<PathBuf>,
+    max_size: u64,
+    keep: u32,
+}
+
+impl Output {
+    /// Starts the printer. `width` aligns the service-name prefixes.
+    pub fn start(width: usize, log_dir: Option<PathBuf>, max_size: u64, keep: u32) -> Output {
+        let (tx, mut rx) = mpsc::channel::<(Arc<str>, String)>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let d = dropped.clone();
+        let color = std::io::stdout().is_terminal();
+        tokio::spawn(async move {
+            while let Some((name, line)) = rx.recv().await {
+                let mut out = std::io::stdout().lock();
+                let skipped = d.swap(0, Ordering::Relaxed);
+                if skipped > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{:>width$} | [herd: {skipped} lines not shown; they are in the log files]",
+                        "herd"
+                    );
+                }
+                let _ = if color {
+                    let c = 31 + (name.bytes().map(u32::from).sum::<u32>() % 6);
+                    writeln!(out, "\x1b[{c}m{name:>width$}\x1b[0m | {line}")
+                } else {
+                    writeln!(out, "{name:>width$} | {line}")
+                };
+            }
+        });
+        Output {
+            tx,
+            dropped,
+            log_dir,
+            max_size,
+            keep,
+        }
+    }
+
+    /// Drains `fd` until the pipe closes. Each line is also given to `on_line`
+    /// (readiness by log line).
+    pub fn capture(
+        &self,
+        name: &str,
+        fd: OwnedFd,
+        mut on_line: impl FnMut(&str) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut rx = pipe::Receiver::from_owned_fd(fd)?;
+        let name: Arc<str> = Arc::from(name);
+        let me = self.clone();
+        let mut log = self
+            .log_dir
+            .as_ref()
+            .map(|d| LogFile::new(d.join(format!("{name}.log")), me.max_size, me.keep));
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                let n = match rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if let Some(l) = log.as_mut() {
+                    l.write(&buf[..n]);
+                }
+                pending.extend_from_slice(&buf[..n]);
+                let mut start = 0;
+                while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
+                    me.line(&name, &pending[start..start + i], &mut on_line);
+                    start += i + 1;
+                }
+                pending.drain(..start);
+                while pending.len() >= MAX_LINE {
+                    let rest = pending.split_off(MAX_LINE);
+                    me.line(&name, &pending, &mut on_line);
+                    pending = rest;
+                }
+            }
+            if !pending.is_empty() {
+                me.line(&name, &pending, &mut on_line);
+            }
+        });
+        Ok(())
+    }
+
+    fn line(&self, name: &Arc<str>, bytes: &[u8], on_line: &mut impl FnMut(&str)) {
+        let text = String::from_utf8_lossy(bytes);
+        on_line(&text);
+        if self.tx.try_send((name.clone(), text.into_owned())).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A log file rotated by size: `name.log`, `name.log.1`, … `name.log.keep`.
+struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_size: u64,
+    keep: u32,
+}
+
+impl LogFile {
+    fn new(path: PathBuf, max_size: u64, keep: u32) -> LogFile {
+        LogFile {
+            path,
+            file: None,
+            size: 0,
+            max_size,
+            keep,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        if self.file.is_none() {
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+            self.size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        }
+        if self.size > 0 && self.size + data.len() as u64 > self.max_size {
+            self.file = None;
+            rotate(&self.path, self.keep);
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+            self.size = 0;
+        }
+        if let Some(f) = self.file.as_mut()
+            && f.write_all(data).is_ok()
+        {
+            self.size += data.len() as u64;
+        }
+    }
+}
+
+fn rotate(path: &Path, keep: u32) {
+    let numbered = |i: u32| PathBuf::from(format!("{}.{i}", path.display()));
+    if keep == 0 {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for i in (1..keep).rev() {
+        let _ = std::fs::rename(numbered(i), numbered(i + 1));
+    }
+    let _ = std::fs::rename(path, numbered(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_files_rotate_by_size_and_keep_so_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.log");
+        let mut log = LogFile::new(path.clone(), 10, 2);
+        for chunk in ["aaaaaa\n", "bbbbbb\n", "cccccc\n", "dddddd\n"] {
+            log.write(chunk.as_bytes());
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&path), "dddddd\n");
+        assert_eq!(read(&dir.path().join("svc.log.1")), "cccccc\n");
+        assert_eq!(read(&dir.path().join("svc.log.2")), "bbbbbb\n");
+        assert!(!dir.path().join("svc.log.3").exists());
+    }
+}

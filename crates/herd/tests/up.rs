@@ -1,0 +1,315 @@
+//! `herd up` with real processes. Order and timing are observed from the services'
+//! own side (timestamps they write); survivors are found by scanning /proc for the
+//! test's marker, never by asking herder.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Up;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Nanosecond timestamps a script wrote with `date +%s%N`.
+fn stamps(up: &Up, file: &str) -> Vec<u128> {
+    std::fs::read_to_string(up.path(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+fn stamp(up: &Up, file: &str) -> u128 {
+    stamps(up, file)[0]
+}
+
+#[track_caller]
+fn shut_down(up: &mut Up) -> Option<i32> {
+    up.signal(libc::SIGINT);
+    let code = up.wait_exit(T);
+    assert_eq!(up.survivors(), Vec::<i32>::new(), "processes survived");
+    code
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn dependencies_start_in_order_and_wait_for_readiness() {
+    let mut up = Up::start(
+        r#"
+[services.db]
+shell = true
+command = "sleep 0.3; date +%s%N > {dir}/db.ready; echo 'db: accepting connections'; exec sleep 1000"
+ready = { log = "accepting connections", timeout = "10s" }
+
+[services.migrate]
+kind = "oneshot"
+shell = true
+command = "date +%s%N > {dir}/migrate.start; sleep 0.2; date +%s%N > {dir}/migrate.end"
+requires = ["db"]
+
+[services.api]
+shell = true
+command = "date +%s%N > {dir}/api.start; exec sleep 1000"
+requires = ["db", "migrate"]
+
+[services.side]
+shell = true
+command = "date +%s%N > {dir}/side.start; exec sleep 1000"
+"#,
+    );
+    up.wait_file("api.start", T);
+    up.wait_file("side.start", T);
+    let (db, m0, m1, api) = (
+        stamp(&up, "db.ready"),
+        stamp(&up, "migrate.start"),
+        stamp(&up, "migrate.end"),
+        stamp(&up, "api.start"),
+    );
+    assert!(m0 >= db, "migrate started before db was ready");
+    assert!(api >= m1, "api started before migrate finished");
+    // Independent services start at once, not after the chain.
+    assert!(stamp(&up, "side.start") < db);
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn tcp_http_and_delay_readiness() {
+    let (p1, p2) = (free_port(), free_port());
+    let mut up = Up::start(&format!(
+        r#"
+[services.tcp]
+command = ["python3", "-c", "import socket,time; time.sleep(0.3); s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {p1})); s.listen(); time.sleep(1000)"]
+ready = {{ tcp = "127.0.0.1:{p1}", interval = "50ms", timeout = "10s" }}
+
+[services.http]
+command = ["python3", "-m", "http.server", "{p2}", "--bind", "127.0.0.1"]
+ready = {{ http = "http://127.0.0.1:{p2}/", interval = "50ms", timeout = "10s" }}
+
+[services.slow]
+shell = true
+command = "date +%s%N > {{dir}}/slow.start; exec sleep 1000"
+ready = {{ delay = "400ms" }}
+
+[services.client]
+shell = true
+command = "python3 -c \"import socket, urllib.request; socket.create_connection(('127.0.0.1', {p1})); urllib.request.urlopen('http://127.0.0.1:{p2}/')\" && date +%s%N > {{dir}}/client.start && exec sleep 1000"
+requires = ["tcp", "http", "slow"]
+"#
+    ));
+    up.wait_file("client.start", T);
+    // The client's own connections succeeded (else it would not have written this),
+    // and it started no earlier than the delay allowed.
+    let waited = stamp(&up, "client.start") - stamp(&up, "slow.start");
+    assert!(
+        waited >= 400_000_000,
+        "client started {waited} ns after slow"
+    );
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn readiness_timeout_is_a_start_failure() {
+    let mut up = Up::start(
+        r#"
+[services.mute]
+shell = true
+command = "exec sleep 1000"
+ready = { log = "never printed", timeout = "300ms" }
+restart = { policy = "never" }
+
+[services.dependent]
+command = ["sleep", "1000"]
+requires = ["mute"]
+"#,
+    );
+    up.wait_for("mute: readiness check timed out", T);
+    up.wait_for("mute failed: readiness check timed out", T);
+    assert_eq!(shut_down(&mut up), Some(0));
+    assert!(!up.seen.iter().any(|l| l.contains("dependent starting")));
+}
+
+#[test]
+fn crash_loop_backs_off_then_hits_the_start_limit() {
+    let mut up = Up::start(
+        r#"
+[services.crash]
+shell = true
+command = "date +%s%N >> {dir}/starts; exit 1"
+restart = { policy = "always", backoff = "100ms..1s", limit = "5/1m" }
+"#,
+    );
+    up.wait_for("crash failed: start limit reached (5 starts within 1m)", T);
+    let starts = stamps(&up, "starts");
+    assert_eq!(starts.len(), 5, "{starts:?}");
+    // Delays double from the floor (100, 200, 400, 800 ms); jitter takes off at
+    // most half, and never goes below the floor.
+    for (i, w) in starts.windows(2).enumerate() {
+        let gap_ms = (w[1] - w[0]) / 1_000_000;
+        let full = 100u128 << i;
+        assert!(
+            gap_ms >= (full / 2).max(100) && gap_ms < full + 500,
+            "gap {i} was {gap_ms} ms, expected about {full} ms"
+        );
+    }
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn failed_oneshot_blocks_its_dependents_with_a_clear_state() {
+    let mut up = Up::start(
+        r#"
+[services.migrate]
+kind = "oneshot"
+command = ["sh", "-c", "exit 3"]
+
+[services.api]
+shell = true
+command = "touch {dir}/api.started; exec sleep 1000"
+requires = ["migrate"]
+"#,
+    );
+    up.wait_for("migrate failed: exit code 3", T);
+    assert_eq!(shut_down(&mut up), Some(0));
+    assert!(
+        !up.path("api.started").exists(),
+        "api started despite its failed oneshot"
+    );
+}
+
+#[test]
+fn bad_input_fails_the_service_not_herder() {
+    let mut up = Up::start(
+        r#"
+[services.noprog]
+command = ["no-such-program-herd"]
+
+[services.nouser]
+command = ["true"]
+user = "no-such-user-herd"
+
+[services.nodir]
+command = ["true"]
+workdir = "no/such/dir"
+
+[services.good]
+shell = true
+command = "echo fine; exec sleep 1000"
+ready = { log = "fine" }
+"#,
+    );
+    up.wait_for("good ready", T);
+    let mut reasons = Vec::new();
+    for name in ["noprog", "nouser", "nodir"] {
+        reasons.push(up.wait_for(&format!("{name} failed"), T));
+    }
+    let dir = up.dir.path().display().to_string();
+    let reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|r| r.replace(&dir, "DIR"))
+        .collect();
+    assert!(
+        reasons.iter().any(
+            |r| r.contains("noprog failed: program \"no-such-program-herd\" not found in PATH")
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(
+            &"herd: nouser failed: user \"no-such-user-herd\" does not exist".to_string()
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(
+            &"herd: nodir failed: working directory ./no/such/dir: No such file or directory"
+                .to_string()
+        ),
+        "{reasons:?}"
+    );
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn a_service_ignoring_sigterm_is_killed_at_its_deadline() {
+    let mut up = Up::start(
+        r#"
+[services.stubborn]
+shell = true
+command = "trap '' TERM; echo up; while :; do sleep 0.1; done"
+ready = { log = "up" }
+stop = { timeout = "1s" }
+"#,
+    );
+    up.wait_for("stubborn ready", T);
+    let t0 = Instant::now();
+    up.signal(libc::SIGTERM);
+    up.wait_for("stubborn: stop timeout reached: SIGKILL", T);
+    let code = up.wait_exit(T);
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "killed before its stop timeout"
+    );
+    assert_eq!(code, Some(3), "SIGKILL during shutdown is exit code 3");
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn children_left_by_a_crashed_main_process_are_killed() {
+    let mut up = Up::start(
+        r#"
+[services.leaky]
+shell = true
+command = "sleep 1000 & echo started; sleep 0.2; exit 1"
+restart = { policy = "never" }
+"#,
+    );
+    up.wait_for("leaky: main process gone; killing the rest of its group", T);
+    up.wait_for("leaky exited", T);
+    let deadline = Instant::now() + T;
+    while !up.survivors().is_empty() {
+        assert!(Instant::now() < deadline, "the background child survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn a_stdout_flood_neither_blocks_the_child_nor_grows_herder() {
+    let mut up = Up::start(
+        r#"
+[logs]
+max_size = "8M"
+keep = 1
+
+[services.flood]
+kind = "oneshot"
+shell = true
+command = "head -c 120000000 /dev/zero | tr '\\000' 'x' | fold -w 1000; date +%s%N > {dir}/flood.done"
+"#,
+    );
+    up.wait_for("flood exited (exit code 0)", Duration::from_secs(120));
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", up.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        rss_kb < 64 * 1024,
+        "herder's peak RSS was {rss_kb} kB for a 120 MB flood"
+    );
+    // Logs were rotated, not grown without bound.
+    let log = std::fs::metadata(up.path(".herd/logs/flood.log"))
+        .unwrap()
+        .len();
+    assert!(log <= 8 << 20, "log file is {log} bytes");
+    assert!(up.path(".herd/logs/flood.log.1").exists());
+    assert_eq!(shut_down(&mut up), Some(0));
+}
