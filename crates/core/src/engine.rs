@@ -39,6 +39,7 @@ use tokio::time::Instant;
 
 use herd_config::plan::ShutdownPlan;
 use herd_config::{Command, Config, DepGraph, Kind, ReadyCheck, Service, StopMode};
+use herd_sys::notify::{Notification, NotifySocket, process_group};
 use herd_sys::{ExitStatus, Pidfd};
 
 use crate::machine::{Effect, Event, Machine, Policy, State, StopReason};
@@ -48,6 +49,16 @@ use crate::output::Output;
 enum Msg {
     Ready { name: String, pid: i32 },
     ReadyTimeout { name: String, pid: i32 },
+    Notify { name: String, note: Notification },
+}
+
+/// What a timer wakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    /// The state machine (stop deadline, end of backoff).
+    Machine,
+    /// The next attempt of an `exec` readiness check.
+    ExecCheck,
 }
 
 struct Svc {
@@ -59,6 +70,10 @@ struct Svc {
     /// The run's log-readiness regex is matched by the output reader.
     ready_task: Option<tokio::task::JoinHandle<()>>,
     stop_wave: usize,
+    /// `$NOTIFY_SOCKET` for services that speak sd_notify.
+    notify_env: Option<String>,
+    /// When the readiness check must have passed.
+    ready_deadline: Option<Instant>,
 }
 
 /// How the run ended, for the exit code.
@@ -76,9 +91,11 @@ pub struct Engine {
     out: Output,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
-    timers: BTreeSet<(Instant, String)>,
+    timers: BTreeSet<(Instant, String, Wake)>,
     shutdown: Option<Shutdown>,
     killed: BTreeSet<String>,
+    /// Running `exec` readiness checks: check pid -> (service, its main pid, pidfd).
+    checks: HashMap<i32, (String, i32, Pidfd)>,
 }
 
 struct Shutdown {
@@ -126,13 +143,26 @@ impl Engine {
                     pgid: None,
                     ready_task: None,
                     stop_wave: stop_wave[name],
+                    notify_env: None,
+                    ready_deadline: None,
                 };
                 (name.clone(), svc)
             })
-            .collect();
+            .collect::<BTreeMap<String, Svc>>();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut svcs = svcs;
+        for (name, svc) in svcs.iter_mut() {
+            if matches!(
+                svc.cfg.ready.as_ref().map(|r| &r.check),
+                Some(ReadyCheck::Notify)
+            ) {
+                let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))?;
+                svc.notify_env = Some(sock.env_value());
+                listen_notify(name.clone(), sock, tx.clone())?;
+            }
+        }
         // Only the graph's validity matters here; the waves come from the plan.
         debug_assert!(DepGraph::new(&config.services).cycles().is_empty());
-        let (tx, rx) = mpsc::unbounded_channel();
         Ok(Engine {
             svcs,
             plan,
@@ -142,6 +172,7 @@ impl Engine {
             timers: BTreeSet::new(),
             shutdown: None,
             killed: BTreeSet::new(),
+            checks: HashMap::new(),
         })
     }
 
@@ -162,7 +193,7 @@ impl Engine {
             if let Some(outcome) = self.finished() {
                 return Ok(outcome);
             }
-            let next = self.timers.first().map(|(t, _)| *t);
+            let next = self.timers.first().map(|(t, _, _)| *t);
             tokio::select! {
                 _ = sigchld.recv() => self.on_sigchld(),
                 _ = sigint.recv() => self.on_shutdown_signal("SIGINT"),
@@ -211,7 +242,8 @@ impl Engine {
             Effect::SignalStop => self.signal_stop(name),
             Effect::KillAll => self.kill_all(name),
             Effect::Timer { at } => {
-                self.timers.insert((at.into(), name.to_string()));
+                self.timers
+                    .insert((at.into(), name.to_string(), Wake::Machine));
             }
             Effect::Log(msg) => note(&format!("{name}: {msg}")),
         }
@@ -219,7 +251,12 @@ impl Engine {
 
     fn spawn(&mut self, name: &str) {
         let svc = self.svcs.get_mut(name).expect("known service");
-        let spec = match crate::spec::build(&svc.cfg) {
+        let extra: Vec<(String, String)> = svc
+            .notify_env
+            .iter()
+            .map(|v| ("NOTIFY_SOCKET".to_string(), v.clone()))
+            .collect();
+        let spec = match crate::spec::build(&svc.cfg, &extra) {
             Ok(s) => s,
             Err(reason) => return self.step(name, Event::SpawnFailed { reason }),
         };
@@ -241,7 +278,7 @@ impl Engine {
             Some(ReadyCheck::Log(re)) => regex_lite::Regex::new(re).ok(),
             _ => None,
         };
-        for fd in [child.stdout, child.stderr] {
+        for fd in [child.stdout, child.stderr].into_iter().flatten() {
             let tx = self.tx.clone();
             let (n, re) = (name.to_string(), log_re.clone());
             let mut sent = false;
@@ -267,12 +304,21 @@ impl Engine {
             return;
         };
         let Some(pid) = svc.m.state.pid() else { return };
+        svc.ready_deadline = Some(deadline);
         let tx = self.tx.clone();
         let n = name.to_string();
-        let is_log = matches!(ready.check, ReadyCheck::Log(_));
+        let answered_elsewhere = matches!(
+            ready.check,
+            ReadyCheck::Log(_) | ReadyCheck::Notify | ReadyCheck::Exec(_)
+        );
+        if matches!(ready.check, ReadyCheck::Exec(_)) {
+            self.run_exec_check(name);
+        }
+        let svc = self.svcs.get_mut(name).expect("known service");
         svc.ready_task = Some(tokio::spawn(async move {
-            if is_log {
-                // The output reader answers; this task only keeps the deadline.
+            if answered_elsewhere {
+                // The output reader, the notify socket or the reaper answers; this
+                // task only keeps the deadline.
                 tokio::time::sleep_until(deadline).await;
                 let _ = tx.send(Msg::ReadyTimeout { name: n, pid });
                 return;
@@ -314,6 +360,10 @@ impl Engine {
 
     fn on_sigchld(&mut self) {
         for (pid, status) in herd_sys::reap() {
+            if let Some((name, svc_pid, _)) = self.checks.remove(&pid) {
+                self.exec_check_done(&name, svc_pid, status);
+                continue;
+            }
             let owner = self
                 .svcs
                 .iter()
@@ -374,7 +424,11 @@ impl Engine {
     fn on_msg(&mut self, msg: Msg) {
         let (name, pid, event) = match msg {
             Msg::Ready { name, pid } => (name, pid, Event::ReadyCheckPassed),
-            Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
+            Msg::ReadyTimeout { name, pid } => {
+                self.kill_checks(&name);
+                (name, pid, Event::ReadyTimeout)
+            }
+            Msg::Notify { name, note } => return self.on_notify(&name, note),
         };
         // An answer about an earlier run of the service is stale.
         if self
@@ -388,17 +442,114 @@ impl Engine {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        while let Some((at, name)) = self.timers.first().cloned() {
+        while let Some((at, name, wake)) = self.timers.first().cloned() {
             if at > now {
                 break;
             }
             self.timers.pop_first();
+            if wake == Wake::ExecCheck {
+                if matches!(self.svcs[&name].m.state, State::Starting { .. }) {
+                    self.run_exec_check(&name);
+                }
+                continue;
+            }
             match self.svcs[&name].m.state {
                 State::Stopping { deadline, .. } if deadline <= now.into_std() => {
                     self.step(&name, Event::Deadline)
                 }
                 State::Backoff { until } if until <= now.into_std() => {
                     self.step(&name, Event::BackoffElapsed)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts one attempt of a service's `exec` readiness check, as the service's user,
+    /// in its directory and environment, output discarded.
+    fn run_exec_check(&mut self, name: &str) {
+        let svc = &self.svcs[name];
+        let (Some(svc_pid), Some(ReadyCheck::Exec(argv))) =
+            (svc.m.state.pid(), svc.cfg.ready.as_ref().map(|r| &r.check))
+        else {
+            return;
+        };
+        let spec = crate::spec::build(&svc.cfg, &[]).map(|s| herd_sys::Spec {
+            argv: argv.clone(),
+            discard_output: true,
+            ..s
+        });
+        match spec.map(|s| herd_sys::spawn(&s).map_err(|e| e.to_string())) {
+            Ok(Ok(child)) => {
+                self.checks
+                    .insert(child.pid, (name.to_string(), svc_pid, child.pidfd));
+            }
+            Ok(Err(e)) | Err(e) => {
+                note(&format!("{name}: readiness check cannot run: {e}"));
+                self.retry_exec_check(name);
+            }
+        }
+    }
+
+    fn exec_check_done(&mut self, name: &str, svc_pid: i32, status: ExitStatus) {
+        if self.svcs[name].m.state.pid() != Some(svc_pid) {
+            return; // about an earlier run
+        }
+        if status.success() {
+            self.step(name, Event::ReadyCheckPassed);
+        } else {
+            self.retry_exec_check(name);
+        }
+    }
+
+    fn retry_exec_check(&mut self, name: &str) {
+        let svc = &self.svcs[name];
+        let interval = svc
+            .cfg
+            .ready
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.interval);
+        let at = Instant::now() + interval;
+        // Past the deadline the timeout answers; no attempt is started.
+        if svc.ready_deadline.is_some_and(|d| at < d) {
+            self.timers.insert((at, name.to_string(), Wake::ExecCheck));
+        }
+    }
+
+    fn kill_checks(&mut self, name: &str) {
+        for (n, _, pidfd) in self.checks.values() {
+            if n == name {
+                let _ = herd_sys::pidfd::signal_group(pidfd.pid(), libc_sigkill());
+            }
+        }
+    }
+
+    /// An sd_notify datagram: acted on only if a process of the service sent it.
+    fn on_notify(&mut self, name: &str, msg: Notification) {
+        let svc = &self.svcs[name];
+        let main = svc.m.state.pid();
+        let ours = msg.pid.is_some_and(|p| {
+            Some(p) == main || svc.pgid.is_some_and(|g| process_group(p) == Some(g))
+        });
+        if !ours {
+            note(&format!(
+                "{name}: ignored a notification from pid {}: not a process of this service",
+                msg.pid.map_or("unknown".into(), |p| p.to_string())
+            ));
+            return;
+        }
+        let by_notify = matches!(
+            svc.cfg.ready.as_ref().map(|r| &r.check),
+            Some(ReadyCheck::Notify)
+        );
+        for line in msg.text.lines() {
+            match line.split_once('=') {
+                Some(("READY", "1")) if by_notify => self.step(name, Event::ReadyCheckPassed),
+                Some(("RELOADING", "1")) => self.step(name, Event::NotReady),
+                Some(("STATUS", status)) => note(&format!("{name}: status: {status}")),
+                Some(("STOPPING", "1")) => note(&format!("{name}: says it is stopping")),
+                Some(("MAINPID" | "EXTEND_TIMEOUT_USEC", _)) => {
+                    note(&format!("{name}: {line}: not honoured yet; ignored"))
                 }
                 _ => {}
             }
@@ -510,6 +661,37 @@ impl Engine {
         }
         None
     }
+}
+
+/// Forwards every datagram of `sock` to the loop.
+fn listen_notify(
+    name: String,
+    sock: NotifySocket,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> std::io::Result<()> {
+    let sock = tokio::net::UnixDatagram::from_std(sock.into_std())?;
+    tokio::spawn(async move {
+        loop {
+            if sock.readable().await.is_err() {
+                return;
+            }
+            // None (nothing waiting) becomes WouldBlock, so readiness is cleared.
+            let got = sock.try_io(tokio::io::Interest::READABLE, || {
+                herd_sys::notify::recv(&sock)?.ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+            });
+            match got {
+                Ok(note) => {
+                    let name = name.clone();
+                    if tx.send(Msg::Notify { name, note }).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => self::note(&format!("{name}: notify socket: {e}")),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Whether a service a dependent `requires` is satisfied.

@@ -2,14 +2,16 @@
 //!
 //! The environment is herder's own, then `env_file`, then `env` (later wins): a
 //! container's variables reach its services, as with foreman or process-compose.
-//! `HERD_SERVICE` names the service.
+//! `HERD_SERVICE` names the service; `NOTIFY_SOCKET` is set for services that speak
+//! sd_notify.
 
 use std::path::Path;
 
 use herd_config::Service;
 use herd_sys::spawn::{Credentials, Rlimit, Spec};
 
-pub fn build(cfg: &Service) -> Result<Spec, String> {
+/// The spec for the service's command; `extra` variables come last (`NOTIFY_SOCKET`).
+pub fn build(cfg: &Service, extra: &[(String, String)]) -> Result<Spec, String> {
     let mut env: Vec<(String, String)> = std::env::vars().collect();
     if let Some(f) = &cfg.env_file {
         for (k, v) in read_env_file(f)? {
@@ -20,6 +22,9 @@ pub fn build(cfg: &Service) -> Result<Spec, String> {
         set(&mut env, k.clone(), v.clone());
     }
     set(&mut env, "HERD_SERVICE".into(), cfg.name.clone());
+    for (k, v) in extra {
+        set(&mut env, k.clone(), v.clone());
+    }
     let credentials = match (&cfg.user, &cfg.group) {
         (Some(u), g) => {
             Some(herd_sys::user::credentials(u, g.as_deref()).map_err(|e| e.to_string())?)
@@ -51,6 +56,7 @@ pub fn build(cfg: &Service) -> Result<Spec, String> {
         workdir: cfg.workdir.clone(),
         credentials,
         rlimits,
+        discard_output: false,
     })
 }
 

@@ -313,3 +313,65 @@ command = "head -c 120000000 /dev/zero | tr '\\000' 'x' | fold -w 1000; date +%s
     assert!(up.path(".herd/logs/flood.log.1").exists());
     assert_eq!(shut_down(&mut up), Some(0));
 }
+
+#[test]
+fn notify_readiness_with_a_real_sd_notify_client() {
+    let mut up = Up::start(
+        r#"
+[services.daemon]
+shell = true
+command = "sleep 0.3; date +%s%N > {dir}/daemon.ready; systemd-notify --ready --status='warmed up'; exec sleep 1000"
+ready = { notify = true, timeout = "10s" }
+
+[services.dependent]
+shell = true
+command = "date +%s%N > {dir}/dependent.start; exec sleep 1000"
+requires = ["daemon"]
+"#,
+    );
+    up.wait_for("daemon: status: warmed up", T);
+    up.wait_for("daemon ready", T);
+    up.wait_file("dependent.start", T);
+    assert!(stamp(&up, "dependent.start") >= stamp(&up, "daemon.ready"));
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn one_service_cannot_notify_for_another() {
+    let mut up = Up::start(
+        r#"
+[services.victim]
+command = ["sleep", "1000"]
+ready = { notify = true, timeout = "1500ms" }
+restart = { policy = "never" }
+
+[services.impostor]
+shell = true
+command = "NOTIFY_SOCKET=@herd-$PPID-victim systemd-notify --ready; exec sleep 1000"
+"#,
+    );
+    up.wait_for("victim: ignored a notification from pid", T);
+    up.wait_for("victim failed: readiness check timed out", T);
+    assert!(!up.seen.iter().any(|l| l.contains("victim ready")));
+    assert_eq!(shut_down(&mut up), Some(0));
+}
+
+#[test]
+fn exec_readiness_polls_until_the_command_succeeds() {
+    let mut up = Up::start(
+        r#"
+[services.slow]
+shell = true
+command = "sleep 0.4; date +%s%N > {dir}/flag; exec sleep 1000"
+ready = { exec = ["test", "-s", "{dir}/flag"], interval = "50ms", timeout = "10s" }
+
+[services.dependent]
+shell = true
+command = "date +%s%N > {dir}/dependent.start; exec sleep 1000"
+requires = ["slow"]
+"#,
+    );
+    up.wait_file("dependent.start", T);
+    assert!(stamp(&up, "dependent.start") >= stamp(&up, "flag"));
+    assert_eq!(shut_down(&mut up), Some(0));
+}

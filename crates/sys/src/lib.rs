@@ -4,10 +4,12 @@
 //!   dispositions, an empty mask, rlimits and credentials set between fork and exec;
 //! - [`reap`](mod@reap): the one reaper, and subreaper duty;
 //! - [`pidfd`]: signals that cannot hit a recycled pid;
-//! - [`user`]: user and group lookups, done before fork.
+//! - [`user`]: user and group lookups, done before fork;
+//! - [`notify`]: the sd_notify socket, with kernel-attested sender credentials.
 //!
 //! Containment (cgroups) joins this crate with the stop engine.
 
+pub mod notify;
 pub mod pidfd;
 pub mod reap;
 pub mod spawn;

@@ -16,7 +16,8 @@
 //! 4. supplementary groups, gid, uid — last, so that rlimits above the current hard
 //!    limit can still be set while the child is privileged.
 //!
-//! stdin is `/dev/null`; stdout and stderr are pipes whose read ends are returned.
+//! stdin is `/dev/null`; stdout and stderr are pipes whose read ends are returned, or
+//! `/dev/null` too when the output is not wanted.
 //!
 //! # Caveats
 //!
@@ -47,6 +48,8 @@ pub struct Spec {
     pub workdir: PathBuf,
     pub credentials: Option<Credentials>,
     pub rlimits: Vec<(Rlimit, u64)>,
+    /// stdout and stderr to /dev/null instead of pipes (readiness commands).
+    pub discard_output: bool,
 }
 
 /// Who the child runs as.
@@ -79,8 +82,9 @@ impl Rlimit {
 pub struct Child {
     pub pid: i32,
     pub pidfd: Pidfd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// The read ends of its stdout and stderr, unless output is discarded.
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,9 +121,12 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
+    if spec.discard_output {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
 
     // Prepared here, moved into the closure: nothing is allocated after fork.
     let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = spec
@@ -173,8 +180,8 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
     })?;
     // std's Child neither kills nor waits on drop; take the pipes and let it go.
     let mut child = child;
-    let stdout = child.stdout.take().expect("piped").into();
-    let stderr = child.stderr.take().expect("piped").into();
+    let stdout = child.stdout.take().map(Into::into);
+    let stderr = child.stderr.take().map(Into::into);
     Ok(Child {
         pid,
         pidfd,

@@ -158,7 +158,7 @@ fn environment_workdir_and_rlimits_are_the_specs_only() {
     s.workdir = dir.path().canonicalize().unwrap();
     s.rlimits = vec![(Rlimit::Nofile, 123)];
     let c = spawn(&s).unwrap();
-    let stdout = c.stdout.try_clone().unwrap();
+    let stdout = c.stdout.as_ref().unwrap().try_clone().unwrap();
     let st = wait(&c, Duration::from_secs(10));
     drop(c);
     assert_eq!(st, ExitStatus::Code(0));
@@ -183,7 +183,7 @@ fn credentials_are_switched() {
         groups: vec![65533, 4242],
     });
     let c = spawn(&s).unwrap();
-    let stdout = c.stdout.try_clone().unwrap();
+    let stdout = c.stdout.as_ref().unwrap().try_clone().unwrap();
     assert_eq!(wait(&c, Duration::from_secs(10)), ExitStatus::Code(0));
     drop(c);
     assert_eq!(read_all(stdout), "65534\n65533\n65533 4242\n");

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use herd_config::{Config, Containment, ReadyCheck};
+use herd_config::{Config, Containment};
 use herd_core::engine::{Engine, note};
 
 /// Exit code when the shutdown had to SIGKILL something.
@@ -81,11 +81,6 @@ pub fn unhonoured(config: &Config) -> Vec<String> {
     }
     for (name, s) in &config.services {
         let p = format!("services.{name}");
-        match s.ready.as_ref().map(|r| &r.check) {
-            Some(ReadyCheck::Exec(_)) => out.push(format!("{p}.ready.exec (ready once started)")),
-            Some(ReadyCheck::Notify) => out.push(format!("{p}.ready.notify (ready once started)")),
-            _ => {}
-        }
         if s.stop.exec.is_some() {
             out.push(format!("{p}.stop.exec"));
         }

@@ -1,0 +1,108 @@
+//! The sd_notify socket: one datagram socket per service, in the abstract namespace,
+//! with the sender's credentials attached by the kernel to every message.
+//!
+//! The protocol is systemd's: newline-separated `KEY=VALUE` assignments in one
+//! datagram (`READY=1`, `STATUS=…`, …). `SO_PASSCRED` makes the kernel attach the
+//! sender's pid, uid and gid, which the caller checks so one service cannot speak for
+//! another. File descriptors sent along (`BARRIER=1` passes one and waits for it to be
+//! closed) are closed once the message is read, which answers the barrier.
+//!
+//! `$NOTIFY_SOCKET` is `@herd-<herder pid>-<service>`: abstract names need no file,
+//! no cleanup and no path-length care.
+
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketAddrUnix,
+    SocketFlags, SocketType, bind, recvmsg, socket_with, sockopt,
+};
+
+/// One received notification.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The sender's pid as the kernel saw it.
+    pub pid: Option<i32>,
+    pub text: String,
+}
+
+#[derive(Debug)]
+pub struct NotifySocket {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl NotifySocket {
+    /// Binds `@<name>`.
+    pub fn bind(name: &str) -> io::Result<NotifySocket> {
+        let fd = socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        bind(&fd, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
+        sockopt::set_socket_passcred(&fd, true)?;
+        Ok(NotifySocket {
+            fd,
+            name: name.to_string(),
+        })
+    }
+
+    /// The value for `$NOTIFY_SOCKET`.
+    pub fn env_value(&self) -> String {
+        format!("@{}", self.name)
+    }
+
+    /// The socket as std's type, for an event loop to watch; read it with [`recv`].
+    pub fn into_std(self) -> std::os::unix::net::UnixDatagram {
+        self.fd.into()
+    }
+}
+
+/// Reads one datagram from a notify socket if one is waiting (`Ok(None)` if none).
+pub fn recv(fd: impl AsFd) -> io::Result<Option<Notification>> {
+    {
+        let mut data = vec![0u8; 4096];
+        let mut space =
+            [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(16))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let msg = match recvmsg(
+            &fd,
+            &mut [IoSliceMut::new(&mut data)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        ) {
+            Ok(m) => m,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut pid = None;
+        for m in control.drain() {
+            match m {
+                RecvAncillaryMessage::ScmCredentials(c) => pid = Some(c.pid.as_raw_nonzero().get()),
+                // Dropping the descriptors closes them: that releases a BARRIER=1.
+                RecvAncillaryMessage::ScmRights(fds) => fds.for_each(drop),
+                _ => {}
+            }
+        }
+        data.truncate(msg.bytes.min(data.len()));
+        Ok(Some(Notification {
+            pid,
+            text: String::from_utf8_lossy(&data).into_owned(),
+        }))
+    }
+}
+
+/// The process group of `pid`, from /proc (`None` if it is gone).
+pub fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state, ppid, pgrp.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
