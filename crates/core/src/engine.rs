@@ -47,9 +47,23 @@ use crate::output::Output;
 
 /// Messages from tasks to the loop; `pid` ties an answer to the run that asked.
 enum Msg {
-    Ready { name: String, pid: i32 },
-    ReadyTimeout { name: String, pid: i32 },
-    Notify { name: String, note: Notification },
+    Ready {
+        name: String,
+        pid: i32,
+    },
+    ReadyTimeout {
+        name: String,
+        pid: i32,
+    },
+    Notify {
+        name: String,
+        note: Notification,
+    },
+    /// A main process named by `MAINPID=` has ended.
+    MainGone {
+        name: String,
+        pid: i32,
+    },
 }
 
 /// What a timer wakes.
@@ -429,6 +443,14 @@ impl Engine {
                 (name, pid, Event::ReadyTimeout)
             }
             Msg::Notify { name, note } => return self.on_notify(&name, note),
+            Msg::MainGone { name, pid } => {
+                // If herder is its parent, the reaper has its real status.
+                self.on_sigchld();
+                if self.svcs[&name].m.state.pid() == Some(pid) {
+                    self.main_exited(&name, ExitStatus::Unknown);
+                }
+                return;
+            }
         };
         // An answer about an earlier run of the service is stale.
         if self
@@ -548,11 +570,54 @@ impl Engine {
                 Some(("RELOADING", "1")) => self.step(name, Event::NotReady),
                 Some(("STATUS", status)) => note(&format!("{name}: status: {status}")),
                 Some(("STOPPING", "1")) => note(&format!("{name}: says it is stopping")),
-                Some(("MAINPID" | "EXTEND_TIMEOUT_USEC", _)) => {
+                Some(("MAINPID", pid)) => self.main_pid(name, pid),
+                Some(("EXTEND_TIMEOUT_USEC", _)) => {
                     note(&format!("{name}: {line}: not honoured yet; ignored"))
                 }
                 _ => {}
             }
+        }
+        // Only now may a BARRIER=1 sender go on.
+        drop(msg.fds);
+    }
+
+    /// sd_notify `MAINPID=`: accepted for a process of the service's group, which
+    /// then is the process whose exit ends the run.
+    fn main_pid(&mut self, name: &str, value: &str) {
+        let svc = &self.svcs[name];
+        let Ok(pid) = value.trim().parse::<i32>() else {
+            return note(&format!("{name}: MAINPID={value}: not a pid; ignored"));
+        };
+        if svc.m.state.pid() == Some(pid) {
+            return;
+        }
+        let pgid = svc.pgid;
+        let in_group = |p: i32| pgid.is_some_and(|g| process_group(p) == Some(g));
+        // Checked before and after opening the pidfd: it then names the process
+        // that was checked, whatever becomes of the pid number later.
+        let pidfd = in_group(pid)
+            .then(|| Pidfd::open(pid).ok())
+            .flatten()
+            .filter(|_| in_group(pid));
+        match pidfd {
+            Some(pidfd) => {
+                note(&format!("{name}: main process is now pid {pid}"));
+                // Its parent may not be herder (a forking daemon whose parent is still
+                // there), so its end is watched through a pidfd of its own.
+                if let Ok(watch) = Pidfd::open(pid) {
+                    let (tx, n) = (self.tx.clone(), name.to_string());
+                    tokio::spawn(async move {
+                        if watch.exited().await.is_ok() {
+                            let _ = tx.send(Msg::MainGone { name: n, pid });
+                        }
+                    });
+                }
+                self.svcs.get_mut(name).expect("known").pidfd = Some(pidfd);
+                self.step(name, Event::MainPid { pid });
+            }
+            None => note(&format!(
+                "{name}: MAINPID={pid} ignored: not a process of this service"
+            )),
         }
     }
 

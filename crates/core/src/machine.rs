@@ -121,6 +121,10 @@ pub enum Event {
     ReadyCheckPassed,
     ReadyTimeout,
     NotReady,
+    /// sd_notify `MAINPID=`: another process of the service is now its main one.
+    MainPid {
+        pid: i32,
+    },
     /// The main process was reaped.
     MainExited {
         status: ExitStatus,
@@ -238,6 +242,13 @@ impl Machine {
                 E::ReadyCheckPassed,
             ) => (S::Ready { pid, since }, Vec::new()),
             (S::Ready { pid, since }, E::NotReady) => {
+                (S::RunningNotReady { pid, since }, Vec::new())
+            }
+            (S::Starting { since, .. }, E::MainPid { pid }) => {
+                (S::Starting { pid, since }, Vec::new())
+            }
+            (S::Ready { since, .. }, E::MainPid { pid }) => (S::Ready { pid, since }, Vec::new()),
+            (S::RunningNotReady { since, .. }, E::MainPid { pid }) => {
                 (S::RunningNotReady { pid, since }, Vec::new())
             }
             (S::Starting { pid, .. }, E::ReadyTimeout) => (
@@ -492,6 +503,20 @@ mod tests {
                 (4, E::ReadyCheckPassed, "ready", vec![]),
             ],
         );
+    }
+
+    #[test]
+    fn mainpid_moves_the_main_process_without_a_restart() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(policy(RestartPolicy::Always));
+        m.step(E::Start, t0, 0.0);
+        m.step(E::Spawned { pid: 10 }, t0, 0.0);
+        assert_eq!(m.step(E::MainPid { pid: 11 }, t0, 0.0), vec![]);
+        assert_eq!(m.state, State::Ready { pid: 11, since: t0 });
+        // Not applicable before a start.
+        let mut idle = Machine::new(policy(RestartPolicy::Always));
+        idle.step(E::MainPid { pid: 11 }, t0, 0.0);
+        assert_eq!(idle.state, State::Pending);
     }
 
     #[test]

@@ -375,3 +375,43 @@ requires = ["slow"]
     assert!(stamp(&up, "dependent.start") >= stamp(&up, "flag"));
     assert_eq!(shut_down(&mut up), Some(0));
 }
+
+#[test]
+fn mainpid_hands_the_run_to_a_forked_daemon() {
+    let mut up = Up::start(
+        r#"
+[services.daemon]
+shell = true
+command = "sleep 1000 & echo $! > {dir}/daemon.pid; systemd-notify --ready MAINPID=$!; exit 0"
+ready = { notify = true, timeout = "10s" }
+restart = { policy = "never" }
+"#,
+    );
+    let line = up.wait_for("daemon: main process is now pid", T);
+    up.wait_for("daemon ready", T);
+    let pid: i32 = std::fs::read_to_string(up.path("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(line.ends_with(&format!("pid {pid}")), "{line}");
+    // The forking parent's exit 0 did not end the run; the daemon's death does.
+    // SAFETY: the daemon is this test's own process (pid it wrote itself).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Whether herder or the forking shell (if still there) reaps it is timing;
+    // either way herder sees the end, through the daemon's pidfd.
+    let end = up.wait_for("daemon exited (", T);
+    assert!(
+        end.ends_with("(killed by signal 9)")
+            || end.ends_with("(ended; reaped by another process, status unknown)"),
+        "{end}"
+    );
+    assert!(
+        !up.seen
+            .iter()
+            .any(|l| l.contains("daemon exited (exit code 0)")),
+        "{:?}",
+        up.seen
+    );
+    assert_eq!(shut_down(&mut up), Some(0));
+}

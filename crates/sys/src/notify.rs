@@ -5,7 +5,7 @@
 //! datagram (`READY=1`, `STATUS=…`, …). `SO_PASSCRED` makes the kernel attach the
 //! sender's pid, uid and gid, which the caller checks so one service cannot speak for
 //! another. File descriptors sent along (`BARRIER=1` passes one and waits for it to be
-//! closed) are closed once the message is read, which answers the barrier.
+//! closed) are handed to the caller, who closes them once it has acted on the message.
 //!
 //! `$NOTIFY_SOCKET` is `@herd-<herder pid>-<service>`: abstract names need no file,
 //! no cleanup and no path-length care.
@@ -20,11 +20,15 @@ use rustix::net::{
 };
 
 /// One received notification.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Notification {
     /// The sender's pid as the kernel saw it.
     pub pid: Option<i32>,
     pub text: String,
+    /// Descriptors sent along. A `BARRIER=1` sender waits until they are closed, so
+    /// dropping them only once the message has been acted on orders that action
+    /// before anything the sender does next.
+    pub fds: Vec<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -79,11 +83,11 @@ pub fn recv(fd: impl AsFd) -> io::Result<Option<Notification>> {
             Err(e) => return Err(e.into()),
         };
         let mut pid = None;
+        let mut fds = Vec::new();
         for m in control.drain() {
             match m {
                 RecvAncillaryMessage::ScmCredentials(c) => pid = Some(c.pid.as_raw_nonzero().get()),
-                // Dropping the descriptors closes them: that releases a BARRIER=1.
-                RecvAncillaryMessage::ScmRights(fds) => fds.for_each(drop),
+                RecvAncillaryMessage::ScmRights(received) => fds.extend(received),
                 _ => {}
             }
         }
@@ -91,6 +95,7 @@ pub fn recv(fd: impl AsFd) -> io::Result<Option<Notification>> {
         Ok(Some(Notification {
             pid,
             text: String::from_utf8_lossy(&data).into_owned(),
+            fds,
         }))
     }
 }

@@ -43,6 +43,20 @@ impl Pidfd {
     }
 }
 
+impl Pidfd {
+    /// Resolves once the process has exited, whoever its parent is and whoever
+    /// reaps it: a pidfd turns readable when its process ends. Needs a tokio runtime.
+    pub async fn exited(self) -> io::Result<()> {
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open and refers to
+        // the same pidfd for the AsyncFd's whole life, as `register` requires.
+        let afd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(self.fd, tokio::io::Interest::READABLE)
+        }?;
+        let _ready = afd.readable().await?;
+        Ok(())
+    }
+}
+
 impl AsFd for Pidfd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

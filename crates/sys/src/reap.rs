@@ -14,6 +14,9 @@ pub enum ExitStatus {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
+    /// Ended, but another process reaped it (a main process named by `MAINPID=`
+    /// whose parent was not herder), so how is not known.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -27,6 +30,7 @@ impl std::fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::Unknown => write!(f, "ended; reaped by another process, status unknown"),
         }
     }
 }

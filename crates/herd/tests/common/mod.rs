@@ -101,11 +101,14 @@ impl Up {
         }
     }
 
-    /// Waits for a file a service writes.
+    /// Waits for a file a service writes to hold a whole line (`>` creates the file
+    /// before the command writes it).
     #[track_caller]
     pub fn wait_file(&self, name: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.path(name).exists() {
+        let complete =
+            |p: std::path::PathBuf| std::fs::read_to_string(p).is_ok_and(|t| t.ends_with('\n'));
+        while !complete(self.path(name)) {
             assert!(
                 Instant::now() < deadline,
                 "{name} not written within {timeout:?}"
