@@ -664,6 +664,7 @@ impl Engine {
     }
 
     fn stop(&mut self, name: &str, deadline: Instant) {
+        self.kill_checks(name);
         self.step(
             name,
             Event::Stop {
@@ -713,7 +714,9 @@ impl Engine {
 
     fn finished(&self) -> Option<Outcome> {
         let sd = self.shutdown.as_ref()?;
+        // Readiness checks are children too: none may outlive herder.
         let all_done = sd.wave >= self.plan.waves.len()
+            && self.checks.is_empty()
             && self
                 .svcs
                 .values()

@@ -415,3 +415,17 @@ restart = { policy = "never" }
     );
     assert_eq!(shut_down(&mut up), Some(0));
 }
+
+/// Regression: an `exec` readiness check still running at shutdown was orphaned.
+#[test]
+fn shutdown_leaves_no_readiness_check_behind() {
+    let mut up = Up::start(
+        r#"
+[services.never]
+command = ["sleep", "1000"]
+ready = { exec = ["sh", "-c", "touch {dir}/checking; sleep 1000"], timeout = "60s" }
+"#,
+    );
+    up.wait_file_exists("checking", T);
+    assert_eq!(shut_down(&mut up), Some(0));
+}

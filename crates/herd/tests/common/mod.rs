@@ -117,6 +117,19 @@ impl Up {
         }
     }
 
+    /// Waits for a file to exist (for files created empty).
+    #[track_caller]
+    pub fn wait_file_exists(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.path(name).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} not created within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.pid(), sig) };
