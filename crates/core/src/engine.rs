@@ -137,7 +137,7 @@ impl Engine {
                 stop_wave.insert(s.name.clone(), i);
             }
         }
-        let svcs = config
+        let mut svcs = config
             .services
             .iter()
             .map(|(name, cfg)| {
@@ -164,7 +164,6 @@ impl Engine {
             })
             .collect::<BTreeMap<String, Svc>>();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut svcs = svcs;
         for (name, svc) in svcs.iter_mut() {
             if matches!(
                 svc.cfg.ready.as_ref().map(|r| &r.check),
@@ -365,10 +364,10 @@ impl Engine {
         }
         let svc = &self.svcs[name];
         if let Some(p) = &svc.pidfd {
-            let _ = p.signal(libc_sigkill());
+            let _ = p.signal(SIGKILL);
         }
         if let Some(pgid) = svc.pgid {
-            let _ = herd_sys::pidfd::signal_group(pgid, libc_sigkill());
+            let _ = herd_sys::pidfd::signal_group(pgid, SIGKILL);
         }
     }
 
@@ -411,7 +410,7 @@ impl Engine {
                     "{name}: main process gone; killing the rest of its group"
                 ));
             }
-            let _ = herd_sys::pidfd::signal_group(pgid, libc_sigkill());
+            let _ = herd_sys::pidfd::signal_group(pgid, SIGKILL);
         }
     }
 
@@ -541,7 +540,7 @@ impl Engine {
     fn kill_checks(&mut self, name: &str) {
         for (n, _, pidfd) in self.checks.values() {
             if n == name {
-                let _ = herd_sys::pidfd::signal_group(pidfd.pid(), libc_sigkill());
+                let _ = herd_sys::pidfd::signal_group(pidfd.pid(), SIGKILL);
             }
         }
     }
@@ -791,9 +790,7 @@ fn group_alive(pgid: i32) -> bool {
     herd_sys::pidfd::signal_group_probe(pgid)
 }
 
-fn libc_sigkill() -> i32 {
-    herd_config::units::Signal::KILL.0
-}
+const SIGKILL: i32 = herd_config::units::Signal::KILL.0;
 
 /// Herder's own messages go to stderr, apart from the services' output.
 pub fn note(msg: &str) {

@@ -1,5 +1,6 @@
 //! Readiness probes that run as tasks: `tcp`, `http` and `delay`. (`log` is matched
-//! by the output reader.) Each probe sends one answer: ready, or timed out.
+//! by the output reader, `exec` runs through the reaper, `notify` arrives on the
+//! notify socket.) Each probe gives one answer: ready, or timed out.
 //!
 //! Polled checks wait `interval` between attempts and nothing else: an idle,
 //! ready service costs no timer at all.
@@ -26,8 +27,10 @@ pub async fn probe(check: ReadyCheck, interval: Duration, deadline: Instant) -> 
         }
         ReadyCheck::Tcp(addr) => poll(interval, deadline, || tcp(addr.clone())).await,
         ReadyCheck::Http(url) => poll(interval, deadline, || http(url.clone())).await,
-        // Not probes: answered elsewhere (log) or not honoured yet (reported at start).
-        ReadyCheck::Log(_) | ReadyCheck::Exec(_) | ReadyCheck::Notify => true,
+        // Answered by the engine: the output reader, the reaper, the notify socket.
+        ReadyCheck::Log(_) | ReadyCheck::Exec(_) | ReadyCheck::Notify => {
+            unreachable!("the engine answers log, exec and notify checks itself")
+        }
     }
 }
 
