@@ -16,9 +16,10 @@
 //! - **Stop** (this version's simple stop): the stop signal to the group (or the main
 //!   process, by `stop.mode`), SIGKILL to the group at the deadline, stopped once the
 //!   group is empty. A service whose main process exits while others of its group live
-//!   has those killed before it restarts.
+//!   has those killed, and restarts only once its group is empty.
 //! - **Shutdown** (SIGINT, SIGTERM): stop waves in order, each service's deadline from
-//!   the budget planner; a second signal SIGKILLs everything left.
+//!   the budget planner; a second signal SIGKILLs everything left. Nothing starts or
+//!   restarts once a shutdown has begun.
 //!
 //! # Caveats
 //!
@@ -95,8 +96,6 @@ struct Svc {
 pub struct Outcome {
     /// Services that had to be SIGKILLed during the shutdown.
     pub killed: Vec<String>,
-    /// Services whose processes were still there when the budget ran out.
-    pub leftovers: Vec<String>,
 }
 
 pub struct Engine {
@@ -225,6 +224,12 @@ impl Engine {
         let before = svc.m.state.name();
         let effects = svc.m.step(event, now.into_std(), jitter);
         let after = svc.m.state.name();
+        if matches!(svc.m.state, State::Ready { .. })
+            && let Some(t) = svc.ready_task.take()
+        {
+            // Ready: the task keeping the readiness deadline has nothing left to do.
+            t.abort();
+        }
         if before != after {
             let detail = match &svc.m.state {
                 State::Ready { pid, .. } | State::Starting { pid, .. } if *pid > 0 => {
@@ -363,11 +368,10 @@ impl Engine {
             self.killed.insert(name.to_string());
         }
         let svc = &self.svcs[name];
-        if let Some(p) = &svc.pidfd {
-            let _ = p.signal(SIGKILL);
-        }
-        if let Some(pgid) = svc.pgid {
-            let _ = herd_sys::pidfd::signal_group(pgid, SIGKILL);
+        let main = svc.pidfd.as_ref().map(|p| p.signal(SIGKILL));
+        let group = svc.pgid.map(|g| herd_sys::pidfd::signal_group(g, SIGKILL));
+        for e in [main, group].into_iter().flatten().filter_map(Result::err) {
+            note(&format!("{name}: SIGKILL failed: {e}"));
         }
     }
 
@@ -410,7 +414,9 @@ impl Engine {
                     "{name}: main process gone; killing the rest of its group"
                 ));
             }
-            let _ = herd_sys::pidfd::signal_group(pgid, SIGKILL);
+            if let Err(e) = herd_sys::pidfd::signal_group(pgid, SIGKILL) {
+                note(&format!("{name}: SIGKILL of its group failed: {e}"));
+            }
         }
     }
 
@@ -423,13 +429,13 @@ impl Engine {
             .filter(|(_, s)| s.pgid.is_some_and(|g| !group_alive(g)))
             .map(|(n, _)| n.clone())
             .collect();
+        let now = Instant::now().into_std();
         for name in gone {
             self.svcs.get_mut(&name).expect("known").pgid = None;
-            if matches!(
-                self.svcs[&name].m.state,
-                State::Stopping { .. } | State::Stuck { .. }
-            ) {
-                self.step(&name, Event::Empty);
+            match self.svcs[&name].m.state {
+                State::Stopping { .. } | State::Stuck { .. } => self.step(&name, Event::Empty),
+                State::Backoff { until } if until <= now => self.end_backoff(&name),
+                _ => {}
             }
         }
     }
@@ -437,10 +443,7 @@ impl Engine {
     fn on_msg(&mut self, msg: Msg) {
         let (name, pid, event) = match msg {
             Msg::Ready { name, pid } => (name, pid, Event::ReadyCheckPassed),
-            Msg::ReadyTimeout { name, pid } => {
-                self.kill_checks(&name);
-                (name, pid, Event::ReadyTimeout)
-            }
+            Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
             Msg::Notify { name, note } => return self.on_notify(&name, note),
             Msg::MainGone { name, pid } => {
                 // If herder is its parent, the reaper has its real status.
@@ -457,6 +460,9 @@ impl Engine {
             .get(&name)
             .is_some_and(|s| s.m.state.pid() == Some(pid))
         {
+            if event == Event::ReadyTimeout {
+                self.kill_checks(&name);
+            }
             self.step(&name, event);
         }
     }
@@ -478,9 +484,7 @@ impl Engine {
                 State::Stopping { deadline, .. } if deadline <= now.into_std() => {
                     self.step(&name, Event::Deadline)
                 }
-                State::Backoff { until } if until <= now.into_std() => {
-                    self.step(&name, Event::BackoffElapsed)
-                }
+                State::Backoff { until } if until <= now.into_std() => self.end_backoff(&name),
                 _ => {}
             }
         }
@@ -620,6 +624,22 @@ impl Engine {
         }
     }
 
+    /// A restart is due. During a shutdown it is refused (the service is stopped
+    /// instead); while the previous run's group still has members it waits, and
+    /// `check_empty` resumes it once the group is empty.
+    fn end_backoff(&mut self, name: &str) {
+        if self.shutdown.is_some() {
+            note(&format!("{name}: no restart during shutdown"));
+            return self.stop(name, Instant::now());
+        }
+        if self.svcs[name].pgid.is_some() {
+            return note(&format!(
+                "{name}: restart waits for the rest of the previous run to exit"
+            ));
+        }
+        self.step(name, Event::BackoffElapsed);
+    }
+
     fn on_shutdown_signal(&mut self, sig: &str) {
         if self.shutdown.is_some() {
             note(&format!("{sig} again: SIGKILL to everything left"));
@@ -723,7 +743,6 @@ impl Engine {
         if all_done {
             return Some(Outcome {
                 killed: self.killed.iter().cloned().collect(),
-                leftovers: Vec::new(),
             });
         }
         None
@@ -754,7 +773,13 @@ fn listen_notify(
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => self::note(&format!("{name}: notify socket: {e}")),
+                Err(e) => {
+                    // Retrying would spin on the same error.
+                    self::note(&format!(
+                        "{name}: notify socket failed ({e}); its notifications are no longer heard"
+                    ));
+                    return;
+                }
             }
         }
     });

@@ -200,10 +200,6 @@ impl Machine {
         }
     }
 
-    pub fn restarts(&self) -> usize {
-        self.starts.len().saturating_sub(1)
-    }
-
     /// Applies `event` at `now`; `jitter` in `[0, 1)` spreads restart delays.
     pub fn step(&mut self, event: Event, now: Instant, jitter: f64) -> Vec<Effect> {
         use Event as E;

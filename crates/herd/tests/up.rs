@@ -429,3 +429,39 @@ ready = { exec = ["sh", "-c", "touch {dir}/checking; sleep 1000"], timeout = "60
     up.wait_file_exists("checking", T);
     assert_eq!(shut_down(&mut up), Some(0));
 }
+
+/// Regression: a service that crashed during a shutdown was restarted by its backoff
+/// timer while the waves before it were still stopping.
+#[test]
+fn no_restart_during_shutdown() {
+    let mut up = Up::start(
+        r#"
+[services.front]
+shell = true
+command = "trap '' TERM; echo up; while :; do sleep 0.1; done"
+requires = ["back"]
+ready = { log = "up" }
+stop = { timeout = "1500ms" }
+
+[services.back]
+shell = true
+command = "echo up; sleep 0.3; exit 1"
+ready = { log = "up" }
+restart = { policy = "always", backoff = "50ms..50ms", limit = "1000/1m" }
+"#,
+    );
+    up.wait_for("front ready", T);
+    up.signal(libc::SIGINT);
+    up.wait_for("shutting down", T);
+    assert_eq!(up.wait_exit(T), Some(3), "front needed SIGKILL");
+    let after: Vec<&String> = up
+        .seen
+        .iter()
+        .skip_while(|l| !l.contains("shutting down"))
+        .collect();
+    assert!(
+        !after.iter().any(|l| l.contains("back starting")),
+        "back was restarted during the shutdown: {after:?}"
+    );
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

@@ -231,7 +231,7 @@ fn check_workdir(dir: &Path) -> Result<(), SpawnError> {
 
 /// The absolute path of the program: relative to `workdir` when it has a slash,
 /// searched in `path_var` otherwise (as execvp would, but before the fork).
-pub fn resolve(program: &str, workdir: &Path, path_var: &str) -> Result<PathBuf, SpawnError> {
+fn resolve(program: &str, workdir: &Path, path_var: &str) -> Result<PathBuf, SpawnError> {
     if program.contains('/') {
         let p = workdir.join(program);
         return match check_executable(&p) {

@@ -88,12 +88,15 @@ fn exit_code_and_signal_are_reaped() {
     let c = spawn(&spec(&["sh", "-c", "exit 3"])).unwrap();
     assert_eq!(wait(&c, Duration::from_secs(10)), ExitStatus::Code(3));
 
-    let c = spawn(&spec(&["sleep", "100"])).unwrap();
+    // Killed and reaped by the guard if an assertion fails on the way.
+    let mut guard = Reaped(Some(spawn(&spec(&["sleep", "100"])).unwrap()));
+    let c = guard.0.as_ref().unwrap();
     assert!(c.pidfd.signal(libc::SIGTERM).unwrap());
     assert_eq!(
-        wait(&c, Duration::from_secs(10)),
+        wait(c, Duration::from_secs(10)),
         ExitStatus::Signal(libc::SIGTERM)
     );
+    let c = guard.0.take().unwrap(); // reaped: nothing left for the guard
     // Exited and reaped: the pidfd refuses rather than signalling a recycled pid.
     assert!(!c.pidfd.signal(libc::SIGTERM).unwrap());
 }
@@ -168,13 +171,10 @@ fn environment_workdir_and_rlimits_are_the_specs_only() {
     );
 }
 
+/// As root the child runs with exactly the given ids; unprivileged, the switch is
+/// refused and no child runs with herder's ids instead.
 #[test]
-fn credentials_are_switched() {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        eprintln!("skipped: switching credentials needs root");
-        return;
-    }
+fn credentials_are_switched_or_refused() {
     let _g = serial();
     let mut s = spec(&["sh", "-c", "id -u; id -g; id -G"]);
     s.credentials = Some(Credentials {
@@ -182,6 +182,15 @@ fn credentials_are_switched() {
         gid: 65533,
         groups: vec![65533, 4242],
     });
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        let err = spawn(&s).unwrap_err().to_string();
+        assert!(
+            err.ends_with("Operation not permitted (os error 1)"),
+            "{err}"
+        );
+        return;
+    }
     let c = spawn(&s).unwrap();
     let stdout = c.stdout.as_ref().unwrap().try_clone().unwrap();
     assert_eq!(wait(&c, Duration::from_secs(10)), ExitStatus::Code(0));
