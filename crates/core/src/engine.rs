@@ -9,26 +9,32 @@
 //! - **Reaping**: on SIGCHLD the one reaper ([`herd_sys::reap`]) collects every exited
 //!   child; a service's main pid turns into `MainExited`. herder is a subreaper, so
 //!   orphans of a service are re-parented to it and reaped too.
-//! - **Emptiness**: a service runs in its own process group. After every reap, the
-//!   groups of services whose main process has gone are checked; an empty group is the
-//!   `Empty` event. The last process of a group to exit is always either the main
-//!   process or an orphan re-parented to herder, so its exit wakes herder: no polling.
-//! - **Stop** (this version's simple stop): the stop signal to the group (or the main
-//!   process, by `stop.mode`), SIGKILL to the group at the deadline, stopped once the
-//!   group is empty. A service whose main process exits while others of its group live
-//!   has those killed, and restarts only once its group is empty.
+//! - **Containment**: every run of a service gets a unit of the containment backend
+//!   ([`herd_contain`]): a cgroup (v2 or v1 freezer) the child joins before exec, or
+//!   a process tree tracked through /proc. Readiness checks and `stop.exec` hooks run
+//!   in the service's unit too.
+//! - **Emptiness**: once a service's main process has gone, its unit is checked on
+//!   every event that can empty it: a change of `cgroup.events` (cgroup v2, inotify)
+//!   and every SIGCHLD (herder is the subreaper, so the last process of a unit to exit
+//!   is a child of herder's or of the unit's own). An empty unit is removed and is
+//!   the `Empty` event. No polling.
+//! - **Stop** (SPEC "Stop: one service"): the `stop.exec` hook, bounded by the
+//!   deadline; then the stop signal by `stop.mode` (every process of the unit, or the
+//!   main one; `mixed` SIGKILLs the rest once the main process is gone); SIGKILL to
+//!   the whole unit at the deadline. Processes still there after SIGKILL are killed
+//!   again with exponential backoff, and the service is `stuck`, with their pids,
+//!   states and command lines, until they are gone. Every stop ends with a line
+//!   saying what it took.
 //! - **Shutdown** (SIGINT, SIGTERM): stop waves in order, each service's deadline from
 //!   the budget planner; a second signal SIGKILLs everything left. Nothing starts or
-//!   restarts once a shutdown has begun.
+//!   restarts once a shutdown has begun. Processes no unit could claim (none backend)
+//!   are killed at the end. When the budget is spent, herder exits even if processes
+//!   are stuck, and says which.
 //!
 //! # Caveats
 //!
-//! - Containment is the process group only: a process that calls `setsid` or
-//!   `setpgid` leaves it and is not stopped with its service. cgroup containment comes
-//!   with the containment backends.
-//! - Signalling a group whose leader was reaped relies on the kernel not reusing a pid
-//!   while it names a live group; if the last member exits between the emptiness check
-//!   and the signal, the signal finds nothing (ESRCH).
+//! - What each backend can guarantee is in [`herd_contain`]'s docs; the none backend
+//!   cannot attribute every double-forked escapee to its service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -39,8 +45,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use herd_config::plan::ShutdownPlan;
+use herd_config::units::format_duration;
 use herd_config::{Command, Config, DepGraph, Kind, ReadyCheck, Service, StopMode};
-use herd_sys::notify::{Notification, NotifySocket, process_group};
+use herd_contain::{Backend, Unit};
+use herd_sys::notify::{Notification, NotifySocket};
 use herd_sys::{ExitStatus, Pidfd};
 
 use crate::machine::{Effect, Event, Machine, Policy, State, StopReason};
@@ -65,6 +73,8 @@ enum Msg {
         name: String,
         pid: i32,
     },
+    /// The service's cgroup may have become empty.
+    UnitChanged,
 }
 
 /// What a timer wakes.
@@ -74,14 +84,24 @@ enum Wake {
     Machine,
     /// The next attempt of an `exec` readiness check.
     ExecCheck,
+    /// SIGKILL again: processes survived the last one.
+    KillRetry,
+    /// The shutdown budget is spent.
+    Budget,
 }
 
 struct Svc {
     cfg: Service,
     m: Machine,
     pidfd: Option<Pidfd>,
-    /// The process group (the main pid), while it may still have members.
-    pgid: Option<i32>,
+    /// The run's containment, until it is empty.
+    unit: Option<Box<dyn Unit>>,
+    /// Forwards the unit's `cgroup.events` changes (cgroup v2).
+    unit_watch: Option<tokio::task::JoinHandle<()>>,
+    /// What the current stop has done so far.
+    stop: Option<StopLog>,
+    /// The next pause between SIGKILLs of processes that survive them.
+    kill_backoff: Duration,
     /// The run's log-readiness regex is matched by the output reader.
     ready_task: Option<tokio::task::JoinHandle<()>>,
     stop_wave: usize,
@@ -91,11 +111,59 @@ struct Svc {
     ready_deadline: Option<Instant>,
 }
 
+/// What one stop did, for its closing line (and the shutdown report).
+#[derive(Clone, Debug)]
+pub struct StopLog {
+    pub requested: Instant,
+    /// The `stop.exec` hook: its pid while it runs, and how long it took.
+    pub hook: Option<i32>,
+    pub hook_took: Option<Duration>,
+    pub signal_at: Option<Instant>,
+    pub killed_at: Option<Instant>,
+    /// Processes that survived SIGKILL, at their most.
+    pub stuck: usize,
+}
+
+impl StopLog {
+    fn new(now: Instant) -> StopLog {
+        StopLog {
+            requested: now,
+            hook: None,
+            hook_took: None,
+            signal_at: None,
+            killed_at: None,
+            stuck: 0,
+        }
+    }
+
+    /// `SIGTERM at +0ms, SIGKILL at +1.00s, all gone at +1.01s`.
+    fn summary(&self, signal: &str, end: Instant) -> String {
+        let at = |t: Instant| format!("+{}", format_duration(t - self.requested));
+        let mut parts = Vec::new();
+        if let Some(took) = self.hook_took {
+            parts.push(format!("stop.exec took {}", format_duration(took)));
+        }
+        if let Some(t) = self.signal_at {
+            parts.push(format!("{signal} at {}", at(t)));
+        }
+        if let Some(t) = self.killed_at {
+            parts.push(format!("SIGKILL at {}", at(t)));
+        }
+        if self.stuck > 0 {
+            parts.push(format!("{} process(es) survived SIGKILL for a while", self.stuck));
+        }
+        parts.push(format!("all gone at {}", at(end)));
+        parts.join(", ")
+    }
+}
+
 /// How the run ended, for the exit code.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Services that had to be SIGKILLed during the shutdown.
     pub killed: Vec<String>,
+    /// Services with processes left when the budget ran out.
+    pub stuck: Vec<String>,
 }
 
 pub struct Engine {
@@ -109,17 +177,35 @@ pub struct Engine {
     killed: BTreeSet<String>,
     /// Running `exec` readiness checks: check pid -> (service, its main pid, pidfd).
     checks: HashMap<i32, (String, i32, Pidfd)>,
+    /// Running `stop.exec` hooks: pid -> service.
+    hooks: HashMap<i32, String>,
+    backend: Box<dyn Backend>,
 }
 
 struct Shutdown {
     started: Instant,
     wave: usize,
     wave_started: Instant,
+    /// The budget has run out: herder exits even with processes stuck.
+    spent: bool,
+    /// Strays (processes no unit claimed) have been killed.
+    strays_killed: bool,
+}
+
+impl Svc {
+    fn hooks_running(&self) -> bool {
+        self.stop.as_ref().is_some_and(|l| l.hook.is_some())
+    }
 }
 
 impl Engine {
-    /// Prepares the services of `config`; `state_dir` holds the log files.
-    pub fn new(config: &Config, state_dir: PathBuf) -> std::io::Result<Engine> {
+    /// Prepares the services of `config`; `state_dir` holds the log files; every run
+    /// of a service is contained by `backend`.
+    pub fn new(
+        config: &Config,
+        state_dir: PathBuf,
+        backend: Box<dyn Backend>,
+    ) -> std::io::Result<Engine> {
         let log_dir = state_dir.join("logs");
         std::fs::create_dir_all(&log_dir)?;
         let width = config
@@ -153,7 +239,10 @@ impl Engine {
                     cfg: cfg.clone(),
                     m,
                     pidfd: None,
-                    pgid: None,
+                    unit: None,
+                    unit_watch: None,
+                    stop: None,
+                    kill_backoff: FIRST_KILL_RETRY,
                     ready_task: None,
                     stop_wave: stop_wave[name],
                     notify_env: None,
@@ -185,6 +274,8 @@ impl Engine {
             shutdown: None,
             killed: BTreeSet::new(),
             checks: HashMap::new(),
+            hooks: HashMap::new(),
+            backend,
         })
     }
 
@@ -203,6 +294,7 @@ impl Engine {
         loop {
             self.schedule();
             if let Some(outcome) = self.finished() {
+                self.backend.close();
                 return Ok(outcome);
             }
             let next = self.timers.first().map(|(t, _, _)| *t);
@@ -274,13 +366,26 @@ impl Engine {
             .iter()
             .map(|v| ("NOTIFY_SOCKET".to_string(), v.clone()))
             .collect();
-        let spec = match crate::spec::build(&svc.cfg, &extra) {
+        let mut spec = match crate::spec::build(&svc.cfg, &extra) {
             Ok(s) => s,
             Err(reason) => return self.step(name, Event::SpawnFailed { reason }),
         };
+        let mut unit = match self.backend.create(name, &limits(&svc.cfg)) {
+            Ok(u) => u,
+            Err(e) => {
+                return self.step(
+                    name,
+                    Event::SpawnFailed {
+                        reason: format!("cannot create its {} unit: {e}", self.backend.kind()),
+                    },
+                );
+            }
+        };
+        spec.cgroup = unit.join();
         let child = match herd_sys::spawn(&spec) {
             Ok(c) => c,
             Err(e) => {
+                let _ = unit.remove();
                 return self.step(
                     name,
                     Event::SpawnFailed {
@@ -290,8 +395,29 @@ impl Engine {
             }
         };
         let pid = child.pid;
+        unit.started(pid);
+        svc.unit_watch = unit.events().and_then(|path| {
+            let watch = match herd_sys::watch::FileWatch::new(&path) {
+                Ok(w) => w,
+                Err(e) => {
+                    note(&format!(
+                        "{name}: cannot watch {} ({e}); its end is noticed on SIGCHLD only",
+                        path.display()
+                    ));
+                    return None;
+                }
+            };
+            let tx = self.tx.clone();
+            Some(tokio::spawn(async move {
+                while watch.changed().await.is_ok() {
+                    if tx.send(Msg::UnitChanged).is_err() {
+                        return;
+                    }
+                }
+            }))
+        });
+        svc.unit = Some(unit);
         svc.pidfd = Some(child.pidfd);
-        svc.pgid = Some(pid);
         let log_re = match svc.cfg.ready.as_ref().map(|r| &r.check) {
             Some(ReadyCheck::Log(re)) => regex_lite::Regex::new(re).ok(),
             _ => None,
@@ -350,11 +476,84 @@ impl Engine {
         }));
     }
 
+    /// The start of a stop: the `stop.exec` hook if there is one (the signal follows
+    /// when it ends), else the stop signal.
     fn signal_stop(&mut self, name: &str) {
-        let svc = &self.svcs[name];
+        let now = Instant::now();
+        let svc = self.svcs.get_mut(name).expect("known service");
+        svc.stop = Some(StopLog::new(now));
+        svc.kill_backoff = FIRST_KILL_RETRY;
+        if let Some(argv) = svc.cfg.stop.exec.clone() {
+            match self.run_hook(name, argv) {
+                Ok(pid) => {
+                    let svc = self.svcs.get_mut(name).expect("known service");
+                    if let Some(log) = &mut svc.stop {
+                        log.hook = Some(pid);
+                    }
+                    return;
+                }
+                Err(e) => note(&format!("{name}: stop.exec cannot run: {e}")),
+            }
+        }
+        self.send_stop_signal(name);
+    }
+
+    /// Runs the `stop.exec` hook in the service's unit, as the service, with the
+    /// reason and deadline in its environment.
+    fn run_hook(&mut self, name: &str, argv: Vec<String>) -> Result<i32, String> {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let State::Stopping {
+            reason, deadline, ..
+        } = svc.m.state
+        else {
+            return Err("not stopping".into());
+        };
+        let left = deadline.saturating_duration_since(Instant::now().into_std());
+        let mut spec = crate::spec::build(&svc.cfg, &[])?;
+        spec.argv = argv;
+        spec.discard_output = true;
+        spec.env.push(("HERD_STOP_REASON".into(), reason.name().into()));
+        spec.env.push((
+            "HERD_STOP_DEADLINE_MS".into(),
+            left.as_millis().to_string(),
+        ));
+        spec.cgroup = svc.unit.as_ref().and_then(|u| u.join());
+        let child = herd_sys::spawn(&spec).map_err(|e| e.to_string())?;
+        if let Some(u) = &mut svc.unit {
+            u.started(child.pid);
+        }
+        self.hooks.insert(child.pid, name.to_string());
+        Ok(child.pid)
+    }
+
+    fn hook_done(&mut self, name: &str, status: ExitStatus) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let Some(log) = &mut svc.stop else { return };
+        log.hook = None;
+        log.hook_took = Some(log.requested.elapsed());
+        if !status.success() {
+            note(&format!("{name}: stop.exec ended with {status}"));
+        }
+        // Past the deadline SIGKILL has already gone out; otherwise the signal is due.
+        if matches!(
+            svc.m.state,
+            State::Stopping {
+                escalated: false,
+                ..
+            }
+        ) {
+            self.send_stop_signal(name);
+        }
+    }
+
+    fn send_stop_signal(&mut self, name: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
         let sig = svc.cfg.stop.signal.0;
-        let result = match (svc.cfg.stop.mode, &svc.pidfd, svc.pgid) {
-            (StopMode::Group, _, Some(pgid)) => herd_sys::pidfd::signal_group(pgid, sig),
+        if let Some(log) = &mut svc.stop {
+            log.signal_at = Some(Instant::now());
+        }
+        let result = match (svc.cfg.stop.mode, &svc.pidfd, &mut svc.unit) {
+            (StopMode::Group, _, Some(unit)) => unit.signal(sig).map(|n| n > 0),
             (_, Some(pidfd), _) => pidfd.signal(sig),
             _ => Ok(false),
         };
@@ -363,22 +562,66 @@ impl Engine {
         }
     }
 
+    /// SIGKILL to everything of the service; retried while processes survive it.
     fn kill_all(&mut self, name: &str) {
         if self.shutdown.is_some() {
             self.killed.insert(name.to_string());
         }
-        let svc = &self.svcs[name];
-        let main = svc.pidfd.as_ref().map(|p| p.signal(SIGKILL));
-        let group = svc.pgid.map(|g| herd_sys::pidfd::signal_group(g, SIGKILL));
-        for e in [main, group].into_iter().flatten().filter_map(Result::err) {
+        let now = Instant::now();
+        let svc = self.svcs.get_mut(name).expect("known service");
+        if let Some(log) = &mut svc.stop {
+            log.killed_at.get_or_insert(now);
+        }
+        if let Some(Err(e)) = svc.pidfd.as_ref().map(|p| p.signal(SIGKILL)) {
+            note(&format!("{name}: SIGKILL of the main process failed: {e}"));
+        }
+        if let Some(Err(e)) = svc.unit.as_mut().map(|u| u.kill()) {
             note(&format!("{name}: SIGKILL failed: {e}"));
         }
+        if svc.unit.is_some() {
+            let at = now + svc.kill_backoff;
+            self.timers.insert((at, name.to_string(), Wake::KillRetry));
+        }
+    }
+
+    /// A SIGKILL is some time old and the unit is not empty: processes survive it
+    /// (uninterruptible sleep, a frozen cgroup). Kill again, with backoff, and say
+    /// which processes they are.
+    fn kill_retry(&mut self, name: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let Some(unit) = &mut svc.unit else { return };
+        if unit.is_empty() {
+            return;
+        }
+        let left = herd_contain::procfs::leftovers(&unit.pids());
+        if let Some(log) = &mut svc.stop {
+            log.stuck = log.stuck.max(left.len());
+        }
+        let waited = svc.kill_backoff;
+        svc.kill_backoff = (svc.kill_backoff * 2).min(MAX_KILL_RETRY);
+        note(&format!(
+            "{name}: {} process(es) still there {} after SIGKILL; killing again:",
+            left.len(),
+            format_duration(waited)
+        ));
+        for l in &left {
+            note(&format!("{name}:   {l}"));
+        }
+        let pids = left.iter().map(|l| l.pid).collect();
+        if matches!(svc.m.state, State::Stopping { .. } | State::Stuck { .. }) {
+            self.step(name, Event::KillFailed { pids });
+        }
+        self.kill_all(name);
     }
 
     fn on_sigchld(&mut self) {
         for (pid, status) in herd_sys::reap() {
             if let Some((name, svc_pid, _)) = self.checks.remove(&pid) {
                 self.exec_check_done(&name, svc_pid, status);
+                continue;
+            }
+            if let Some(name) = self.hooks.remove(&pid) {
+                self.hook_done(&name, status);
                 continue;
             }
             let owner = self
@@ -402,39 +645,49 @@ impl Engine {
         let stopping = matches!(svc.m.state, State::Stopping { .. });
         let mixed = svc.cfg.stop.mode == StopMode::Mixed;
         self.step(name, Event::MainExited { status });
-        let svc = &self.svcs[name];
+        let svc = self.svcs.get_mut(name).expect("known service");
         // Leftovers of a run that ended on its own must not outlive it; in `mixed`
-        // mode, the rest of the group is killed once the main process is gone.
-        if let Some(pgid) = svc.pgid
-            && (!stopping || mixed)
-            && group_alive(pgid)
+        // mode, the rest of the unit is killed once the main process is gone.
+        if (!stopping || mixed)
+            && let Some(unit) = &mut svc.unit
+            && !unit.is_empty()
         {
             if !stopping {
-                note(&format!(
-                    "{name}: main process gone; killing the rest of its group"
-                ));
+                note(&format!("{name}: main process gone; killing the rest of it"));
             }
-            if let Err(e) = herd_sys::pidfd::signal_group(pgid, SIGKILL) {
-                note(&format!("{name}: SIGKILL of its group failed: {e}"));
-            }
+            self.kill_all(name);
         }
     }
 
-    /// Turns groups that have no member left into `Empty` events.
+    /// Turns units with no process left into `Empty` events, and removes them.
     fn check_empty(&mut self) {
         let gone: Vec<String> = self
             .svcs
-            .iter()
+            .iter_mut()
             .filter(|(_, s)| s.m.state.pid().is_none())
-            .filter(|(_, s)| s.pgid.is_some_and(|g| !group_alive(g)))
-            .map(|(n, _)| n.clone())
+            .filter(|(_, s)| !s.hooks_running())
+            .filter_map(|(n, s)| s.unit.as_mut().is_some_and(|u| u.is_empty()).then(|| n.clone()))
             .collect();
-        let now = Instant::now().into_std();
+        let now = Instant::now();
         for name in gone {
-            self.svcs.get_mut(&name).expect("known").pgid = None;
+            let svc = self.svcs.get_mut(&name).expect("known");
+            if let Some(mut unit) = svc.unit.take()
+                && let Err(e) = unit.remove()
+            {
+                note(&format!("{name}: cannot remove its {}: {e}", self.backend.kind()));
+            }
+            if let Some(w) = svc.unit_watch.take() {
+                w.abort();
+            }
+            let signal = svc.cfg.stop.signal.to_string();
+            if let Some(log) = svc.stop.take()
+                && matches!(svc.m.state, State::Stopping { .. } | State::Stuck { .. })
+            {
+                note(&format!("{name}: {}", log.summary(&signal, now)));
+            }
             match self.svcs[&name].m.state {
                 State::Stopping { .. } | State::Stuck { .. } => self.step(&name, Event::Empty),
-                State::Backoff { until } if until <= now => self.end_backoff(&name),
+                State::Backoff { until } if until <= now.into_std() => self.end_backoff(&name),
                 _ => {}
             }
         }
@@ -445,6 +698,7 @@ impl Engine {
             Msg::Ready { name, pid } => (name, pid, Event::ReadyCheckPassed),
             Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
             Msg::Notify { name, note } => return self.on_notify(&name, note),
+            Msg::UnitChanged => return self.check_empty(),
             Msg::MainGone { name, pid } => {
                 // If herder is its parent, the reaper has its real status.
                 self.on_sigchld();
@@ -474,11 +728,24 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
-            if wake == Wake::ExecCheck {
-                if matches!(self.svcs[&name].m.state, State::Starting { .. }) {
-                    self.run_exec_check(&name);
+            match wake {
+                Wake::ExecCheck => {
+                    if matches!(self.svcs[&name].m.state, State::Starting { .. }) {
+                        self.run_exec_check(&name);
+                    }
+                    continue;
                 }
-                continue;
+                Wake::KillRetry => {
+                    self.kill_retry(&name);
+                    continue;
+                }
+                Wake::Budget => {
+                    if let Some(sd) = &mut self.shutdown {
+                        sd.spent = true;
+                    }
+                    continue;
+                }
+                Wake::Machine => {}
             }
             match self.svcs[&name].m.state {
                 State::Stopping { deadline, .. } if deadline <= now.into_std() => {
@@ -502,10 +769,14 @@ impl Engine {
         let spec = crate::spec::build(&svc.cfg, &[]).map(|s| herd_sys::Spec {
             argv: argv.clone(),
             discard_output: true,
+            cgroup: svc.unit.as_ref().and_then(|u| u.join()),
             ..s
         });
         match spec.map(|s| herd_sys::spawn(&s).map_err(|e| e.to_string())) {
             Ok(Ok(child)) => {
+                if let Some(u) = &mut self.svcs.get_mut(name).expect("known").unit {
+                    u.started(child.pid);
+                }
                 self.checks
                     .insert(child.pid, (name.to_string(), svc_pid, child.pidfd));
             }
@@ -551,10 +822,10 @@ impl Engine {
 
     /// An sd_notify datagram: acted on only if a process of the service sent it.
     fn on_notify(&mut self, name: &str, msg: Notification) {
-        let svc = &self.svcs[name];
+        let svc = self.svcs.get_mut(name).expect("known service");
         let main = svc.m.state.pid();
         let ours = msg.pid.is_some_and(|p| {
-            Some(p) == main || svc.pgid.is_some_and(|g| process_group(p) == Some(g))
+            Some(p) == main || svc.unit.as_mut().is_some_and(|u| u.owns(p))
         });
         if !ours {
             note(&format!(
@@ -587,21 +858,16 @@ impl Engine {
     /// sd_notify `MAINPID=`: accepted for a process of the service's group, which
     /// then is the process whose exit ends the run.
     fn main_pid(&mut self, name: &str, value: &str) {
-        let svc = &self.svcs[name];
+        let svc = self.svcs.get_mut(name).expect("known service");
         let Ok(pid) = value.trim().parse::<i32>() else {
             return note(&format!("{name}: MAINPID={value}: not a pid; ignored"));
         };
         if svc.m.state.pid() == Some(pid) {
             return;
         }
-        let pgid = svc.pgid;
-        let in_group = |p: i32| pgid.is_some_and(|g| process_group(p) == Some(g));
-        // Checked before and after opening the pidfd: it then names the process
-        // that was checked, whatever becomes of the pid number later.
-        let pidfd = in_group(pid)
-            .then(|| Pidfd::open(pid).ok())
-            .flatten()
-            .filter(|_| in_group(pid));
+        // Checked after opening the pidfd: it then names the process that was
+        // checked, whatever becomes of the pid number later.
+        let pidfd = svc.unit.as_mut().and_then(|u| u.pidfd(pid));
         match pidfd {
             Some(pidfd) => {
                 note(&format!("{name}: main process is now pid {pid}"));
@@ -632,7 +898,7 @@ impl Engine {
             note(&format!("{name}: no restart during shutdown"));
             return self.stop(name, Instant::now());
         }
-        if self.svcs[name].pgid.is_some() {
+        if self.svcs[name].unit.is_some() {
             return note(&format!(
                 "{name}: restart waits for the rest of the previous run to exit"
             ));
@@ -664,7 +930,11 @@ impl Engine {
             started: now,
             wave: 0,
             wave_started: now,
+            spent: false,
+            strays_killed: false,
         });
+        self.timers
+            .insert((now + self.plan.budget, String::new(), Wake::Budget));
         self.begin_wave();
     }
 
@@ -701,7 +971,7 @@ impl Engine {
                 .svcs
                 .values()
                 .filter(|s| s.stop_wave == wave)
-                .all(|s| settled_down(&s.m.state) && s.pgid.is_none());
+                .all(|s| settled_down(&s.m.state) && s.unit.is_none());
             if done && wave < self.plan.waves.len() {
                 sd.wave += 1;
                 sd.wave_started = Instant::now();
@@ -731,21 +1001,73 @@ impl Engine {
         }
     }
 
-    fn finished(&self) -> Option<Outcome> {
+    fn finished(&mut self) -> Option<Outcome> {
         let sd = self.shutdown.as_ref()?;
-        // Readiness checks are children too: none may outlive herder.
-        let all_done = sd.wave >= self.plan.waves.len()
+        let waves_done = sd.wave >= self.plan.waves.len();
+        let spent = sd.spent;
+        if waves_done && !sd.strays_killed {
+            self.kill_strays();
+        }
+        // Readiness checks and hooks are children too: none may outlive herder.
+        let all_done = waves_done
             && self.checks.is_empty()
+            && self.hooks.is_empty()
             && self
                 .svcs
                 .values()
-                .all(|s| settled_down(&s.m.state) && s.pgid.is_none());
-        if all_done {
-            return Some(Outcome {
-                killed: self.killed.iter().cloned().collect(),
-            });
+                .all(|s| settled_down(&s.m.state) && s.unit.is_none());
+        if !all_done && !spent {
+            return None;
         }
-        None
+        let stuck: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.unit.is_some() || !settled_down(&s.m.state))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !stuck.is_empty() {
+            note(&format!(
+                "the shutdown budget ({}) is spent; leaving with processes of {} still there",
+                format_duration(self.plan.budget),
+                stuck.join(", ")
+            ));
+            for name in &stuck {
+                if let Some(u) = &mut self.svcs.get_mut(name).expect("known").unit {
+                    for l in herd_contain::procfs::leftovers(&u.pids()) {
+                        note(&format!("{name}:   {l}"));
+                    }
+                }
+            }
+        }
+        Some(Outcome {
+            killed: self.killed.iter().cloned().collect(),
+            stuck,
+        })
+    }
+
+    /// Kills what no unit claimed (none backend): herder is their subreaper, so
+    /// each is its own unreaped child, and its pid cannot have been recycled.
+    fn kill_strays(&mut self) {
+        if let Some(sd) = &mut self.shutdown {
+            sd.strays_killed = true;
+        }
+        let strays = self.backend.strays();
+        if strays.is_empty() {
+            return;
+        }
+        note(&format!(
+            "killing {} process(es) that no service could claim:",
+            strays.len()
+        ));
+        for l in herd_contain::procfs::leftovers(&strays) {
+            note(&format!("  {l}"));
+        }
+        for pid in strays {
+            if let Ok(fd) = Pidfd::open(pid) {
+                let _ = fd.signal(SIGKILL);
+            }
+        }
+        self.killed.insert("(processes no service claimed)".into());
     }
 }
 
@@ -811,8 +1133,17 @@ fn settled_down(s: &State) -> bool {
     )
 }
 
-fn group_alive(pgid: i32) -> bool {
-    herd_sys::pidfd::signal_group_probe(pgid)
+/// The first pause before SIGKILL is repeated, and the longest.
+const FIRST_KILL_RETRY: Duration = Duration::from_millis(100);
+const MAX_KILL_RETRY: Duration = Duration::from_secs(5);
+
+/// The cgroup limits of a service.
+fn limits(cfg: &Service) -> herd_contain::Limits {
+    herd_contain::Limits {
+        memory: cfg.limits.memory,
+        pids: cfg.limits.pids,
+        cpu: cfg.limits.cpu,
+    }
 }
 
 const SIGKILL: i32 = herd_config::units::Signal::KILL.0;

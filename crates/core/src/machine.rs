@@ -49,6 +49,20 @@ pub enum StopReason {
     Failure,
 }
 
+impl StopReason {
+    /// The word services see (`HERD_STOP_REASON`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Requested => "requested",
+            StopReason::Shutdown => "shutdown",
+            StopReason::Dependency => "dependency",
+            StopReason::Restart => "restart",
+            StopReason::Reload => "reload",
+            StopReason::Failure => "failure",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     /// Waiting for its dependencies.

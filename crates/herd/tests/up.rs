@@ -270,7 +270,7 @@ command = "sleep 1000 & echo started; sleep 0.2; exit 1"
 restart = { policy = "never" }
 "#,
     );
-    up.wait_for("leaky: main process gone; killing the rest of its group", T);
+    up.wait_for("leaky: main process gone; killing the rest of it", T);
     up.wait_for("leaky exited", T);
     let deadline = Instant::now() + T;
     while !up.survivors().is_empty() {

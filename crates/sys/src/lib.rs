@@ -5,15 +5,17 @@
 //! - [`reap`](mod@reap): the one reaper, and subreaper duty;
 //! - [`pidfd`]: signals that cannot hit a recycled pid;
 //! - [`user`]: user and group lookups, done before fork;
-//! - [`notify`]: the sd_notify socket, with kernel-attested sender credentials.
+//! - [`notify`]: the sd_notify socket, with kernel-attested sender credentials;
+//! - [`watch`]: inotify under tokio, for `cgroup.events`.
 //!
-//! Containment (cgroups) joins this crate with the stop engine.
+//! Containment itself (cgroups, process tracking) is the `herd-contain` crate.
 
 pub mod notify;
 pub mod pidfd;
 pub mod reap;
 pub mod spawn;
 pub mod user;
+pub mod watch;
 
 pub use pidfd::Pidfd;
 pub use reap::{ExitStatus, become_subreaper, reap};

@@ -41,15 +41,10 @@ pub fn reap() -> Vec<(i32, ExitStatus)> {
     loop {
         match wait(WaitOptions::NOHANG) {
             Ok(Some((pid, status))) => {
-                let st = if let Some(code) = status.exit_status() {
-                    ExitStatus::Code(code)
-                } else if let Some(sig) = status.terminating_signal() {
-                    ExitStatus::Signal(sig)
-                } else {
-                    // Stopped or continued: not an exit (we do not ask for these).
-                    continue;
-                };
-                out.push((pid.as_raw_nonzero().get(), st));
+                // Stopped or continued is not an exit (we do not ask for these).
+                if let Some(st) = exit_of(status) {
+                    out.push((pid.as_raw_nonzero().get(), st));
+                }
             }
             // None: children remain, none has exited. ECHILD: no children at all.
             Ok(None) | Err(Errno::CHILD) => return out,
@@ -59,8 +54,29 @@ pub fn reap() -> Vec<(i32, ExitStatus)> {
     }
 }
 
+/// Reaps `pid` if it has exited; never blocks. For programs that embed herder's
+/// containment and keep their own reaping: herder itself only uses [`reap`].
+pub fn reap_child(pid: i32) -> Option<ExitStatus> {
+    let p = rustix::process::Pid::from_raw(pid)?;
+    loop {
+        match rustix::process::waitpid(Some(p), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => return exit_of(status),
+            Err(Errno::INTR) => continue,
+            _ => return None,
+        }
+    }
+}
+
 /// Makes this process the reaper of its orphaned descendants, so that a
 /// double-forked daemon is re-parented to herder rather than to init.
 pub fn become_subreaper() -> std::io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(Into::into)
+}
+
+fn exit_of(status: rustix::process::WaitStatus) -> Option<ExitStatus> {
+    if let Some(code) = status.exit_status() {
+        Some(ExitStatus::Code(code))
+    } else {
+        status.terminating_signal().map(ExitStatus::Signal)
+    }
 }

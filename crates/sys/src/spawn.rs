@@ -9,11 +9,13 @@
 //! through a close-on-exec pipe); between fork and exec the child only makes
 //! async-signal-safe system calls, allocating nothing:
 //!
-//! 1. `setsid()`: its own session and process group, away from herder's terminal;
-//! 2. every signal disposition back to default (an ignored signal would otherwise be
+//! 1. joining its containment (writing `0` to a cgroup's `cgroup.procs`, opened by
+//!    the parent), so that even its first instruction runs contained;
+//! 2. `setsid()`: its own session and process group, away from herder's terminal;
+//! 3. every signal disposition back to default (an ignored signal would otherwise be
 //!    inherited across exec) and an empty signal mask;
-//! 3. the rlimits;
-//! 4. supplementary groups, gid, uid — last, so that rlimits above the current hard
+//! 4. the rlimits;
+//! 5. supplementary groups, gid, uid — last, so that rlimits above the current hard
 //!    limit can still be set while the child is privileged.
 //!
 //! stdin is `/dev/null`; stdout and stderr are pipes whose read ends are returned, or
@@ -28,11 +30,12 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use rustix::fs::{Access, access};
 
@@ -50,6 +53,8 @@ pub struct Spec {
     pub rlimits: Vec<(Rlimit, u64)>,
     /// stdout and stderr to /dev/null instead of pipes (readiness commands).
     pub discard_output: bool,
+    /// A `cgroup.procs` file, open for writing, that the child joins before exec.
+    pub cgroup: Option<Arc<OwnedFd>>,
 }
 
 /// Who the child runs as.
@@ -143,10 +148,18 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         })
         .collect();
     let creds = spec.credentials.clone();
+    let cgroup = spec.cgroup.as_ref().map(|fd| fd.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // "0" is the writer itself; before the credentials change, so the
+            // kernel's permission check is the parent's.
+            if let Some(fd) = cgroup
+                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

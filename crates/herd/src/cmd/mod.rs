@@ -1,4 +1,5 @@
 pub mod check;
+pub mod doctor;
 pub mod plan;
 pub mod up;
 

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use herd_config::{Config, Containment};
 use herd_core::engine::{Engine, note};
 
-/// Exit code when the shutdown had to SIGKILL something.
+/// Exit code when the shutdown had to SIGKILL a service or left processes stuck.
 pub const EXIT_KILLED: u8 = 3;
 
-pub fn run(file: &Path) -> ExitCode {
+pub fn run(file: &Path, forced: Option<herd_contain::Kind>) -> ExitCode {
     let config = match super::load_or_report(file) {
         Ok(c) => c,
         Err(code) => return code,
@@ -18,6 +18,35 @@ pub fn run(file: &Path) -> ExitCode {
         note(&format!(
             "warning: {key} is not honoured yet; this version ignores it"
         ));
+    }
+    let want = forced.or_else(|| wanted(config.supervisor.containment));
+    let backend = match herd_contain::detect(want) {
+        Ok(b) => b,
+        Err(e) => {
+            note(&e.to_string());
+            return ExitCode::from(1);
+        }
+    };
+    note(&format!(
+        "containment: {}{}",
+        backend.kind(),
+        backend
+            .location()
+            .map(|p| format!(" under {}", p.display()))
+            .unwrap_or_default()
+    ));
+    for n in backend.notices() {
+        note(&n);
+    }
+    for (name, s) in &config.services {
+        let limits = herd_contain::Limits {
+            memory: s.limits.memory,
+            pids: s.limits.pids,
+            cpu: s.limits.cpu,
+        };
+        for why in backend.unsupported(&limits) {
+            note(&format!("warning: services.{name}.{why}; not honoured"));
+        }
     }
     let state_dir = config
         .supervisor
@@ -35,10 +64,17 @@ pub fn run(file: &Path) -> ExitCode {
         }
     };
     let outcome = rt.block_on(async {
-        let engine = Engine::new(&config, state_dir)?;
+        let engine = Engine::new(&config, state_dir, backend)?;
         engine.run().await
     });
     match outcome {
+        Ok(o) if !o.stuck.is_empty() => {
+            note(&format!(
+                "exiting with processes of {} left (stuck)",
+                o.stuck.join(", ")
+            ));
+            ExitCode::from(EXIT_KILLED)
+        }
         Ok(o) if o.killed.is_empty() => {
             note("all services stopped");
             ExitCode::SUCCESS
@@ -57,6 +93,16 @@ pub fn run(file: &Path) -> ExitCode {
     }
 }
 
+/// The backend the configuration asks for; `None` is the best available.
+pub fn wanted(c: Containment) -> Option<herd_contain::Kind> {
+    match c {
+        Containment::Auto => None,
+        Containment::Cgroup2 => Some(herd_contain::Kind::Cgroup2),
+        Containment::Freezer => Some(herd_contain::Kind::Freezer),
+        Containment::None => Some(herd_contain::Kind::None),
+    }
+}
+
 fn base_dir(file: &Path) -> PathBuf {
     match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -70,9 +116,6 @@ pub fn unhonoured(config: &Config) -> Vec<String> {
     if config.main.is_some() {
         out.push("main".to_string());
     }
-    if config.supervisor.containment != Containment::Auto {
-        out.push("supervisor.containment".into());
-    }
     if config.supervisor.socket.is_some() {
         out.push("supervisor.socket".into());
     }
@@ -80,21 +123,8 @@ pub fn unhonoured(config: &Config) -> Vec<String> {
         out.push("supervisor.socket_group".into());
     }
     for (name, s) in &config.services {
-        let p = format!("services.{name}");
-        if s.stop.exec.is_some() {
-            out.push(format!("{p}.stop.exec"));
-        }
         if s.stop.notify {
-            out.push(format!("{p}.stop.notify"));
-        }
-        for (key, set) in [
-            ("memory", s.limits.memory.is_some()),
-            ("pids", s.limits.pids.is_some()),
-            ("cpu", s.limits.cpu.is_some()),
-        ] {
-            if set {
-                out.push(format!("{p}.limits.{key}"));
-            }
+            out.push(format!("services.{name}.stop.notify"));
         }
     }
     out

@@ -24,31 +24,95 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-/// A running `herd up` in its own temporary directory. Every process it starts
-/// inherits `HERD_TEST_MARKER=<that directory>`; dropping this kills herder and every
-/// live process carrying the marker, by pid, so a failing test leaves nothing behind.
+/// A running `herd up` in its own temporary directory and its own cgroups. Every
+/// process it starts inherits `HERD_TEST_MARKER=<that directory>`, and the test
+/// helper carries the directory in its command line too; dropping this kills herder,
+/// everything in the test's cgroups and every live process carrying the marker, by
+/// pid or by the test's own cgroup, so a failing test leaves nothing behind.
 pub struct Up {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    pub cgroups: TestCgroups,
+}
+
+/// How to start herd.
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// Arguments after `up`.
+    pub args: &'a [&'a str],
+    /// Run herder as this uid and gid (no supplementary groups).
+    pub user: Option<u32>,
+    /// Bound every process of the test (herder included) with pids.max.
+    pub pids_max: Option<u32>,
+}
+
+/// The test helper program (adversarial services).
+pub fn helper() -> &'static str {
+    env!("CARGO_BIN_EXE_herd-test-helper")
 }
 
 impl Up {
-    /// Writes `toml` as herd.toml (`{dir}` replaced by the directory) and starts herd.
+    /// Writes `toml` as herd.toml (`{dir}` replaced by the directory, `{helper}` by
+    /// the test helper) and starts `herd up`.
     pub fn start(toml: &str) -> Up {
+        Up::with(toml, Opts::default())
+    }
+
+    pub fn with(toml: &str, opts: Opts) -> Up {
         let dir = tempfile::tempdir().unwrap();
-        let text = toml.replace("{dir}", dir.path().to_str().unwrap());
+        let text = toml
+            .replace("{dir}", dir.path().to_str().unwrap())
+            .replace("{helper}", helper());
         std::fs::write(dir.path().join("herd.toml"), text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
-            .arg("up")
+        let cgroups = TestCgroups::create(opts.pids_max);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herd"));
+        cmd.arg("up")
+            .args(opts.args)
             .current_dir(dir.path())
             // Services inherit herder's environment, so every descendant carries it.
             .env("HERD_TEST_MARKER", dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if opts.user.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let procs: Vec<std::fs::File> = cgroups
+            .dirs()
+            .iter()
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))
+                    .unwrap()
+            })
+            .collect();
+        let user = opts.user;
+        use std::os::fd::AsRawFd;
+        let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(uid) = user
+                    && (libc::setgroups(0, std::ptr::null()) < 0
+                        || libc::setgid(uid) < 0
+                        || libc::setuid(uid) < 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(procs);
         let (tx, lines) = channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -63,6 +127,7 @@ impl Up {
             child: Some(child),
             lines,
             seen: Vec::new(),
+            cgroups,
         }
     }
 
@@ -172,14 +237,162 @@ impl Drop for Up {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.cgroups.kill_all();
         for pid in self.survivors() {
             // SAFETY: these processes run this test's own scripts (its marker).
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        self.cgroups.remove();
     }
 }
 
-/// Live (non-zombie) processes whose environment has `HERD_TEST_MARKER=<marker>`.
+/// The test's own cgroups (when root and the hierarchy exists): herd starts in them,
+/// so all it does stays below them whatever backend it uses.
+#[derive(Default)]
+pub struct TestCgroups {
+    pub v2: Option<std::path::PathBuf>,
+    pub freezer: Option<std::path::PathBuf>,
+    pub pids: Option<std::path::PathBuf>,
+}
+
+impl TestCgroups {
+    fn create(pids_max: Option<u32>) -> TestCgroups {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        // SAFETY: geteuid has no effects.
+        if unsafe { libc::geteuid() } != 0 {
+            return TestCgroups::default();
+        }
+        let leaf = format!(
+            "herd-tests/{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let make = |mount: Option<herd_contain::mounts::Mount>, own: Option<String>| {
+            let base = herd_contain::mounts::dir_of(&mount?, &own?)?;
+            let d = base.join(&leaf);
+            std::fs::create_dir_all(&d).ok()?;
+            Some(d)
+        };
+        let pids = pids_max.and_then(|max| {
+            let mount = v1_mount("pids")?;
+            let own = v1_own("pids")?;
+            let d = make(Some(mount), Some(own))?;
+            std::fs::write(d.join("pids.max"), max.to_string()).ok()?;
+            Some(d)
+        });
+        assert!(
+            pids_max.is_none() || pids.is_some(),
+            "this test needs a cgroup v1 pids hierarchy to bound its processes"
+        );
+        TestCgroups {
+            v2: make(herd_contain::mounts::cgroup2(), herd_contain::mounts::own_v2()),
+            freezer: make(
+                herd_contain::mounts::freezer(),
+                herd_contain::mounts::own_freezer(),
+            ),
+            pids,
+        }
+    }
+
+    fn dirs(&self) -> Vec<std::path::PathBuf> {
+        [&self.v2, &self.freezer, &self.pids]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Pids in the test's cgroups, anywhere below.
+    pub fn procs(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        for d in self.dirs() {
+            for_each_dir(&d, &mut |dir| {
+                if let Ok(t) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                    out.extend(t.lines().filter_map(|l| l.parse::<i32>().ok()));
+                }
+            });
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// SIGKILL to everything in the test's own cgroups, and wait for it to go.
+    fn kill_all(&self) {
+        if let Some(v2) = &self.v2 {
+            let _ = std::fs::write(v2.join("cgroup.kill"), "1");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.procs();
+            if left.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            // Frozen processes die only once thawed.
+            if let Some(f) = &self.freezer {
+                for_each_dir(f, &mut |d| {
+                    let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+                });
+            }
+            for pid in left {
+                // SAFETY: a process in this test's own cgroups.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn remove(&self) {
+        for d in self.dirs() {
+            let mut all = Vec::new();
+            for_each_dir(&d, &mut |dir| all.push(dir.to_path_buf()));
+            // Deepest first.
+            all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for dir in all {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn for_each_dir(d: &Path, f: &mut dyn FnMut(&Path)) {
+    f(d);
+    if let Ok(entries) = std::fs::read_dir(d) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                for_each_dir(&e.path(), f);
+            }
+        }
+    }
+}
+
+fn v1_mount(controller: &str) -> Option<herd_contain::mounts::Mount> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let r: Vec<&str> = right.split(' ').collect();
+        let l: Vec<&str> = left.split(' ').collect();
+        (r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == controller)).then(
+            || herd_contain::mounts::Mount {
+                point: l[4].into(),
+                root: l[3].into(),
+            },
+        )
+    })
+}
+
+fn v1_own(controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut it = l.splitn(3, ':');
+        let (_, c, p) = (it.next()?, it.next()?, it.next()?);
+        c.split(',').any(|x| x == controller).then(|| p.to_string())
+    })
+}
+
+/// Live (non-zombie) processes whose environment has `HERD_TEST_MARKER=<marker>`,
+/// or whose command line holds the marker (the test helper's first argument).
 pub fn marked(marker: &str) -> Vec<i32> {
     let needle = format!("HERD_TEST_MARKER={marker}\0");
     let mut out = Vec::new();
@@ -187,16 +400,18 @@ pub fn marked(marker: &str) -> Vec<i32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| {
                 s.rsplit_once(')')
                     .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
             })
             .unwrap_or(true);
-        if !zombie && String::from_utf8_lossy(&env).contains(&needle) {
+        let in_cmdline = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| a == marker);
+        if !zombie && (String::from_utf8_lossy(&env).contains(&needle) || in_cmdline) {
             out.push(pid);
         }
     }

@@ -1,0 +1,293 @@
+//! Containment and verified stop: run a command so that every process it ever
+//! starts can be found, signalled and killed, and stop it within a deadline.
+//!
+//! Three backends implement [`Backend`]; each hands out [`Unit`]s, one per run of a
+//! service (or of any command, for programs that embed this crate):
+//!
+//! | backend | contains | kill | emptiness event | limits |
+//! |---|---|---|---|---|
+//! | [`Kind::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via inotify | `memory.max`, `pids.max`, `cpu.max` where enabled |
+//! | [`Kind::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | none |
+//! | [`Kind::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | the caller's SIGCHLD or pidfds | none |
+//!
+//! [`detect`] picks the best backend the host offers (or the one asked for) and
+//! [`report`] says what each would guarantee here, for `herd doctor`.
+//! [`Contained`] is the embeddable whole: spawn into a unit, stop with a deadline,
+//! get a [`StopRecord`] of what happened.
+//!
+//! # Caveats
+//!
+//! - Backends only find processes; reaping stays with the caller (herder's one
+//!   reaper, or [`Contained`] for its main process). Zombies count as gone.
+//! - The none backend needs its caller to be a child subreaper
+//!   ([`herd_sys::become_subreaper`]): orphans of a unit are then re-parented to the
+//!   caller instead of init, so they stay in reach. See [`none`] for what it cannot
+//!   attribute.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use herd_sys::Pidfd;
+
+mod contained;
+mod freezer;
+pub mod mounts;
+pub mod none;
+pub mod procfs;
+mod v2;
+
+pub use contained::{Contained, Mode, StopOptions, StopRecord};
+pub use procfs::Leftover;
+
+/// Which backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Cgroup2,
+    Freezer,
+    None,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Cgroup2, Kind::Freezer, Kind::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Cgroup2 => "cgroup2",
+            Kind::Freezer => "freezer",
+            Kind::None => "none",
+        }
+    }
+
+    /// What the backend promises, in a sentence each, for `herd doctor`.
+    pub fn guarantees(self) -> &'static [&'static str] {
+        match self {
+            Kind::Cgroup2 => &[
+                "every process of a service, setsid and double-fork escapees included, stays in its cgroup",
+                "SIGKILL through cgroup.kill: no pid is read, so none can be recycled",
+                "emptiness from cgroup.events (inotify): no polling",
+                "memory.max, pids.max, cpu.max where the controllers are enabled",
+            ],
+            Kind::Freezer => &[
+                "every process of a service stays in its freezer cgroup",
+                "SIGKILL while frozen: frozen processes cannot exit or fork, so no pid is recycled",
+                "a freeze that does not complete is thawed and retried with backoff",
+                "emptiness on SIGCHLD (herder is the subreaper); no resource limits",
+            ],
+            Kind::None => &[
+                "services run in their own session; herder is the child subreaper",
+                "processes found by ancestry in /proc, remembered after re-parenting to herder",
+                "signals through pidfds, each checked against the process's start time",
+                "cannot attribute an orphan whose parent lived and died between two scans when several services run: it is killed at shutdown; escapes entirely if herder cannot be a subreaper",
+            ],
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Resource limits a unit gets where the backend can enforce them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes (`memory.max`).
+    pub memory: Option<u64>,
+    /// Tasks (`pids.max`).
+    pub pids: Option<u64>,
+    /// CPUs, may be fractional (`cpu.max`).
+    pub cpu: Option<f64>,
+}
+
+/// A containment backend: makes units.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> Kind;
+
+    /// The directory its units live under, if it has one.
+    fn location(&self) -> Option<&Path>;
+
+    /// A new, empty unit for one run of `name`, with `limits` applied where possible
+    /// (see [`Backend::unsupported`] for those that are not).
+    fn create(&self, name: &str, limits: &Limits) -> io::Result<Box<dyn Unit>>;
+
+    /// The limits in `limits` this backend cannot enforce here, each with the reason.
+    fn unsupported(&self, limits: &Limits) -> Vec<String>;
+
+    /// Processes under the caller that no unit could claim (none backend only).
+    fn strays(&self) -> Vec<i32> {
+        Vec::new()
+    }
+
+    /// What start-up found and did that an operator should hear (leftovers of an
+    /// earlier run that were killed).
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Removes what the backend made at start-up; called once, at exit.
+    fn close(&self) {}
+}
+
+/// One run's containment.
+pub trait Unit: Send + std::fmt::Debug {
+    /// A `cgroup.procs` for the child to join before exec ([`herd_sys::Spec::cgroup`]).
+    fn join(&self) -> Option<Arc<OwnedFd>>;
+
+    /// A process started into this unit (its main process, a hook, a check).
+    fn started(&mut self, pid: i32);
+
+    /// A file whose modification means the unit may have become empty.
+    fn events(&self) -> Option<PathBuf>;
+
+    /// The unit's live processes now (zombies excluded).
+    fn pids(&mut self) -> Vec<i32>;
+
+    /// Whether no process of the unit is alive.
+    fn is_empty(&mut self) -> bool {
+        self.pids().is_empty()
+    }
+
+    /// Whether `pid`, now, is a process of this unit. Used after opening a pidfd for
+    /// it: if so, the pidfd names this unit's process, whatever the pid becomes.
+    fn owns(&mut self, pid: i32) -> bool;
+
+    /// Sends `signal` to every process; returns how many were signalled.
+    fn signal(&mut self, signal: i32) -> io::Result<usize> {
+        let mut sent = 0;
+        for pid in self.pids() {
+            if let Some(fd) = self.pidfd(pid)
+                && fd.signal(signal)?
+            {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// SIGKILL to every process, with no window in which a recycled pid is hit.
+    fn kill(&mut self) -> io::Result<()>;
+
+    /// A pidfd for `pid` if it is a live process of this unit.
+    fn pidfd(&mut self, pid: i32) -> Option<Pidfd> {
+        let fd = Pidfd::open(pid).ok()?;
+        self.owns(pid).then_some(fd)
+    }
+
+    /// Removes the unit; only once it is empty.
+    fn remove(&mut self) -> io::Result<()>;
+}
+
+/// Why a backend cannot be used here.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} containment is not available: {reason}")]
+pub struct Unavailable {
+    pub kind: Kind,
+    pub reason: String,
+}
+
+/// The backend to use: `want`, or the best available when `None`. `tag` tells this
+/// supervisor's cgroups apart when it sits at a hierarchy's root.
+pub fn detect(want: Option<Kind>) -> Result<Box<dyn Backend>, Unavailable> {
+    let open = |kind: Kind| -> Result<Box<dyn Backend>, Unavailable> {
+        let unavailable = |reason: String| Unavailable { kind, reason };
+        Ok(match kind {
+            Kind::Cgroup2 => Box::new(v2::Cgroup2::open().map_err(unavailable)?),
+            Kind::Freezer => Box::new(freezer::Freezer::open().map_err(unavailable)?),
+            Kind::None => Box::new(none::Tracking::open()),
+        })
+    };
+    match want {
+        Some(kind) => open(kind),
+        None => open(Kind::Cgroup2)
+            .or_else(|_| open(Kind::Freezer))
+            .or_else(|_| open(Kind::None)),
+    }
+}
+
+/// What a backend would be on this host, without changing anything.
+#[derive(Debug)]
+pub struct Probe {
+    pub kind: Kind,
+    /// Where its units would go, or why it cannot be used.
+    pub result: Result<String, String>,
+}
+
+/// Probes every backend, best first.
+pub fn report() -> Vec<Probe> {
+    vec![
+        Probe {
+            kind: Kind::Cgroup2,
+            result: v2::probe(),
+        },
+        Probe {
+            kind: Kind::Freezer,
+            result: freezer::probe(),
+        },
+        Probe {
+            kind: Kind::None,
+            result: none::probe(),
+        },
+    ]
+}
+
+/// Reads a small kernel file, trimmed.
+pub(crate) fn read_trim(p: &Path) -> io::Result<String> {
+    Ok(std::fs::read_to_string(p)?.trim().to_string())
+}
+
+/// Every pid listed in `cgroup.procs` of `dir` and of the cgroups below it.
+pub(crate) fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            todo.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out
+}
+
+/// Removes `dir` and the cgroups below it, deepest first.
+pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A cgroup directory name for a service: its name is already restricted by the
+/// config loader, but embedders may pass anything.
+pub(crate) fn dir_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match clean.as_str() {
+        "" | "." | ".." => format!("_{clean}"),
+        _ => clean,
+    }
+}

@@ -1,0 +1,368 @@
+//! The backend without cgroups: a unit is a process tree, followed through /proc.
+//!
+//! # How it works
+//!
+//! The caller is a child subreaper, so every process a unit ever starts stays a
+//! descendant of the caller: when a parent dies, its orphans are re-parented to the
+//! caller, not to init. Each scan (`pids`, `signal`, `kill`, emptiness checks) reads
+//! every /proc/PID/stat once and updates, for every unit, the set of its members,
+//! each remembered as (pid, start time):
+//!
+//! 1. members already known and still alive, and everything descending from them
+//!    (ancestry);
+//! 2. processes re-parented to the caller that no unit knows (orphans) are
+//!    attributed, in this order:
+//!    - to the unit that has seen their session or process group leader (a pid
+//!      is not reused while it names a live session or group);
+//!    - to the only unit that was running when the orphan was born (start times;
+//!      units that have ended count too, so an old escapee is not pinned on a
+//!      newer unit);
+//!    - when the orphan is seen for the first time, to the only unit, among those
+//!      running at its birth, that lost a member since the last scan: the classic
+//!      daemon whose parent just exited.
+//!
+//!    What is left is a *stray* ([`Backend::strays`]), never guessed at: herder
+//!    kills strays at the end of every shutdown.
+//!
+//! Signals go through a pidfd opened first and then checked against the remembered
+//! start time: a recycled pid has another start time, so it is never signalled.
+//! SIGKILL goes round after round until a scan finds no process it has not already
+//! killed, which catches children forked between a scan and the signals.
+//!
+//! # What it cannot guarantee
+//!
+//! - A process whose intermediate parent lived and died between two scans, with its
+//!   own new session, while several units had live processes, cannot be attributed:
+//!   it is a stray until the shutdown's end, so a single service's stop or restart
+//!   misses it.
+//! - If the caller cannot be a subreaper, orphans go to init and are out of reach.
+//! - A scan reads all of /proc: its cost grows with the number of processes on the
+//!   machine (about 1 ms per few hundred).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use herd_sys::Pidfd;
+
+use crate::procfs::{self, Stat};
+use crate::{Backend, Kind, Limits, Unit};
+
+/// The backend; its units share one tracker, since attributing an orphan needs to
+/// know every unit.
+#[derive(Debug, Clone)]
+pub struct Tracking {
+    tracker: Arc<Mutex<Tracker>>,
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    me: i32,
+    next_id: u64,
+    units: HashMap<u64, Track>,
+    strays: HashMap<i32, u64>,
+    /// Lifetimes (start, end, in clock ticks since boot) of units that are gone.
+    ended: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    /// Live members: pid -> start time.
+    members: HashMap<i32, u64>,
+    /// Every pid, session and group id seen in this unit (for orphans).
+    seen: HashSet<i32>,
+    /// The start time of its first process.
+    born: Option<u64>,
+}
+
+const MAX_ENDED: usize = 4096;
+
+/// Clock ticks since boot, the unit of /proc start times.
+fn now_ticks() -> u64 {
+    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs: f64 = up
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    (secs * rustix::param::clock_ticks_per_second() as f64) as u64 + 1
+}
+
+pub(crate) fn probe() -> Result<String, String> {
+    Ok("process trees tracked through /proc; herder as child subreaper".into())
+}
+
+impl Tracking {
+    pub fn open() -> Tracking {
+        Tracking {
+            tracker: Arc::new(Mutex::new(Tracker {
+                me: std::process::id() as i32,
+                ..Tracker::default()
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Backend for Tracking {
+    fn kind(&self) -> Kind {
+        Kind::None
+    }
+
+    fn location(&self) -> Option<&Path> {
+        None
+    }
+
+    fn create(&self, _name: &str, _limits: &Limits) -> io::Result<Box<dyn Unit>> {
+        let mut t = self.lock();
+        t.next_id += 1;
+        let id = t.next_id;
+        t.units.insert(id, Track::default());
+        Ok(Box::new(TreeUnit {
+            id,
+            tracking: self.clone(),
+        }))
+    }
+
+    fn unsupported(&self, limits: &Limits) -> Vec<String> {
+        [
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", limits.cpu.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(c, _)| format!("limits.{c}: needs a cgroup; the none backend has none"))
+        .collect()
+    }
+
+    fn strays(&self) -> Vec<i32> {
+        let mut t = self.lock();
+        t.scan();
+        t.strays.keys().copied().collect()
+    }
+}
+
+impl Tracker {
+    /// One pass over /proc, updating every unit's members (see the module docs).
+    fn scan(&mut self) {
+        let all: HashMap<i32, Stat> = procfs::all()
+            .into_iter()
+            .filter(Stat::alive)
+            .map(|s| (s.pid, s))
+            .collect();
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for s in all.values() {
+            children.entry(s.ppid).or_default().push(s.pid);
+        }
+        let same = |pid: i32, start: u64| all.get(&pid).is_some_and(|s| s.starttime == start);
+
+        let mut lost = Vec::new();
+        let mut owner: HashMap<i32, u64> = HashMap::new();
+        for (&id, track) in &mut self.units {
+            let before = track.members.len();
+            track.members.retain(|&p, &mut st| same(p, st));
+            if track.members.len() < before {
+                lost.push(id);
+            }
+            for &p in track.members.keys() {
+                owner.insert(p, id);
+            }
+        }
+        self.strays.retain(|&p, &mut st| same(p, st));
+
+        // Orphans: the caller's children that no unit knows.
+        let mut orphans: Vec<i32> = children
+            .get(&self.me)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|p| !owner.contains_key(p))
+            .collect();
+        orphans.sort_unstable();
+        for pid in orphans {
+            let s = all[&pid];
+            let new = !self.strays.contains_key(&pid);
+            let by_session: Vec<u64> = self
+                .units
+                .iter()
+                .filter(|(_, t)| t.seen.contains(&s.sid) || t.seen.contains(&s.pgid))
+                .map(|(&id, _)| id)
+                .collect();
+            // Units running when it was born; ended ones only count.
+            let running: Vec<u64> = self
+                .units
+                .iter()
+                .filter(|(_, t)| t.born.is_some_and(|b| b <= s.starttime))
+                .map(|(&id, _)| id)
+                .collect();
+            let ended = self
+                .ended
+                .iter()
+                .filter(|&&(b, e)| b <= s.starttime && s.starttime <= e)
+                .count();
+            let only = |ids: &[u64]| (ids.len() == 1).then(|| ids[0]);
+            let lost_running: Vec<u64> = lost
+                .iter()
+                .copied()
+                .filter(|id| running.contains(id))
+                .collect();
+            let unit = only(&by_session)
+                .or_else(|| only(&running).filter(|_| ended == 0))
+                .or_else(|| only(&lost_running).filter(|_| new));
+            match unit {
+                Some(id) => {
+                    self.strays.remove(&pid);
+                    let track = self.units.get_mut(&id).expect("known unit");
+                    track.members.insert(pid, s.starttime);
+                    owner.insert(pid, id);
+                }
+                None => {
+                    self.strays.insert(pid, s.starttime);
+                }
+            }
+        }
+
+        // Everything below a member is a member (ancestry).
+        for (&id, track) in &mut self.units {
+            let mut todo: Vec<i32> = track.members.keys().copied().collect();
+            while let Some(p) = todo.pop() {
+                let Some(s) = all.get(&p) else { continue };
+                track.seen.extend([s.pid, s.sid, s.pgid]);
+                for &c in children.get(&p).into_iter().flatten() {
+                    if owner.get(&c).is_none_or(|&o| o == id) && !track.members.contains_key(&c) {
+                        track.members.insert(c, all[&c].starttime);
+                        owner.insert(c, id);
+                        todo.push(c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One unit of the none backend.
+#[derive(Debug)]
+pub struct TreeUnit {
+    id: u64,
+    tracking: Tracking,
+}
+
+impl TreeUnit {
+    fn members(&self) -> Vec<(i32, u64)> {
+        let mut t = self.tracking.lock();
+        t.scan();
+        t.units
+            .get(&self.id)
+            .map(|u| u.members.iter().map(|(&p, &s)| (p, s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// A pidfd for `pid` if it is still the process with start time `start`.
+    fn verified(pid: i32, start: u64) -> Option<Pidfd> {
+        let fd = Pidfd::open(pid).ok()?;
+        procfs::stat(pid)
+            .filter(|s| s.starttime == start && s.alive())
+            .map(|_| fd)
+    }
+}
+
+impl Unit for TreeUnit {
+    fn join(&self) -> Option<Arc<OwnedFd>> {
+        None
+    }
+
+    fn started(&mut self, pid: i32) {
+        // The caller's own child, not yet reaped: its pid is still its own.
+        if let Some(s) = procfs::stat(pid) {
+            let mut t = self.tracking.lock();
+            if let Some(u) = t.units.get_mut(&self.id) {
+                u.members.insert(pid, s.starttime);
+                u.seen.extend([s.pid, s.sid, s.pgid]);
+                u.born.get_or_insert(s.starttime);
+            }
+        }
+    }
+
+    fn events(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn pids(&mut self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.members().into_iter().map(|(p, _)| p).collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    fn owns(&mut self, pid: i32) -> bool {
+        let t = self.tracking.lock();
+        let start = procfs::stat(pid).map(|s| s.starttime);
+        t.units
+            .get(&self.id)
+            .and_then(|u| u.members.get(&pid))
+            .is_some_and(|&s| Some(s) == start)
+    }
+
+    fn signal(&mut self, signal: i32) -> io::Result<usize> {
+        let mut sent = 0;
+        for (pid, start) in self.members() {
+            if let Some(fd) = Self::verified(pid, start)
+                && fd.signal(signal)?
+            {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    fn kill(&mut self) -> io::Result<()> {
+        let mut done: HashSet<(i32, u64)> = HashSet::new();
+        // Bounded: a fork bomb is caught by its limits, not by endless rounds.
+        for _ in 0..1_000 {
+            let fresh: Vec<(i32, u64)> = self
+                .members()
+                .into_iter()
+                .filter(|m| !done.contains(m))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for (pid, start) in fresh {
+                if let Some(fd) = Self::verified(pid, start) {
+                    fd.signal(libc::SIGKILL)?;
+                }
+                done.insert((pid, start));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self) -> io::Result<()> {
+        self.tracking.lock().end(self.id);
+        Ok(())
+    }
+}
+
+impl Drop for TreeUnit {
+    fn drop(&mut self) {
+        self.tracking.lock().end(self.id);
+    }
+}
+
+impl Tracker {
+    /// Forgets a unit, keeping its lifetime for attributing old orphans.
+    fn end(&mut self, id: u64) {
+        if let Some(born) = self.units.remove(&id).and_then(|t| t.born) {
+            // Bounded for crash loops that run for days; the oldest matter least.
+            if self.ended.len() >= MAX_ENDED {
+                self.ended.remove(0);
+            }
+            self.ended.push((born, now_ticks()));
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `herd doctor`: what this host offers for containment, which backend `herd up`
+//! would use, and what each backend guarantees.
+
+use std::process::ExitCode;
+
+use herd_contain::Kind;
+
+pub fn run(forced: Option<Kind>) -> ExitCode {
+    let mut out = String::new();
+    let probes = herd_contain::report();
+    let chosen = match forced {
+        Some(k) => probes
+            .iter()
+            .find(|p| p.kind == k)
+            .filter(|p| p.result.is_ok())
+            .map(|p| p.kind),
+        None => probes.iter().find(|p| p.result.is_ok()).map(|p| p.kind),
+    };
+    out.push_str("containment backends, best first:\n");
+    for p in &probes {
+        let mark = if Some(p.kind) == chosen { "*" } else { " " };
+        let (state, detail) = match &p.result {
+            Ok(d) => ("available", d.as_str()),
+            Err(e) => ("unavailable", e.as_str()),
+        };
+        out.push_str(&format!("{mark} {:<8} {state}: {detail}\n", p.kind.name()));
+    }
+    out.push_str(&format!(
+        "\nherd up would use: {}\n",
+        chosen.map_or("nothing (the backend asked for is unavailable)", Kind::name)
+    ));
+    for k in Kind::ALL {
+        out.push_str(&format!("\n{} guarantees:\n", k.name()));
+        for g in k.guarantees() {
+            out.push_str(&format!("  - {g}\n"));
+        }
+    }
+    let code = crate::output::stdout(&out);
+    if chosen.is_some() {
+        code
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,196 @@
+//! `herd-test-helper`: adversarial services for herder's tests and benchmarks.
+//!
+//! ```text
+//! herd-test-helper MARKER MODE [ARG]
+//! ```
+//!
+//! MARKER is any word; it stays in the command line of every process the helper
+//! forks, so a test finds survivors by scanning /proc/*/cmdline for it, without
+//! asking herder. Each mode prints `ready` on stdout once everything it builds
+//! exists.
+//!
+//! | mode | what it does |
+//! |---|---|
+//! | `term-exit` | exits on SIGTERM |
+//! | `slow-exit MS` | on SIGTERM, exits MS milliseconds later |
+//! | `ignore-term` | ignores SIGTERM |
+//! | `escape` | forks a child that calls `setsid` and forks a grandchild that ignores SIGTERM, then exits: the grandchild is re-parented; the main process exits on SIGTERM |
+//! | `tree N` | N processes in a binary tree (the main one included), all ignoring SIGTERM |
+//! | `bomb` | forks until fork fails (bounded by `pids.max`), every process ignoring SIGTERM |
+//! | `linger MS` | the main process exits on SIGTERM at once; its child exits MS milliseconds after SIGTERM |
+//!
+//! Testing only; installing herder does not need it.
+
+use std::io::Write;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(2).map(String::as_str).unwrap_or("");
+    let arg = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or(0) };
+    match mode {
+        "term-exit" => {
+            ready();
+            pause_forever();
+        }
+        "slow-exit" => {
+            let ms = arg(3);
+            on_term_exit_after(ms);
+            ready();
+            pause_forever();
+        }
+        "ignore-term" => {
+            ignore_term();
+            ready();
+            pause_forever();
+        }
+        "escape" => escape(),
+        "tree" => tree(arg(3).max(1)),
+        "bomb" => bomb(),
+        "linger" => linger(arg(3)),
+        _ => {
+            eprintln!("usage: herd-test-helper MARKER MODE [ARG]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn ready() {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+}
+
+fn pause_forever() -> ! {
+    loop {
+        // SAFETY: pause(2) has no arguments and no memory effects.
+        unsafe { libc::pause() };
+    }
+}
+
+fn ignore_term() {
+    // SAFETY: installs SIG_IGN, no handler code runs.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+}
+
+static mut DELAY_MS: u64 = 0;
+
+extern "C" fn delayed_exit(_: libc::c_int) {
+    // Only async-signal-safe calls: nanosleep and _exit.
+    // SAFETY: DELAY_MS is written once, before the handler is installed.
+    let ms = unsafe { DELAY_MS };
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: nanosleep reads `ts`; _exit ends the process.
+    unsafe {
+        libc::nanosleep(&ts, std::ptr::null_mut());
+        libc::_exit(0);
+    }
+}
+
+fn on_term_exit_after(ms: u64) {
+    // SAFETY: single-threaded; the handler only makes async-signal-safe calls.
+    unsafe {
+        DELAY_MS = ms;
+        libc::signal(libc::SIGTERM, delayed_exit as *const () as libc::sighandler_t);
+    }
+}
+
+/// fork(2); the child gets 0.
+fn fork() -> libc::pid_t {
+    // SAFETY: the helper is single-threaded, so the child may do anything.
+    unsafe { libc::fork() }
+}
+
+fn escape() {
+    let child = fork();
+    if child == 0 {
+        // Before the fork, so the grandchild ignores SIGTERM from its first moment.
+        ignore_term();
+        // SAFETY: plain system calls in a single-threaded process.
+        unsafe { libc::setsid() };
+        if fork() == 0 {
+            pause_forever();
+        }
+        // SAFETY: ends the intermediate at once, leaving the grandchild orphaned.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    ready();
+    pause_forever();
+}
+
+/// A pipe whose read end counts "I exist" bytes from forked processes.
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills `fds`.
+    unsafe { libc::pipe(fds.as_mut_ptr()) };
+    (fds[0], fds[1])
+}
+
+fn announce(w: i32) {
+    // SAFETY: one byte from a valid buffer to our pipe.
+    unsafe { libc::write(w, b"x".as_ptr().cast(), 1) };
+}
+
+fn await_announcements(r: i32, n: u64) {
+    let mut got = 0;
+    let mut buf = [0u8; 256];
+    while got < n {
+        // SAFETY: reads into `buf`.
+        let k = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        if k <= 0 {
+            break;
+        }
+        got += k as u64;
+    }
+}
+
+fn tree(n: u64) {
+    ignore_term();
+    let (r, w) = pipe();
+    // A node with `budget` processes in its subtree, itself included.
+    fn node(budget: u64, w: i32) {
+        let rest = budget - 1;
+        let (left, right) = (rest.div_ceil(2), rest / 2);
+        for b in [left, right] {
+            if b > 0 && fork() == 0 {
+                node(b, w);
+                announce(w);
+                pause_forever();
+            }
+        }
+    }
+    node(n, w);
+    await_announcements(r, n - 1);
+    ready();
+    pause_forever();
+}
+
+fn bomb() {
+    ignore_term();
+    // SAFETY: getpid has no effects.
+    let main = unsafe { libc::getpid() };
+    while fork() >= 0 {}
+    // Every process ends up here once fork fails; only the first one says so.
+    // SAFETY: getpid has no effects.
+    if unsafe { libc::getpid() } == main {
+        ready();
+    }
+    pause_forever();
+}
+
+fn linger(ms: u64) {
+    let (r, w) = pipe();
+    if fork() == 0 {
+        on_term_exit_after(ms);
+        announce(w);
+        pause_forever();
+    }
+    await_announcements(r, 1);
+    ready();
+    pause_forever();
+}

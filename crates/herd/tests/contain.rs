@@ -1,0 +1,367 @@
+//! Containment and verified stop, for each backend forced in turn and for herder
+//! running unprivileged: adversarial services (the test helper) are stopped with zero
+//! survivors, found by scanning /proc for the test's marker, not by asking herder.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Opts, Up};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// One service per adversarial mode. `stop.timeout` is short where SIGTERM is
+/// ignored, so the run needs SIGKILL; the others end on SIGTERM.
+const ADVERSARIES: &str = r#"
+[shutdown]
+timeout = "20s"
+
+[services.term-exit]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "^ready$" }
+
+[services.slow-exit]
+command = ["{helper}", "{dir}", "slow-exit", "300"]
+ready = { log = "^ready$" }
+
+[services.ignore-term]
+command = ["{helper}", "{dir}", "ignore-term"]
+ready = { log = "^ready$" }
+stop = { timeout = "1s" }
+
+[services.escape]
+command = ["{helper}", "{dir}", "escape"]
+ready = { log = "^ready$" }
+stop = { timeout = "1s" }
+
+[services.tree]
+command = ["{helper}", "{dir}", "tree", "60"]
+ready = { log = "^ready$" }
+stop = { timeout = "1s" }
+
+[services.linger]
+command = ["{helper}", "{dir}", "linger", "300"]
+ready = { log = "^ready$" }
+"#;
+
+fn adversaries(opts: Opts, backend: &str) {
+    let mut up = Up::with(ADVERSARIES, opts);
+    up.wait_for(&format!("containment: {backend}"), LONG);
+    for s in [
+        "term-exit",
+        "slow-exit",
+        "ignore-term",
+        "escape",
+        "tree",
+        "linger",
+    ] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    // 1 + 1 + 1 + 2 (main, escapee) + 60 + 2.
+    let before = up.survivors();
+    assert_eq!(before.len(), 67, "helpers running: {before:?}\n{}", up.seen.join("\n"));
+
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    let left = up.survivors();
+    assert!(left.is_empty(), "survivors: {left:?}\n{}", up.seen.join("\n"));
+    let in_cgroups = up.cgroups.procs();
+    assert!(in_cgroups.is_empty(), "left in the test's cgroups: {in_cgroups:?}");
+    for s in ["ignore-term", "tree"] {
+        let line = up.wait_for(&format!("herd: {s}: SIGTERM at +"), LONG);
+        assert!(line.contains(", SIGKILL at +"), "{line}");
+    }
+    // With cgroups, the escapee is the escape service's; without, when several
+    // services run, it may be unclaimed and killed at the end of the shutdown.
+    let escape = up.wait_for("herd: escape: SIGTERM at +", LONG);
+    if backend != "none" {
+        assert!(escape.contains(", SIGKILL at +"), "{escape}");
+    }
+}
+
+/// Alone, a double-forked escapee is attributed to its service even without
+/// cgroups: the service's stop waits for it (SIGKILL at the deadline).
+fn escapee_is_attributed(opts: Opts, backend: &str) {
+    let mut up = Up::with(
+        r#"
+[services.escape]
+command = ["{helper}", "{dir}", "escape"]
+ready = { log = "^ready$" }
+stop = { timeout = "500ms" }
+"#,
+        opts,
+    );
+    up.wait_for(&format!("containment: {backend}"), LONG);
+    up.wait_for("escape ready", LONG);
+    assert_eq!(up.survivors().len(), 2);
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3));
+    let line = up.wait_for("herd: escape: SIGTERM at +", LONG);
+    assert!(line.contains(", SIGKILL at +"), "{}", up.seen.join("\n"));
+    assert!(
+        !up.seen.iter().any(|l| l.contains("no service could claim")),
+        "{}",
+        up.seen.join("\n")
+    );
+    assert!(up.survivors().is_empty());
+}
+
+#[test]
+fn cgroup2_attributes_a_double_forked_escapee() {
+    escapee_is_attributed(opts(&["--containment", "cgroup2"]), "cgroup2");
+}
+
+#[test]
+fn freezer_attributes_a_double_forked_escapee() {
+    escapee_is_attributed(opts(&["--containment", "freezer"]), "freezer");
+}
+
+#[test]
+fn none_attributes_a_double_forked_escapee() {
+    escapee_is_attributed(opts(&["--containment", "none"]), "none");
+}
+
+#[test]
+fn cgroup2_stops_every_adversary() {
+    adversaries(opts(&["--containment", "cgroup2"]), "cgroup2");
+}
+
+#[test]
+fn freezer_stops_every_adversary() {
+    adversaries(opts(&["--containment", "freezer"]), "freezer");
+}
+
+#[test]
+fn none_stops_every_adversary() {
+    adversaries(opts(&["--containment", "none"]), "none");
+}
+
+#[test]
+fn unprivileged_herder_uses_none_and_stops_every_adversary() {
+    adversaries(
+        Opts {
+            user: Some(NOBODY),
+            ..Opts::default()
+        },
+        "none",
+    );
+}
+
+const NOBODY: u32 = 65534;
+
+fn opts<'a>(args: &'a [&'a str]) -> Opts<'a> {
+    Opts {
+        args,
+        ..Opts::default()
+    }
+}
+
+/// `stop.timeout = 1s` on a service that ignores SIGTERM: every process of it is
+/// gone within 1 s + 100 ms of the stop request, as seen from /proc.
+fn deadline_kept(opts: Opts, backend: &str) {
+    let mut up = Up::with(
+        r#"
+[services.stubborn]
+command = ["{helper}", "{dir}", "tree", "20"]
+ready = { log = "^ready$" }
+stop = { timeout = "1s" }
+"#,
+        opts,
+    );
+    up.wait_for(&format!("containment: {backend}"), LONG);
+    up.wait_for("stubborn ready", LONG);
+    assert_eq!(up.survivors().len(), 20);
+    let asked = Instant::now();
+    up.signal(libc::SIGTERM);
+    let deadline = asked + LONG;
+    while !up.survivors().is_empty() {
+        assert!(Instant::now() < deadline, "never stopped");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = asked.elapsed();
+    assert_eq!(up.wait_exit(LONG), Some(3));
+    assert!(
+        took < Duration::from_millis(1_100),
+        "stopped after {took:?}\n{}",
+        up.seen.join("\n")
+    );
+    assert!(
+        took >= Duration::from_millis(950),
+        "SIGKILLed early, after {took:?}"
+    );
+}
+
+#[test]
+fn cgroup2_keeps_the_stop_deadline() {
+    deadline_kept(opts(&["--containment", "cgroup2"]), "cgroup2");
+}
+
+#[test]
+fn freezer_keeps_the_stop_deadline() {
+    deadline_kept(opts(&["--containment", "freezer"]), "freezer");
+}
+
+#[test]
+fn none_keeps_the_stop_deadline() {
+    deadline_kept(opts(&["--containment", "none"]), "none");
+}
+
+#[test]
+fn unprivileged_keeps_the_stop_deadline() {
+    deadline_kept(
+        Opts {
+            user: Some(NOBODY),
+            ..Opts::default()
+        },
+        "none",
+    );
+}
+
+/// The main process exits at once on SIGTERM, its child 1.5 s later: the service is
+/// `stopping` until the child is gone, and only then `stopped`.
+fn waits_for_children(opts: Opts, backend: &str) {
+    let mut up = Up::with(
+        r#"
+[services.linger]
+command = ["{helper}", "{dir}", "linger", "1500"]
+ready = { log = "^ready$" }
+stop = { timeout = "10s" }
+"#,
+        opts,
+    );
+    up.wait_for(&format!("containment: {backend}"), LONG);
+    up.wait_for("linger ready", LONG);
+    let procs = up.survivors();
+    assert_eq!(procs.len(), 2);
+    up.signal(libc::SIGTERM);
+    up.wait_for("linger stopping", LONG);
+    // The main process goes first; the child is still there.
+    let deadline = Instant::now() + LONG;
+    while up.survivors().len() != 1 {
+        assert!(Instant::now() < deadline, "main process never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let child = up.survivors();
+    let stopped = up.wait_for("herd: linger stopped", LONG);
+    let alive: Vec<i32> = child
+        .iter()
+        .copied()
+        .filter(|p| up.survivors().contains(p))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "herder said {stopped:?} while {alive:?} lived"
+    );
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+}
+
+#[test]
+fn cgroup2_stopping_lasts_until_children_are_gone() {
+    waits_for_children(opts(&["--containment", "cgroup2"]), "cgroup2");
+}
+
+#[test]
+fn freezer_stopping_lasts_until_children_are_gone() {
+    waits_for_children(opts(&["--containment", "freezer"]), "freezer");
+}
+
+#[test]
+fn none_stopping_lasts_until_children_are_gone() {
+    waits_for_children(opts(&["--containment", "none"]), "none");
+}
+
+#[test]
+fn unprivileged_stopping_lasts_until_children_are_gone() {
+    waits_for_children(
+        Opts {
+            user: Some(NOBODY),
+            ..Opts::default()
+        },
+        "none",
+    );
+}
+
+/// A fork bomb, bounded by the test's own pids.max, is stopped whole.
+fn bomb(backend: &str) {
+    let args = ["--containment", backend];
+    let mut up = Up::with(
+        r#"
+[services.bomb]
+command = ["{helper}", "{dir}", "bomb"]
+ready = { log = "^ready$" }
+stop = { timeout = "500ms" }
+"#,
+        Opts {
+            args: &args,
+            pids_max: Some(300),
+            ..Opts::default()
+        },
+    );
+    up.wait_for(&format!("containment: {backend}"), LONG);
+    up.wait_for("bomb ready", LONG);
+    let n = up.survivors().len();
+    assert!(n > 200, "the bomb made only {n} processes");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    let left = up.survivors();
+    assert!(left.is_empty(), "survivors: {}", left.len());
+}
+
+#[test]
+fn cgroup2_stops_a_fork_bomb() {
+    bomb("cgroup2");
+}
+
+#[test]
+fn freezer_stops_a_fork_bomb() {
+    bomb("freezer");
+}
+
+#[test]
+fn none_stops_a_fork_bomb() {
+    bomb("none");
+}
+
+/// Processes that survive SIGKILL (here: frozen by the test in its own v1 freezer
+/// cgroup, which SIGKILL cannot wake) make the service `stuck`, with their pids,
+/// states and command lines, and SIGKILL is retried until they go.
+fn stuck(backend: &str) {
+    let args = ["--containment", backend];
+    let mut up = Up::with(
+        r#"
+[services.frozen]
+command = ["{helper}", "{dir}", "tree", "3"]
+ready = { log = "^ready$" }
+stop = { timeout = "300ms" }
+"#,
+        opts(&args),
+    );
+    up.wait_for("frozen ready", LONG);
+    let pids = up.survivors();
+    let ice = up.cgroups.freezer.clone().expect("a v1 freezer").join("ice");
+    std::fs::create_dir(&ice).unwrap();
+    for p in &pids {
+        std::fs::write(ice.join("cgroup.procs"), p.to_string()).unwrap();
+    }
+    std::fs::write(ice.join("freezer.state"), "FROZEN").unwrap();
+    up.signal(libc::SIGTERM);
+    up.wait_for("herd: frozen stuck", LONG);
+    let line = up.wait_for("still there", LONG);
+    assert!(line.contains("3 process(es)"), "{line}");
+    up.wait_for("uninterruptible sleep", LONG);
+    assert_eq!(up.survivors().len(), 3, "frozen processes died");
+    std::fs::write(ice.join("freezer.state"), "THAWED").unwrap();
+    up.wait_for("herd: frozen stopped", LONG);
+    assert_eq!(up.wait_exit(LONG), Some(3));
+    assert!(up.survivors().is_empty());
+}
+
+#[test]
+fn cgroup2_reports_stuck_processes_and_retries() {
+    stuck("cgroup2");
+}
+
+#[test]
+fn none_reports_stuck_processes_and_retries() {
+    stuck("none");
+}
