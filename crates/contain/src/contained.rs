@@ -40,7 +40,7 @@
 
 use std::time::{Duration, Instant};
 
-use herd_sys::{ExitStatus, Pidfd, Spec, SpawnError};
+use herd_sys::{ExitStatus, Pidfd, SpawnError, Spec};
 
 use crate::procfs::{self, Leftover};
 use crate::{Backend, Limits, Unit};
@@ -112,10 +112,12 @@ impl Contained {
         mut spec: Spec,
         limits: &Limits,
     ) -> Result<Contained, SpawnError> {
-        let unit = backend.create(name, limits).map_err(|source| SpawnError::Start {
-            program: name.into(),
-            source,
-        })?;
+        let unit = backend
+            .create(name, limits)
+            .map_err(|source| SpawnError::Start {
+                program: name.into(),
+                source,
+            })?;
         spec.cgroup = unit.join();
         let child = herd_sys::spawn(&spec)?;
         let mut unit = unit;

@@ -18,7 +18,9 @@ pub struct Mount {
 
 /// The cgroup2 mount, if any.
 pub fn cgroup2() -> Option<Mount> {
-    find(&read("/proc/self/mountinfo"), |fstype, _| fstype == "cgroup2")
+    find(&read("/proc/self/mountinfo"), |fstype, _| {
+        fstype == "cgroup2"
+    })
 }
 
 /// The cgroup v1 hierarchy with the freezer controller, if any.
@@ -37,7 +39,9 @@ pub fn own_v2() -> Option<String> {
 
 /// herder's cgroup in the v1 freezer hierarchy.
 pub fn own_freezer() -> Option<String> {
-    own(&read("/proc/self/cgroup"), |c| c.split(',').any(|x| x == "freezer"))
+    own(&read("/proc/self/cgroup"), |c| {
+        c.split(',').any(|x| x == "freezer")
+    })
 }
 
 /// The directory of cgroup `path` (as /proc/self/cgroup names it) under `mount`.
@@ -128,7 +132,9 @@ mod tests {
     fn finds_hybrid_mounts() {
         let v2 = find(HYBRID, |t, _| t == "cgroup2").unwrap();
         assert_eq!(v2.point, PathBuf::from("/sys/fs/cgroup/unified"));
-        let fz = find(HYBRID, |t, o| t == "cgroup" && o.split(',').any(|x| x == "freezer"));
+        let fz = find(HYBRID, |t, o| {
+            t == "cgroup" && o.split(',').any(|x| x == "freezer")
+        });
         assert_eq!(fz.unwrap().point, PathBuf::from("/sys/fs/cgroup/freezer"));
         assert!(find("", |t, _| t == "cgroup2").is_none());
     }

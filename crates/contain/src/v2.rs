@@ -233,9 +233,8 @@ impl Backend for Cgroup2 {
             settings.push(("cpu.max", format!("{quota} {period}")));
         }
         for (file, value) in settings {
-            fs::write(dir.join(file), &value).map_err(|e| {
-                io::Error::new(e.kind(), format!("{file} = {value}: {e}"))
-            })?;
+            fs::write(dir.join(file), &value)
+                .map_err(|e| io::Error::new(e.kind(), format!("{file} = {value}: {e}")))?;
         }
         let procs: OwnedFd = OpenOptions::new()
             .write(true)

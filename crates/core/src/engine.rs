@@ -150,7 +150,10 @@ impl StopLog {
             parts.push(format!("SIGKILL at {}", at(t)));
         }
         if self.stuck > 0 {
-            parts.push(format!("{} process(es) survived SIGKILL for a while", self.stuck));
+            parts.push(format!(
+                "{} process(es) survived SIGKILL for a while",
+                self.stuck
+            ));
         }
         parts.push(format!("all gone at {}", at(end)));
         parts.join(", ")
@@ -512,11 +515,10 @@ impl Engine {
         let mut spec = crate::spec::build(&svc.cfg, &[])?;
         spec.argv = argv;
         spec.discard_output = true;
-        spec.env.push(("HERD_STOP_REASON".into(), reason.name().into()));
-        spec.env.push((
-            "HERD_STOP_DEADLINE_MS".into(),
-            left.as_millis().to_string(),
-        ));
+        spec.env
+            .push(("HERD_STOP_REASON".into(), reason.name().into()));
+        spec.env
+            .push(("HERD_STOP_DEADLINE_MS".into(), left.as_millis().to_string()));
         spec.cgroup = svc.unit.as_ref().and_then(|u| u.join());
         let child = herd_sys::spawn(&spec).map_err(|e| e.to_string())?;
         if let Some(u) = &mut svc.unit {
@@ -653,7 +655,9 @@ impl Engine {
             && !unit.is_empty()
         {
             if !stopping {
-                note(&format!("{name}: main process gone; killing the rest of it"));
+                note(&format!(
+                    "{name}: main process gone; killing the rest of it"
+                ));
             }
             self.kill_all(name);
         }
@@ -666,7 +670,12 @@ impl Engine {
             .iter_mut()
             .filter(|(_, s)| s.m.state.pid().is_none())
             .filter(|(_, s)| !s.hooks_running())
-            .filter_map(|(n, s)| s.unit.as_mut().is_some_and(|u| u.is_empty()).then(|| n.clone()))
+            .filter_map(|(n, s)| {
+                s.unit
+                    .as_mut()
+                    .is_some_and(|u| u.is_empty())
+                    .then(|| n.clone())
+            })
             .collect();
         let now = Instant::now();
         for name in gone {
@@ -674,7 +683,10 @@ impl Engine {
             if let Some(mut unit) = svc.unit.take()
                 && let Err(e) = unit.remove()
             {
-                note(&format!("{name}: cannot remove its {}: {e}", self.backend.kind()));
+                note(&format!(
+                    "{name}: cannot remove its {}: {e}",
+                    self.backend.kind()
+                ));
             }
             if let Some(w) = svc.unit_watch.take() {
                 w.abort();
@@ -824,9 +836,9 @@ impl Engine {
     fn on_notify(&mut self, name: &str, msg: Notification) {
         let svc = self.svcs.get_mut(name).expect("known service");
         let main = svc.m.state.pid();
-        let ours = msg.pid.is_some_and(|p| {
-            Some(p) == main || svc.unit.as_mut().is_some_and(|u| u.owns(p))
-        });
+        let ours = msg
+            .pid
+            .is_some_and(|p| Some(p) == main || svc.unit.as_mut().is_some_and(|u| u.owns(p)));
         if !ours {
             note(&format!(
                 "{name}: ignored a notification from pid {}: not a process of this service",

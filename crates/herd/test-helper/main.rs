@@ -93,7 +93,10 @@ fn on_term_exit_after(ms: u64) {
     // SAFETY: single-threaded; the handler only makes async-signal-safe calls.
     unsafe {
         DELAY_MS = ms;
-        libc::signal(libc::SIGTERM, delayed_exit as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            delayed_exit as *const () as libc::sighandler_t,
+        );
     }
 }
 

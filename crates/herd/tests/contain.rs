@@ -59,14 +59,26 @@ fn adversaries(opts: Opts, backend: &str) {
     }
     // 1 + 1 + 1 + 2 (main, escapee) + 60 + 2.
     let before = up.survivors();
-    assert_eq!(before.len(), 67, "helpers running: {before:?}\n{}", up.seen.join("\n"));
+    assert_eq!(
+        before.len(),
+        67,
+        "helpers running: {before:?}\n{}",
+        up.seen.join("\n")
+    );
 
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
     let left = up.survivors();
-    assert!(left.is_empty(), "survivors: {left:?}\n{}", up.seen.join("\n"));
+    assert!(
+        left.is_empty(),
+        "survivors: {left:?}\n{}",
+        up.seen.join("\n")
+    );
     let in_cgroups = up.cgroups.procs();
-    assert!(in_cgroups.is_empty(), "left in the test's cgroups: {in_cgroups:?}");
+    assert!(
+        in_cgroups.is_empty(),
+        "left in the test's cgroups: {in_cgroups:?}"
+    );
     for s in ["ignore-term", "tree"] {
         let line = up.wait_for(&format!("herd: {s}: SIGTERM at +"), LONG);
         assert!(line.contains(", SIGKILL at +"), "{line}");
@@ -338,7 +350,12 @@ stop = { timeout = "300ms" }
     );
     up.wait_for("frozen ready", LONG);
     let pids = up.survivors();
-    let ice = up.cgroups.freezer.clone().expect("a v1 freezer").join("ice");
+    let ice = up
+        .cgroups
+        .freezer
+        .clone()
+        .expect("a v1 freezer")
+        .join("ice");
     std::fs::create_dir(&ice).unwrap();
     for p in &pids {
         std::fs::write(ice.join("cgroup.procs"), p.to_string()).unwrap();
@@ -364,4 +381,61 @@ fn cgroup2_reports_stuck_processes_and_retries() {
 #[test]
 fn none_reports_stuck_processes_and_retries() {
     stuck("none");
+}
+
+/// `stop.exec` runs before the stop signal, with the reason and deadline in its
+/// environment; the signal follows when it ends.
+#[test]
+fn stop_exec_runs_before_the_signal() {
+    let mut up = Up::start(
+        r#"
+[services.drained]
+command = "trap 'date +%s%N > {dir}/term; exit 0' TERM; echo up; while :; do sleep 0.05; done"
+shell = true
+ready = { log = "^up$" }
+stop = { timeout = "10s", exec = ["sh", "-c", "echo $HERD_STOP_REASON $HERD_STOP_DEADLINE_MS > {dir}/hook; sleep 0.3; date +%s%N >> {dir}/hook"] }
+"#,
+    );
+    up.wait_for("drained ready", LONG);
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    let hook = std::fs::read_to_string(up.path("hook")).unwrap();
+    let mut lines = hook.lines();
+    let first: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    assert_eq!(first[0], "shutdown");
+    let left: u64 = first[1].parse().unwrap();
+    assert!((9_000..=10_000).contains(&left), "deadline {left} ms");
+    let hook_end: u128 = lines.next().unwrap().parse().unwrap();
+    let term: u128 = std::fs::read_to_string(up.path("term"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(hook_end <= term, "SIGTERM came before the hook ended");
+    let line = up.wait_for("herd: drained: stop.exec took", LONG);
+    assert!(line.contains("SIGTERM at +"), "{line}");
+    assert!(up.survivors().is_empty());
+}
+
+/// A hook that outlives the deadline is SIGKILLed with the service: the stop stays
+/// bounded.
+#[test]
+fn stop_exec_is_bounded_by_the_deadline() {
+    let mut up = Up::start(
+        r#"
+[services.hung]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "^ready$" }
+stop = { timeout = "500ms", exec = ["{helper}", "{dir}", "ignore-term"] }
+"#,
+    );
+    up.wait_for("hung ready", LONG);
+    assert_eq!(up.survivors().len(), 1);
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    // The hook never ended, so the stop signal was never sent: SIGKILL ended both.
+    let line = up.wait_for("herd: hung: stop.exec took", LONG);
+    assert!(line.contains("SIGKILL at +"), "{line}");
+    assert!(!line.contains("SIGTERM"), "{line}");
+    assert!(up.survivors().is_empty());
 }

@@ -286,7 +286,10 @@ impl TestCgroups {
             "this test needs a cgroup v1 pids hierarchy to bound its processes"
         );
         TestCgroups {
-            v2: make(herd_contain::mounts::cgroup2(), herd_contain::mounts::own_v2()),
+            v2: make(
+                herd_contain::mounts::cgroup2(),
+                herd_contain::mounts::own_v2(),
+            ),
             freezer: make(
                 herd_contain::mounts::freezer(),
                 herd_contain::mounts::own_freezer(),
@@ -373,12 +376,12 @@ fn v1_mount(controller: &str) -> Option<herd_contain::mounts::Mount> {
         let (left, right) = l.split_once(" - ")?;
         let r: Vec<&str> = right.split(' ').collect();
         let l: Vec<&str> = left.split(' ').collect();
-        (r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == controller)).then(
-            || herd_contain::mounts::Mount {
+        (r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == controller)).then(|| {
+            herd_contain::mounts::Mount {
                 point: l[4].into(),
                 root: l[3].into(),
-            },
-        )
+            }
+        })
     })
 }
 
