@@ -62,12 +62,26 @@ impl Up {
 
     pub fn with(toml: &str, opts: Opts) -> Up {
         let dir = tempfile::tempdir().unwrap();
+        let (mut herd, mut helper) = (env!("CARGO_BIN_EXE_herd").to_string(), helper().to_string());
+        if opts.user.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            // The checkout may sit where another user cannot reach (a home directory
+            // with mode 0700): run copies from the temporary directory instead.
+            let open = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+            for (name, path) in [("herd", &mut herd), ("helper", &mut helper)] {
+                let copy = dir.path().join(name);
+                std::fs::copy(&*path, &copy).unwrap();
+                std::fs::set_permissions(&copy, open.clone()).unwrap();
+                *path = copy.to_str().unwrap().to_string();
+            }
+        }
         let text = toml
             .replace("{dir}", dir.path().to_str().unwrap())
-            .replace("{helper}", helper());
+            .replace("{helper}", &helper);
         std::fs::write(dir.path().join("herd.toml"), text).unwrap();
         let cgroups = TestCgroups::create(opts.pids_max);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herd"));
+        let mut cmd = Command::new(&herd);
         cmd.arg("up")
             .args(opts.args)
             .current_dir(dir.path())
@@ -75,10 +89,6 @@ impl Up {
             .env("HERD_TEST_MARKER", dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if opts.user.is_some() {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
         let procs: Vec<std::fs::File> = cgroups
             .dirs()
             .iter()
