@@ -27,14 +27,15 @@
 //!   exit is always a child of herder's or of another process of the service).
 //! - No resource limits: the v1 memory and pids hierarchies are not managed.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{Backend, Kind, Limits, Unit, dir_name, mounts, procs_below, read_trim, remove_tree};
+use crate::tree::{self, Subtree};
+use crate::{Backend, Kind, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
 
 /// How long one freeze may take before it is abandoned and retried.
 const FREEZE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -42,96 +43,26 @@ const FREEZE_ROUNDS: u32 = 4;
 
 #[derive(Debug)]
 pub struct Freezer {
-    base: PathBuf,
-    base_path: String,
+    tree: Subtree,
     notices: Vec<String>,
 }
 
-fn place() -> Result<(PathBuf, String), String> {
-    let mount = mounts::freezer().ok_or("no cgroup v1 freezer mount in /proc/self/mountinfo")?;
-    let own = mounts::own_freezer().ok_or("this process is not in the freezer hierarchy")?;
-    let dir = mounts::dir_of(&mount, &own).ok_or_else(|| {
-        format!(
-            "own cgroup {own} is outside the mount at {}",
-            mount.point.display()
-        )
-    })?;
-    let (base, base_path) = if own == "/" {
-        (dir.join("herd"), "/herd".to_string())
-    } else {
-        (dir, own)
-    };
-    let parent = if base.exists() {
-        base.clone()
-    } else {
-        base.parent().map_or(base.clone(), Path::to_path_buf)
-    };
-    if !mounts::writable(&parent) {
-        return Err(format!("no write access to {}", parent.display()));
-    }
-    Ok((base, base_path))
+fn locate() -> Result<Subtree, String> {
+    tree::locate(mounts::freezer(), mounts::own_freezer()).map_err(|e| format!("freezer: {e}"))
 }
 
 pub(crate) fn probe() -> Result<String, String> {
-    let (base, _) = place()?;
-    Ok(format!("services under {}/services", base.display()))
+    let t = locate()?;
+    Ok(format!("services under {}/services", t.dir.display()))
 }
 
 impl Freezer {
     pub fn open() -> Result<Freezer, String> {
-        let (base, base_path) = place()?;
-        let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
-        fs::create_dir_all(&base).map_err(|e| err("cannot create", &base, e))?;
-        let supervisor = base.join("supervisor");
-        let me = std::process::id() as i32;
-        if let Some(other) = procs_below(&supervisor).into_iter().find(|&p| p != me) {
-            return Err(format!(
-                "{} is in use by another supervisor (pid {other})",
-                base.display()
-            ));
-        }
-        make_dir(&supervisor).map_err(|e| err("cannot create", &supervisor, e))?;
-        fs::write(supervisor.join("cgroup.procs"), "0")
-            .map_err(|e| err("cannot move into", &supervisor, e))?;
-        let services = base.join("services");
-        make_dir(&services).map_err(|e| err("cannot create", &services, e))?;
-        let mut notices = Vec::new();
-        if let Ok(entries) = fs::read_dir(&services) {
-            for dir in entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-            {
-                let left = procs_below(&dir);
-                if !left.is_empty() {
-                    let _ = freeze_kill(&dir);
-                    let until = Instant::now() + Duration::from_secs(2);
-                    while !procs_below(&dir).is_empty() && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    notices.push(format!(
-                        "killed {} process(es) left by an earlier run in {}",
-                        left.len(),
-                        dir.display()
-                    ));
-                }
-                if let Err(e) = remove_tree(&dir) {
-                    notices.push(format!("cannot remove {}: {e}", dir.display()));
-                }
-            }
-        }
-        Ok(Freezer {
-            base,
-            base_path,
-            notices,
-        })
-    }
-}
-
-fn make_dir(p: &Path) -> io::Result<()> {
-    match fs::create_dir(p) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
+        let t = locate()?;
+        let notices = tree::claim(&t, |dir| {
+            let _ = freeze_kill(dir);
+        })?;
+        Ok(Freezer { tree: t, notices })
     }
 }
 
@@ -195,35 +126,23 @@ impl Backend for Freezer {
     }
 
     fn location(&self) -> Option<&Path> {
-        Some(&self.base)
+        Some(&self.tree.dir)
     }
 
     fn create(&self, name: &str, _limits: &Limits) -> io::Result<Box<dyn Unit>> {
-        let leaf = dir_name(name);
-        let dir = self.base.join("services").join(&leaf);
-        remove_tree(&dir)?;
-        fs::create_dir(&dir)?;
-        let procs: OwnedFd = OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?
-            .into();
+        let leaf = tree::leaf(&self.tree, name, |_| Ok(()))?;
         Ok(Box::new(FreezerUnit {
-            path: format!("{}/services/{leaf}", self.base_path.trim_end_matches('/')),
-            dir,
-            procs: Arc::new(procs),
+            dir: leaf.dir,
+            path: leaf.path,
+            procs: leaf.procs,
         }))
     }
 
     fn unsupported(&self, limits: &Limits) -> Vec<String> {
-        [
-            ("memory", limits.memory.is_some()),
-            ("pids", limits.pids.is_some()),
-            ("cpu", limits.cpu.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, set)| *set)
-        .map(|(c, _)| format!("limits.{c}: the freezer backend applies no resource limits"))
-        .collect()
+        tree::wanted(limits)
+            .into_iter()
+            .map(|c| format!("limits.{c}: the freezer backend applies no resource limits"))
+            .collect()
     }
 
     fn notices(&self) -> Vec<String> {
@@ -231,7 +150,7 @@ impl Backend for Freezer {
     }
 
     fn close(&self) {
-        let _ = remove_tree(&self.base.join("services"));
+        let _ = remove_tree(&self.tree.dir.join("services"));
     }
 }
 
@@ -258,16 +177,7 @@ impl Unit for FreezerUnit {
     }
 
     fn owns(&mut self, pid: i32) -> bool {
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            return false;
-        };
-        text.lines()
-            .filter_map(|l| {
-                let mut it = l.splitn(3, ':');
-                let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
-                ctl.split(',').any(|c| c == "freezer").then_some(path)
-            })
-            .any(|p| p == self.path || p.starts_with(&format!("{}/", self.path)))
+        tree::in_cgroup(pid, |c| c.split(',').any(|x| x == "freezer"), &self.path)
     }
 
     fn kill(&mut self) -> io::Result<()> {

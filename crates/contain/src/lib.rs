@@ -36,6 +36,7 @@ mod freezer;
 pub mod mounts;
 pub mod none;
 pub mod procfs;
+mod tree;
 mod v2;
 
 pub use contained::{Contained, Mode, StopOptions, StopRecord};

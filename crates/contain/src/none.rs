@@ -130,15 +130,10 @@ impl Backend for Tracking {
     }
 
     fn unsupported(&self, limits: &Limits) -> Vec<String> {
-        [
-            ("memory", limits.memory.is_some()),
-            ("pids", limits.pids.is_some()),
-            ("cpu", limits.cpu.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, set)| *set)
-        .map(|(c, _)| format!("limits.{c}: needs a cgroup; the none backend has none"))
-        .collect()
+        crate::tree::wanted(limits)
+            .into_iter()
+            .map(|c| format!("limits.{c}: needs a cgroup; the none backend has none"))
+            .collect()
     }
 
     fn strays(&self) -> Vec<i32> {

@@ -1,0 +1,167 @@
+//! What the two cgroup backends share: where their subtree goes, claiming it at
+//! start-up, and a service's leaf.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::mounts::{self, Mount};
+use crate::{Limits, dir_name, procs_below, remove_tree};
+
+/// A backend's subtree: `supervisor/` for herder, `services/NAME/` per service.
+#[derive(Debug)]
+pub(crate) struct Subtree {
+    pub dir: PathBuf,
+    /// `dir` as /proc/PID/cgroup names it.
+    pub path: String,
+}
+
+/// herder's own cgroup in `mount`, or `herd/` below it when herder sits at the root.
+pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtree, String> {
+    let mount = mount.ok_or("no such mount in /proc/self/mountinfo")?;
+    let own = own.ok_or("this process is not in that hierarchy")?;
+    let dir = mounts::dir_of(&mount, &own).ok_or_else(|| {
+        format!(
+            "own cgroup {own} is outside the mount at {}",
+            mount.point.display()
+        )
+    })?;
+    let (dir, path) = if own == "/" {
+        (dir.join("herd"), "/herd".to_string())
+    } else {
+        (dir, own)
+    };
+    let parent = if dir.exists() {
+        dir.clone()
+    } else {
+        dir.parent().map_or(dir.clone(), Path::to_path_buf)
+    };
+    if !mounts::writable(&parent) {
+        return Err(format!(
+            "no write access to {} (not root, and the subtree is not delegated)",
+            parent.display()
+        ));
+    }
+    Ok(Subtree { dir, path })
+}
+
+/// Creates the subtree and moves this process into `supervisor/`; refuses a
+/// subtree another live supervisor uses. Cgroups with processes that an earlier run
+/// left in `services/` are killed with `kill` and removed; what was done is returned
+/// for the operator.
+pub(crate) fn claim(t: &Subtree, kill: impl Fn(&Path)) -> Result<Vec<String>, String> {
+    let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
+    fs::create_dir_all(&t.dir).map_err(|e| err("cannot create", &t.dir, e))?;
+    let supervisor = t.dir.join("supervisor");
+    let me = std::process::id() as i32;
+    if let Some(other) = procs_below(&supervisor).into_iter().find(|&p| p != me) {
+        return Err(format!(
+            "{} is in use by another supervisor (pid {other})",
+            t.dir.display()
+        ));
+    }
+    make_dir(&supervisor).map_err(|e| err("cannot create", &supervisor, e))?;
+    fs::write(supervisor.join("cgroup.procs"), "0")
+        .map_err(|e| err("cannot move into", &supervisor, e))?;
+    let services = t.dir.join("services");
+    make_dir(&services).map_err(|e| err("cannot create", &services, e))?;
+
+    let mut notices = Vec::new();
+    let Ok(entries) = fs::read_dir(&services) else {
+        return Ok(notices);
+    };
+    for dir in entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+    {
+        let left = procs_below(&dir);
+        if !left.is_empty() {
+            kill(&dir);
+            // Start-up, not a stop path: a short bounded wait for the kernel.
+            let until = Instant::now() + Duration::from_secs(2);
+            while !procs_below(&dir).is_empty() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            notices.push(format!(
+                "killed {} process(es) left by an earlier run in {}",
+                left.len(),
+                dir.display()
+            ));
+        }
+        if let Err(e) = remove_tree(&dir) {
+            notices.push(format!("cannot remove {}: {e}", dir.display()));
+        }
+    }
+    Ok(notices)
+}
+
+fn make_dir(p: &Path) -> io::Result<()> {
+    match fs::create_dir(p) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A service's leaf, fresh, with its `cgroup.procs` open for the child to join.
+pub(crate) struct Leaf {
+    pub dir: PathBuf,
+    pub path: String,
+    pub procs: Arc<OwnedFd>,
+}
+
+/// Makes `services/NAME`; `setup` writes limits before anything joins.
+pub(crate) fn leaf(
+    t: &Subtree,
+    name: &str,
+    setup: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<Leaf> {
+    let leaf = dir_name(name);
+    let dir = t.dir.join("services").join(&leaf);
+    // A previous run's cgroup is removed once empty; one still here is empty, or
+    // the caller would not start a new run.
+    remove_tree(&dir)?;
+    fs::create_dir(&dir)?;
+    setup(&dir)?;
+    let procs: OwnedFd = OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))?
+        .into();
+    Ok(Leaf {
+        path: format!("{}/services/{leaf}", t.path.trim_end_matches('/')),
+        dir,
+        procs: Arc::new(procs),
+    })
+}
+
+/// Whether /proc/PID/cgroup puts `pid` in `path` or below, in the hierarchy whose
+/// controller list satisfies `hierarchy`.
+pub(crate) fn in_cgroup(pid: i32, hierarchy: impl Fn(&str) -> bool, path: &str) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let below = format!("{path}/");
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctl, p) = (it.next()?, it.next()?, it.next()?);
+            hierarchy(ctl).then_some(p)
+        })
+        .any(|p| p == path || p.starts_with(&below))
+}
+
+/// The cgroup limits `limits` sets, by controller name.
+pub(crate) fn wanted(limits: &Limits) -> Vec<&'static str> {
+    [
+        ("memory", limits.memory.is_some()),
+        ("pids", limits.pids.is_some()),
+        ("cpu", limits.cpu.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(c, _)| c)
+    .collect()
+}
