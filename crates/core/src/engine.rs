@@ -84,8 +84,9 @@ enum Wake {
     Machine,
     /// The next attempt of an `exec` readiness check.
     ExecCheck,
-    /// SIGKILL again: processes survived the last one.
-    KillRetry,
+    /// SIGKILL again: processes survived the last one. Carries the run it is
+    /// about, so a late retry never hits the next run.
+    KillRetry(u64),
     /// The shutdown budget is spent.
     Budget,
 }
@@ -102,6 +103,8 @@ struct Svc {
     stop: Option<StopLog>,
     /// The next pause between SIGKILLs of processes that survive them.
     kill_backoff: Duration,
+    /// Counts the runs (spawns) of the service.
+    run: u64,
     /// The run's log-readiness regex is matched by the output reader.
     ready_task: Option<tokio::task::JoinHandle<()>>,
     stop_wave: usize,
@@ -246,6 +249,7 @@ impl Engine {
                     unit_watch: None,
                     stop: None,
                     kill_backoff: FIRST_KILL_RETRY,
+                    run: 0,
                     ready_task: None,
                     stop_wave: stop_wave[name],
                     notify_env: None,
@@ -420,6 +424,8 @@ impl Engine {
             }))
         });
         svc.unit = Some(unit);
+        svc.run += 1;
+        svc.kill_backoff = FIRST_KILL_RETRY;
         svc.pidfd = Some(child.pidfd);
         let log_re = match svc.cfg.ready.as_ref().map(|r| &r.check) {
             Some(ReadyCheck::Log(re)) => regex_lite::Regex::new(re).ok(),
@@ -582,15 +588,19 @@ impl Engine {
         }
         if svc.unit.is_some() {
             let at = now + svc.kill_backoff;
-            self.timers.insert((at, name.to_string(), Wake::KillRetry));
+            self.timers
+                .insert((at, name.to_string(), Wake::KillRetry(svc.run)));
         }
     }
 
     /// A SIGKILL is some time old and the unit is not empty: processes survive it
     /// (uninterruptible sleep, a frozen cgroup). Kill again, with backoff, and say
     /// which processes they are.
-    fn kill_retry(&mut self, name: &str) {
+    fn kill_retry(&mut self, name: &str, run: u64) {
         let svc = self.svcs.get_mut(name).expect("known service");
+        if svc.run != run {
+            return;
+        }
         let Some(unit) = &mut svc.unit else { return };
         if unit.is_empty() {
             return;
@@ -747,8 +757,8 @@ impl Engine {
                     }
                     continue;
                 }
-                Wake::KillRetry => {
-                    self.kill_retry(&name);
+                Wake::KillRetry(run) => {
+                    self.kill_retry(&name, run);
                     continue;
                 }
                 Wake::Budget => {
