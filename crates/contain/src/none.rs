@@ -295,12 +295,19 @@ impl Unit for TreeUnit {
     }
 
     fn owns(&mut self, pid: i32) -> bool {
-        let t = self.tracking.lock();
         let start = procfs::stat(pid).map(|s| s.starttime);
-        t.units
-            .get(&self.id)
-            .and_then(|u| u.members.get(&pid))
-            .is_some_and(|&s| Some(s) == start)
+        let mut t = self.tracking.lock();
+        let known = |t: &Tracker| {
+            t.units
+                .get(&self.id)
+                .and_then(|u| u.members.get(&pid))
+                .is_some_and(|&s| Some(s) == start)
+        };
+        // A process forked since the last scan is not known yet: look again.
+        known(&t) || {
+            t.scan();
+            known(&t)
+        }
     }
 
     fn signal(&mut self, signal: i32) -> io::Result<usize> {
