@@ -762,8 +762,12 @@ impl Engine {
                     continue;
                 }
                 Wake::Budget => {
-                    if let Some(sd) = &mut self.shutdown {
+                    if let Some(sd) = &mut self.shutdown
+                        && !sd.spent
+                    {
                         sd.spent = true;
+                        note("the shutdown budget is spent: SIGKILL to everything left");
+                        self.kill_everything();
                     }
                     continue;
                 }
@@ -931,16 +935,7 @@ impl Engine {
     fn on_shutdown_signal(&mut self, sig: &str) {
         if self.shutdown.is_some() {
             note(&format!("{sig} again: SIGKILL to everything left"));
-            let names: Vec<String> = self.svcs.keys().cloned().collect();
-            for n in names {
-                if matches!(self.svcs[&n].m.state, State::Stopping { .. }) {
-                    self.step(&n, Event::Deadline);
-                } else if self.svcs[&n].m.state.pid().is_some() {
-                    self.stop(&n, Instant::now());
-                    self.step(&n, Event::Deadline);
-                }
-            }
-            return;
+            return self.kill_everything();
         }
         let now = Instant::now();
         note(&format!(
@@ -958,6 +953,27 @@ impl Engine {
         self.timers
             .insert((now + self.plan.budget, String::new(), Wake::Budget));
         self.begin_wave();
+    }
+
+    /// SIGKILL to every service, whatever its wave; nothing starts any more.
+    fn kill_everything(&mut self) {
+        let names: Vec<String> = self.svcs.keys().cloned().collect();
+        for n in names {
+            let state = &self.svcs[&n].m.state;
+            if matches!(state, State::Stopping { .. }) {
+                self.step(&n, Event::Deadline);
+            } else if state.pid().is_some() {
+                self.stop(&n, Instant::now());
+                self.step(&n, Event::Deadline);
+            } else {
+                if matches!(state, State::Pending | State::Backoff { .. }) {
+                    self.stop(&n, Instant::now());
+                }
+                if self.svcs[&n].unit.is_some() {
+                    self.kill_all(&n);
+                }
+            }
+        }
     }
 
     /// Stops the services of the current wave, with deadlines from the plan.
@@ -993,7 +1009,7 @@ impl Engine {
                 .svcs
                 .values()
                 .filter(|s| s.stop_wave == wave)
-                .all(|s| settled_down(&s.m.state) && s.unit.is_none());
+                .all(gone_or_stuck);
             if done && wave < self.plan.waves.len() {
                 sd.wave += 1;
                 sd.wave_started = Instant::now();
@@ -1038,7 +1054,9 @@ impl Engine {
                 .svcs
                 .values()
                 .all(|s| settled_down(&s.m.state) && s.unit.is_none());
-        if !all_done && !spent {
+        // Once the budget is spent, herder waits only for what SIGKILL can end.
+        let settled = spent && self.svcs.values().all(gone_or_stuck);
+        if !all_done && !settled {
             return None;
         }
         let stuck: Vec<String> = self
@@ -1137,6 +1155,12 @@ fn is_ready(s: &State) -> bool {
         State::Exited { status } => status.success(),
         _ => false,
     }
+}
+
+/// Whether nothing of the service runs any more, or all that does survived SIGKILL:
+/// a stuck service does not hold up the services stopping after it.
+fn gone_or_stuck(s: &Svc) -> bool {
+    (settled_down(&s.m.state) && s.unit.is_none()) || matches!(s.m.state, State::Stuck { .. })
 }
 
 /// Whether an `after` dependency has finished starting (either way).

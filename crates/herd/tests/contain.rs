@@ -439,3 +439,56 @@ stop = { timeout = "500ms", exec = ["{helper}", "{dir}", "ignore-term"] }
     assert!(!line.contains("SIGTERM"), "{line}");
     assert!(up.survivors().is_empty());
 }
+
+/// A stuck service neither holds up the services that stop after it nor keeps
+/// herder past the shutdown budget: herder exits with code 3 and names what is left.
+#[test]
+fn stuck_processes_do_not_hold_the_shutdown_past_its_budget() {
+    let mut up = Up::start(
+        r#"
+[shutdown]
+timeout = "3s"
+
+[services.base]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "^ready$" }
+
+[services.frozen]
+command = ["{helper}", "{dir}", "tree", "2"]
+ready = { log = "^ready$" }
+requires = ["base"]
+stop = { timeout = "300ms" }
+"#,
+    );
+    up.wait_for("frozen ready", LONG);
+    let frozen: Vec<i32> = up
+        .survivors()
+        .into_iter()
+        .filter(|&p| herd_contain::procfs::cmdline(p).ends_with(" tree 2"))
+        .collect();
+    assert_eq!(frozen.len(), 2);
+    let ice = up
+        .cgroups
+        .freezer
+        .clone()
+        .expect("a v1 freezer")
+        .join("ice");
+    std::fs::create_dir(&ice).unwrap();
+    for p in &frozen {
+        std::fs::write(ice.join("cgroup.procs"), p.to_string()).unwrap();
+    }
+    std::fs::write(ice.join("freezer.state"), "FROZEN").unwrap();
+    let asked = Instant::now();
+    up.signal(libc::SIGTERM);
+    up.wait_for("herd: frozen stuck", LONG);
+    // The next wave goes on while `frozen` is stuck.
+    let base = up.wait_for("herd: base: SIGTERM at +", LONG);
+    assert!(!base.contains("SIGKILL"), "{base}");
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    up.wait_for("leaving with processes of frozen still there", LONG);
+    let mut left = up.survivors();
+    left.sort_unstable();
+    assert_eq!(left, frozen, "only the frozen processes are left");
+    std::fs::write(ice.join("freezer.state"), "THAWED").unwrap();
+}

@@ -99,15 +99,3 @@ pub fn recv(fd: impl AsFd) -> io::Result<Option<Notification>> {
         }))
     }
 }
-
-/// The process group of `pid`, from /proc (`None` if it is gone).
-pub fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name: state, ppid, pgrp.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}

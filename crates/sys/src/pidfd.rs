@@ -93,13 +93,3 @@ pub fn signal_group(pgid: i32, signal: i32) -> io::Result<bool> {
         Err(e) => Err(e.into()),
     }
 }
-
-/// Whether process group `pgid` still has a member (zombies included).
-pub fn signal_group_probe(pgid: i32) -> bool {
-    if pgid <= 1 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission; nothing is sent.
-    let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
