@@ -150,7 +150,7 @@ impl Backend for Freezer {
     }
 
     fn close(&self) {
-        let _ = remove_tree(&self.tree.dir.join("services"));
+        tree::release(&self.tree, &[]);
     }
 }
 

@@ -17,6 +17,10 @@ pub(crate) struct Subtree {
     pub dir: PathBuf,
     /// `dir` as /proc/PID/cgroup names it.
     pub path: String,
+    /// The cgroup this process was in before it moved to `supervisor/`.
+    pub origin: PathBuf,
+    /// Whether `dir` is `herd/`, made by herder below the hierarchy's root.
+    pub made: bool,
 }
 
 /// herder's own cgroup in `mount`, or `herd/` below it when herder sits at the root.
@@ -29,7 +33,9 @@ pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtre
             mount.point.display()
         )
     })?;
-    let (dir, path) = if own == "/" {
+    let origin = dir.clone();
+    let made = own == "/";
+    let (dir, path) = if made {
         (dir.join("herd"), "/herd".to_string())
     } else {
         (dir, own)
@@ -45,7 +51,31 @@ pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtre
             parent.display()
         ));
     }
-    Ok(Subtree { dir, path })
+    Ok(Subtree {
+        dir,
+        path,
+        origin,
+        made,
+    })
+}
+
+/// At exit: removes the services' cgroups, moves this process back where it came
+/// from and removes `supervisor/` (and `herd/` if herder made it), so nothing named
+/// after herder is left. `controllers` were enabled in `dir` and are disabled first,
+/// since a cgroup that distributes controllers cannot take a process back.
+pub(crate) fn release(t: &Subtree, controllers: &[String]) {
+    let _ = remove_tree(&t.dir.join("services"));
+    if !t.made {
+        for c in controllers {
+            let _ = fs::write(t.dir.join("cgroup.subtree_control"), format!("-{c}"));
+        }
+    }
+    if fs::write(t.origin.join("cgroup.procs"), "0").is_ok() {
+        let _ = fs::remove_dir(t.dir.join("supervisor"));
+        if t.made {
+            let _ = fs::remove_dir(&t.dir);
+        }
+    }
 }
 
 /// Creates the subtree and moves this process into `supervisor/`; refuses a

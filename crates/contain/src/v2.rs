@@ -168,7 +168,7 @@ impl Backend for Cgroup2 {
     }
 
     fn close(&self) {
-        let _ = remove_tree(&self.tree.dir.join("services"));
+        tree::release(&self.tree, &self.enabled);
     }
 }
 

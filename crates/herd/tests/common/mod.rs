@@ -281,7 +281,8 @@ impl TestCgroups {
         let make = |mount: Option<herd_contain::mounts::Mount>, own: Option<String>| {
             let base = herd_contain::mounts::dir_of(&mount?, &own?)?;
             let d = base.join(&leaf);
-            std::fs::create_dir_all(&d).ok()?;
+            // Another test may remove the shared parent just as this one makes it.
+            (0..5).find(|_| std::fs::create_dir_all(&d).is_ok())?;
             Some(d)
         };
         let pids = pids_max.and_then(|max| {
@@ -364,6 +365,10 @@ impl TestCgroups {
             all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
             for dir in all {
                 let _ = std::fs::remove_dir(dir);
+            }
+            // The shared `herd-tests` parent goes with the last test (busy until then).
+            if let Some(parent) = d.parent() {
+                let _ = std::fs::remove_dir(parent);
             }
         }
     }
