@@ -108,5 +108,7 @@ fn main() {
         // Orphans that came to us as zombies.
         herd_sys::reap();
     }
-    backend.close();
+    for problem in backend.close() {
+        eprintln!("{problem}");
+    }
 }

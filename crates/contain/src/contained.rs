@@ -32,6 +32,8 @@
 //!    there is reported in [`StopRecord::leftovers`].
 //! 4. The main process is reaped and the unit removed (if empty).
 //!
+//! Dropping a [`Contained`] without stopping it SIGKILLs its processes.
+//!
 //! # Caveats
 //!
 //! - The caller reaps everything but the main process: with the none backend, or
@@ -102,6 +104,8 @@ pub struct Contained {
     pidfd: Pidfd,
     unit: Box<dyn Unit>,
     child: herd_sys::Child,
+    /// Set by `stop`; otherwise dropping the handle kills everything.
+    stopped: bool,
 }
 
 impl Contained {
@@ -131,6 +135,7 @@ impl Contained {
             pidfd,
             unit,
             child,
+            stopped: false,
         })
     }
 
@@ -183,7 +188,10 @@ impl Contained {
             }
         }
         let empty_after = empty.then(|| t0.elapsed());
+        self.stopped = true;
         let leftovers = if empty {
+            // An empty cgroup that cannot be removed holds nothing; the record says
+            // what matters, that every process is gone.
             let _ = self.unit.remove();
             Vec::new()
         } else {
@@ -196,6 +204,16 @@ impl Contained {
             empty_after,
             status: herd_sys::reap::reap_child(self.pid),
             leftovers,
+        }
+    }
+}
+
+impl Drop for Contained {
+    /// A handle dropped without [`Contained::stop`] must not leave its processes
+    /// running: they are SIGKILLed (not waited for; the unit stays until they go).
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.unit.kill();
         }
     }
 }

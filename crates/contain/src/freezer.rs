@@ -27,6 +27,7 @@
 //!   exit is always a child of herder's or of another process of the service).
 //! - No resource limits: the v1 memory and pids hierarchies are not managed.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -48,7 +49,8 @@ pub struct Freezer {
 }
 
 fn locate() -> Result<Subtree, String> {
-    tree::locate(mounts::freezer(), mounts::own_freezer()).map_err(|e| format!("freezer: {e}"))
+    tree::locate(mounts::v1("freezer"), mounts::own_v1("freezer"))
+        .map_err(|e| format!("freezer: {e}"))
 }
 
 pub(crate) fn probe() -> Result<String, String> {
@@ -98,26 +100,31 @@ fn freeze_kill(dir: &Path) -> io::Result<()> {
         std::thread::sleep(backoff);
         backoff *= 4;
     }
-    for pid in procs_below(dir) {
-        if frozen {
-            // Frozen processes cannot exit, so `pid` still names the one listed.
-            let _ = herd_sys::Pidfd::open(pid).and_then(|p| p.signal(libc::SIGKILL));
-        } else if let Ok(p) = herd_sys::Pidfd::open(pid) {
-            // Not frozen: the pidfd is opened first and the pid checked to still be
-            // in this cgroup, so the signal cannot reach a recycled pid.
-            if in_cgroup_dir(dir, pid) {
-                let _ = p.signal(libc::SIGKILL);
-            }
+    let listed = procs_below(dir);
+    let fds: Vec<(i32, herd_sys::Pidfd)> = listed
+        .iter()
+        .filter_map(|&p| herd_sys::Pidfd::open(p).ok().map(|fd| (p, fd)))
+        .collect();
+    // Frozen processes cannot exit, so the list still names them. Unfrozen, a pid is
+    // signalled only if it is still listed after its pidfd was opened: the pidfd
+    // then names this cgroup's process, not a recycled pid.
+    let current: HashSet<i32> = if frozen {
+        listed.into_iter().collect()
+    } else {
+        procs_below(dir).into_iter().collect()
+    };
+    let mut failed = None;
+    for (pid, fd) in fds {
+        if current.contains(&pid)
+            && let Err(e) = fd.signal(libc::SIGKILL)
+        {
+            failed = Some(e);
         }
     }
     if frozen {
         set_state(dir, "THAWED")?;
     }
-    Ok(())
-}
-
-fn in_cgroup_dir(dir: &Path, pid: i32) -> bool {
-    procs_below(dir).contains(&pid)
+    failed.map_or(Ok(()), Err)
 }
 
 impl Backend for Freezer {
@@ -149,8 +156,8 @@ impl Backend for Freezer {
         self.notices.clone()
     }
 
-    fn close(&self) {
-        tree::release(&self.tree, &[]);
+    fn close(&self) -> Vec<String> {
+        tree::release(&self.tree, &[])
     }
 }
 

@@ -128,8 +128,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
 
-    /// Removes what the backend made at start-up; called once, at exit.
-    fn close(&self) {}
+    /// Removes what the backend made at start-up; called once, at exit. Returns
+    /// what could not be removed, for the operator.
+    fn close(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One run's containment.

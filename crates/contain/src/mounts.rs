@@ -23,10 +23,10 @@ pub fn cgroup2() -> Option<Mount> {
     })
 }
 
-/// The cgroup v1 hierarchy with the freezer controller, if any.
-pub fn freezer() -> Option<Mount> {
+/// The cgroup v1 hierarchy with `controller` (`freezer`, `pids`, …), if any.
+pub fn v1(controller: &str) -> Option<Mount> {
     find(&read("/proc/self/mountinfo"), |fstype, opts| {
-        fstype == "cgroup" && opts.split(',').any(|o| o == "freezer")
+        fstype == "cgroup" && opts.split(',').any(|o| o == controller)
     })
 }
 
@@ -37,10 +37,10 @@ pub fn own_v2() -> Option<String> {
     own(&read("/proc/self/cgroup"), str::is_empty)
 }
 
-/// herder's cgroup in the v1 freezer hierarchy.
-pub fn own_freezer() -> Option<String> {
+/// This process's cgroup in the v1 hierarchy with `controller`.
+pub fn own_v1(controller: &str) -> Option<String> {
     own(&read("/proc/self/cgroup"), |c| {
-        c.split(',').any(|x| x == "freezer")
+        c.split(',').any(|x| x == controller)
     })
 }
 

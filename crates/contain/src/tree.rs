@@ -63,19 +63,35 @@ pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtre
 /// from and removes `supervisor/` (and `herd/` if herder made it), so nothing named
 /// after herder is left. `controllers` were enabled in `dir` and are disabled first,
 /// since a cgroup that distributes controllers cannot take a process back.
-pub(crate) fn release(t: &Subtree, controllers: &[String]) {
-    let _ = remove_tree(&t.dir.join("services"));
+pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let services = t.dir.join("services");
+    if let Err(e) = remove_tree(&services) {
+        problems.push(format!("cannot remove {}: {e}", services.display()));
+    }
     if !t.made {
         for c in controllers {
             let _ = fs::write(t.dir.join("cgroup.subtree_control"), format!("-{c}"));
         }
     }
-    if fs::write(t.origin.join("cgroup.procs"), "0").is_ok() {
-        let _ = fs::remove_dir(t.dir.join("supervisor"));
-        if t.made {
-            let _ = fs::remove_dir(&t.dir);
+    if let Err(e) = fs::write(t.origin.join("cgroup.procs"), "0") {
+        problems.push(format!(
+            "cannot move back to {}: {e}; leaving {} in place",
+            t.origin.display(),
+            t.dir.join("supervisor").display()
+        ));
+        return problems;
+    }
+    let mut gone = vec![t.dir.join("supervisor")];
+    if t.made {
+        gone.push(t.dir.clone());
+    }
+    for d in gone {
+        if let Err(e) = fs::remove_dir(&d) {
+            problems.push(format!("cannot remove {}: {e}", d.display()));
         }
     }
+    problems
 }
 
 /// Creates the subtree and moves this process into `supervisor/`; refuses a

@@ -167,8 +167,8 @@ impl Backend for Cgroup2 {
         self.notices.clone()
     }
 
-    fn close(&self) {
-        tree::release(&self.tree, &self.enabled);
+    fn close(&self) -> Vec<String> {
+        tree::release(&self.tree, &self.enabled)
     }
 }
 

@@ -118,8 +118,7 @@ struct Svc {
 #[derive(Clone, Debug)]
 pub struct StopLog {
     pub requested: Instant,
-    /// The `stop.exec` hook: its pid while it runs, and how long it took.
-    pub hook: Option<i32>,
+    /// How long the `stop.exec` hook took, once it has ended.
     pub hook_took: Option<Duration>,
     pub signal_at: Option<Instant>,
     pub killed_at: Option<Instant>,
@@ -131,7 +130,6 @@ impl StopLog {
     fn new(now: Instant) -> StopLog {
         StopLog {
             requested: now,
-            hook: None,
             hook_took: None,
             signal_at: None,
             killed_at: None,
@@ -196,12 +194,6 @@ struct Shutdown {
     spent: bool,
     /// Strays (processes no unit claimed) have been killed.
     strays_killed: bool,
-}
-
-impl Svc {
-    fn hooks_running(&self) -> bool {
-        self.stop.as_ref().is_some_and(|l| l.hook.is_some())
-    }
 }
 
 impl Engine {
@@ -301,7 +293,9 @@ impl Engine {
         loop {
             self.schedule();
             if let Some(outcome) = self.finished() {
-                self.backend.close();
+                for problem in self.backend.close() {
+                    note(&problem);
+                }
                 return Ok(outcome);
             }
             let next = self.timers.first().map(|(t, _, _)| *t);
@@ -494,13 +488,7 @@ impl Engine {
         svc.kill_backoff = FIRST_KILL_RETRY;
         if let Some(argv) = svc.cfg.stop.exec.clone() {
             match self.run_hook(name, argv) {
-                Ok(pid) => {
-                    let svc = self.svcs.get_mut(name).expect("known service");
-                    if let Some(log) = &mut svc.stop {
-                        log.hook = Some(pid);
-                    }
-                    return;
-                }
+                Ok(()) => return,
                 Err(e) => note(&format!("{name}: stop.exec cannot run: {e}")),
             }
         }
@@ -509,7 +497,7 @@ impl Engine {
 
     /// Runs the `stop.exec` hook in the service's unit, as the service, with the
     /// reason and deadline in its environment.
-    fn run_hook(&mut self, name: &str, argv: Vec<String>) -> Result<i32, String> {
+    fn run_hook(&mut self, name: &str, argv: Vec<String>) -> Result<(), String> {
         let svc = self.svcs.get_mut(name).expect("known service");
         let State::Stopping {
             reason, deadline, ..
@@ -531,13 +519,12 @@ impl Engine {
             u.started(child.pid);
         }
         self.hooks.insert(child.pid, name.to_string());
-        Ok(child.pid)
+        Ok(())
     }
 
     fn hook_done(&mut self, name: &str, status: ExitStatus) {
         let svc = self.svcs.get_mut(name).expect("known service");
         let Some(log) = &mut svc.stop else { return };
-        log.hook = None;
         log.hook_took = Some(log.requested.elapsed());
         if !status.success() {
             note(&format!("{name}: stop.exec ended with {status}"));
@@ -675,11 +662,13 @@ impl Engine {
 
     /// Turns units with no process left into `Empty` events, and removes them.
     fn check_empty(&mut self) {
+        let hooked: BTreeSet<&String> = self.hooks.values().collect();
         let gone: Vec<String> = self
             .svcs
             .iter_mut()
             .filter(|(_, s)| s.m.state.pid().is_none())
-            .filter(|(_, s)| !s.hooks_running())
+            // A hook's exit is handled when it is reaped, before its unit counts.
+            .filter(|(n, _)| !hooked.contains(n))
             .filter_map(|(n, s)| {
                 s.unit
                     .as_mut()
@@ -1046,10 +1035,12 @@ impl Engine {
         if waves_done && !sd.strays_killed {
             self.kill_strays();
         }
-        // Readiness checks and hooks are children too: none may outlive herder.
+        // Readiness checks, hooks and killed strays are children too: none may
+        // outlive herder (each one's exit is a SIGCHLD, which wakes this check).
         let all_done = waves_done
             && self.checks.is_empty()
             && self.hooks.is_empty()
+            && self.backend.strays().is_empty()
             && self
                 .svcs
                 .values()
@@ -1103,8 +1094,12 @@ impl Engine {
             note(&format!("  {l}"));
         }
         for pid in strays {
-            if let Ok(fd) = Pidfd::open(pid) {
-                let _ = fd.signal(SIGKILL);
+            let alive = || herd_contain::procfs::stat(pid).is_some_and(|s| s.alive());
+            // A failure matters only if it did not end on its own meanwhile.
+            if let Err(e) = Pidfd::open(pid).and_then(|fd| fd.signal(SIGKILL))
+                && alive()
+            {
+                note(&format!("cannot SIGKILL {pid}: {e}"));
             }
         }
         self.killed.insert("(processes no service claimed)".into());

@@ -182,15 +182,13 @@ stop = { timeout = "1s" }
     );
     up.wait_for(&format!("containment: {backend}"), LONG);
     up.wait_for("stubborn ready", LONG);
-    assert_eq!(up.survivors().len(), 20);
+    let tree = up.survivors();
+    assert_eq!(tree.len(), 20);
     let asked = Instant::now();
     up.signal(libc::SIGTERM);
-    let deadline = asked + LONG;
-    while !up.survivors().is_empty() {
-        assert!(Instant::now() < deadline, "never stopped");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    assert!(common::wait_gone(&tree, LONG), "never stopped");
     let took = asked.elapsed();
+    assert!(up.survivors().is_empty());
     assert_eq!(up.wait_exit(LONG), Some(3));
     assert!(
         took < Duration::from_millis(1_100),
@@ -245,15 +243,15 @@ stop = { timeout = "10s" }
     up.wait_for("linger ready", LONG);
     let procs = up.survivors();
     assert_eq!(procs.len(), 2);
+    let (main, child): (Vec<i32>, Vec<i32>) = procs
+        .iter()
+        .partition(|&&p| herd_contain::procfs::stat(p).is_some_and(|s| s.ppid == up.pid()));
+    assert_eq!((main.len(), child.len()), (1, 1));
     up.signal(libc::SIGTERM);
     up.wait_for("linger stopping", LONG);
     // The main process goes first; the child is still there.
-    let deadline = Instant::now() + LONG;
-    while up.survivors().len() != 1 {
-        assert!(Instant::now() < deadline, "main process never exited");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let child = up.survivors();
+    assert!(common::wait_gone(&main, LONG), "main process never exited");
+    assert_eq!(up.survivors(), child);
     let stopped = up.wait_for("herd: linger stopped", LONG);
     let alive: Vec<i32> = child
         .iter()

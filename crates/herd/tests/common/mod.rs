@@ -286,9 +286,10 @@ impl TestCgroups {
             Some(d)
         };
         let pids = pids_max.and_then(|max| {
-            let mount = v1_mount("pids")?;
-            let own = v1_own("pids")?;
-            let d = make(Some(mount), Some(own))?;
+            let d = make(
+                herd_contain::mounts::v1("pids"),
+                herd_contain::mounts::own_v1("pids"),
+            )?;
             std::fs::write(d.join("pids.max"), max.to_string()).ok()?;
             Some(d)
         });
@@ -302,8 +303,8 @@ impl TestCgroups {
                 herd_contain::mounts::own_v2(),
             ),
             freezer: make(
-                herd_contain::mounts::freezer(),
-                herd_contain::mounts::own_freezer(),
+                herd_contain::mounts::v1("freezer"),
+                herd_contain::mounts::own_v1("freezer"),
             ),
             pids,
         }
@@ -385,30 +386,6 @@ fn for_each_dir(d: &Path, f: &mut dyn FnMut(&Path)) {
     }
 }
 
-fn v1_mount(controller: &str) -> Option<herd_contain::mounts::Mount> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let r: Vec<&str> = right.split(' ').collect();
-        let l: Vec<&str> = left.split(' ').collect();
-        (r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == controller)).then(|| {
-            herd_contain::mounts::Mount {
-                point: l[4].into(),
-                root: l[3].into(),
-            }
-        })
-    })
-}
-
-fn v1_own(controller: &str) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    text.lines().find_map(|l| {
-        let mut it = l.splitn(3, ':');
-        let (_, c, p) = (it.next()?, it.next()?, it.next()?);
-        c.split(',').any(|x| x == controller).then(|| p.to_string())
-    })
-}
-
 /// Live (non-zombie) processes whose environment has `HERD_TEST_MARKER=<marker>`,
 /// or whose command line holds the marker (the test helper's first argument).
 pub fn marked(marker: &str) -> Vec<i32> {
@@ -434,4 +411,50 @@ pub fn marked(marker: &str) -> Vec<i32> {
         }
     }
     out
+}
+
+/// Waits, through pidfds, until every process of `pids` has ended; false on timeout.
+/// The pidfds are opened at once, so a pid recycled later is not waited for.
+pub fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
+    let mut fds: Vec<libc::pollfd> = pids
+        .iter()
+        .filter_map(|&p| {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+            (fd >= 0).then_some(libc::pollfd {
+                fd: fd as i32,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + timeout;
+    let mut ok = true;
+    while fds.iter().any(|f| f.revents == 0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            ok = false;
+            break;
+        }
+        let mut waiting: Vec<libc::pollfd> =
+            fds.iter().copied().filter(|f| f.revents == 0).collect();
+        // SAFETY: poll reads and writes `waiting`, an array of valid pollfds.
+        unsafe {
+            libc::poll(
+                waiting.as_mut_ptr(),
+                waiting.len() as _,
+                left.as_millis() as i32,
+            )
+        };
+        for w in waiting.iter().filter(|w| w.revents != 0) {
+            if let Some(f) = fds.iter_mut().find(|f| f.fd == w.fd) {
+                f.revents = w.revents;
+            }
+        }
+    }
+    for f in &fds {
+        // SAFETY: closes the descriptors opened above.
+        unsafe { libc::close(f.fd) };
+    }
+    ok
 }
