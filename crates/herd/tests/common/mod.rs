@@ -213,23 +213,17 @@ impl Up {
     /// Waits for herder to exit and returns its exit code.
     #[track_caller]
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                // Drain what herder said last.
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
-                    self.seen.push(l);
-                }
-                self.child = None;
-                return st.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herd did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        assert!(
+            wait_gone(&[self.pid()], timeout),
+            "herd did not exit within {timeout:?}"
+        );
+        let st = self.child.as_mut().unwrap().wait().unwrap();
+        // Drain what herder said last (its stderr closes when it exits).
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(l);
         }
+        self.child = None;
+        st.code()
     }
 
     /// Pids of live processes carrying this test's marker, herder itself excepted.
