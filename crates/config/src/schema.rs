@@ -21,7 +21,7 @@ pub struct Config {
     pub files: Vec<PathBuf>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Service {
     pub name: String,
     /// The file that defines it and the line of its table.

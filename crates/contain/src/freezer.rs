@@ -175,6 +175,10 @@ impl Unit for FreezerUnit {
 
     fn started(&mut self, _pid: i32) {}
 
+    fn location(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn events(&self) -> Option<PathBuf> {
         None
     }

@@ -146,6 +146,12 @@ pub trait Unit: Send + std::fmt::Debug {
     /// A file whose modification means the unit may have become empty.
     fn events(&self) -> Option<PathBuf>;
 
+    /// The unit's cgroup directory, if it has one (for the state file, so a later
+    /// run can find what this one left).
+    fn location(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// The unit's live processes now (zombies excluded).
     fn pids(&mut self) -> Vec<i32>;
 
@@ -243,7 +249,7 @@ pub(crate) fn read_trim(p: &Path) -> io::Result<String> {
 }
 
 /// Every pid listed in `cgroup.procs` of `dir` and of the cgroups below it.
-pub(crate) fn procs_below(dir: &Path) -> Vec<i32> {
+pub fn procs_below(dir: &Path) -> Vec<i32> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {

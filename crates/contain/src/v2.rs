@@ -187,6 +187,10 @@ impl Unit for Cgroup2Unit {
 
     fn started(&mut self, _pid: i32) {}
 
+    fn location(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn events(&self) -> Option<PathBuf> {
         Some(self.dir.join("cgroup.events"))
     }

@@ -37,11 +37,13 @@
 //!   cannot attribute every double-forked escapee to its service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use herd_config::plan::ShutdownPlan;
@@ -53,6 +55,8 @@ use herd_sys::{ExitStatus, Pidfd};
 
 use crate::machine::{Effect, Event, Machine, Policy, State, StopReason};
 use crate::output::Output;
+use crate::report::{Report, ServiceReport};
+use crate::state::{Proc, StateFile};
 
 /// Messages from tasks to the loop; `pid` ties an answer to the run that asked.
 enum Msg {
@@ -75,6 +79,41 @@ enum Msg {
     },
     /// The service's cgroup may have become empty.
     UnitChanged,
+    /// Start a service (an operator's request).
+    Start {
+        name: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Shut everything down (`herd down`).
+    Shutdown { trigger: String },
+}
+
+/// Talks to a running engine from other tasks (the control socket).
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Handle {
+    /// Starts `name`; refused while herder is shutting down, for an unknown service,
+    /// or one that is running.
+    pub async fn start(&self, name: &str) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Start {
+                name: name.to_string(),
+                reply,
+            })
+            .map_err(|_| "herder has stopped".to_string())?;
+        answer.await.map_err(|_| "herder has stopped".to_string())?
+    }
+
+    /// Begins a full shutdown, as SIGTERM would.
+    pub fn shutdown(&self, trigger: &str) {
+        let _ = self.tx.send(Msg::Shutdown {
+            trigger: trigger.to_string(),
+        });
+    }
 }
 
 /// What a timer wakes.
@@ -112,12 +151,33 @@ struct Svc {
     notify_env: Option<String>,
     /// When the readiness check must have passed.
     ready_deadline: Option<Instant>,
+    /// The run's `HERD_INVOCATION`.
+    invocation: String,
+    /// The write end of the run's event pipe (`stop.notify`).
+    events: Option<OwnedFd>,
+    /// How the last run's main process ended.
+    last_exit: Option<ExitStatus>,
+    /// Its part in the current shutdown, once its stop has ended.
+    report: Option<ServiceReport>,
+    /// The state before the last transition (what a stop found).
+    was: &'static str,
 }
 
 /// What one stop did, for its closing line (and the shutdown report).
 #[derive(Clone, Debug)]
 pub struct StopLog {
     pub requested: Instant,
+    pub reason: StopReason,
+    /// When SIGKILL is due (later if the service asked for more time).
+    pub deadline: Instant,
+    pub extended: bool,
+    /// The state the stop found the service in.
+    pub state: &'static str,
+    /// When the shutdown event went out, or why it could not.
+    pub event: Option<Result<Instant, String>>,
+    pub hook_status: Option<ExitStatus>,
+    /// How the main process ended.
+    pub main_status: Option<ExitStatus>,
     /// How long the `stop.exec` hook took, once it has ended.
     pub hook_took: Option<Duration>,
     pub signal_at: Option<Instant>,
@@ -127,9 +187,16 @@ pub struct StopLog {
 }
 
 impl StopLog {
-    fn new(now: Instant) -> StopLog {
+    fn new(now: Instant, reason: StopReason, deadline: Instant, state: &'static str) -> StopLog {
         StopLog {
             requested: now,
+            reason,
+            deadline,
+            extended: false,
+            state,
+            event: None,
+            hook_status: None,
+            main_status: None,
             hook_took: None,
             signal_at: None,
             killed_at: None,
@@ -162,12 +229,52 @@ impl StopLog {
 }
 
 /// How the run ended, for the exit code.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     /// Services that had to be SIGKILLed during the shutdown.
     pub killed: Vec<String>,
     /// Services with processes left when the budget ran out.
     pub stuck: Vec<String>,
+    /// How the `main` service ended, when its end ended the run.
+    pub main: Option<(String, ExitStatus)>,
+    /// The shutdown report (also saved in the state directory).
+    pub report: Report,
+}
+
+/// Exit code: the shutdown had to SIGKILL something (and everything is gone).
+pub const EXIT_KILLED: u8 = 3;
+/// Exit code: processes survived SIGKILL and were left behind (stuck).
+pub const EXIT_STUCK: u8 = 4;
+
+impl Outcome {
+    /// herder's exit code: 4 if anything was left stuck; else the `main` service's
+    /// code when its end ended the run (128 + N for a signal, as a shell shows
+    /// it); else 3 if anything had to be SIGKILLed; else 0.
+    pub fn exit_code(&self) -> u8 {
+        if !self.stuck.is_empty() {
+            return EXIT_STUCK;
+        }
+        if let Some((_, status)) = &self.main {
+            return match status {
+                ExitStatus::Code(c) => (*c & 0xff) as u8,
+                ExitStatus::Signal(s) => (128 + *s).min(255) as u8,
+                ExitStatus::Unknown => 1,
+            };
+        }
+        if self.killed.is_empty() { 0 } else { EXIT_KILLED }
+    }
+}
+
+/// How the engine runs, besides the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Logs, the state file and shutdown reports.
+    pub state_dir: PathBuf,
+    /// The file SIGHUP re-reads.
+    pub config_file: Option<PathBuf>,
+    /// PID 1 duty: at the end, herder's remaining children (orphans no service
+    /// claimed) are killed and reaped before it exits.
+    pub init: bool,
 }
 
 pub struct Engine {
@@ -184,10 +291,21 @@ pub struct Engine {
     /// Running `stop.exec` hooks: pid -> service.
     hooks: HashMap<i32, String>,
     backend: Box<dyn Backend>,
+    opts: Options,
+    /// The service whose end ends the run.
+    main: Option<String>,
+    /// Set when `main` ended the run.
+    main_ended: Option<(String, ExitStatus)>,
 }
 
 struct Shutdown {
+    trigger: String,
     started: Instant,
+    started_wall: std::time::SystemTime,
+    waves_at: Vec<Instant>,
+    strays: usize,
+    /// Init mode: herder's own remaining children have been killed.
+    orphans_killed: bool,
     wave: usize,
     wave_started: Instant,
     /// The budget has run out: herder exits even with processes stuck.
@@ -197,14 +315,10 @@ struct Shutdown {
 }
 
 impl Engine {
-    /// Prepares the services of `config`; `state_dir` holds the log files; every run
-    /// of a service is contained by `backend`.
-    pub fn new(
-        config: &Config,
-        state_dir: PathBuf,
-        backend: Box<dyn Backend>,
-    ) -> std::io::Result<Engine> {
-        let log_dir = state_dir.join("logs");
+    /// Prepares the services of `config`; every run of a service is contained by
+    /// `backend`.
+    pub fn new(config: &Config, opts: Options, backend: Box<dyn Backend>) -> std::io::Result<Engine> {
+        let log_dir = opts.state_dir.join("logs");
         std::fs::create_dir_all(&log_dir)?;
         let width = config
             .services
@@ -246,16 +360,25 @@ impl Engine {
                     stop_wave: stop_wave[name],
                     notify_env: None,
                     ready_deadline: None,
+                    invocation: String::new(),
+                    events: None,
+                    last_exit: None,
+                    report: None,
+                    was: "pending",
                 };
                 (name.clone(), svc)
             })
             .collect::<BTreeMap<String, Svc>>();
         let (tx, rx) = mpsc::unbounded_channel();
         for (name, svc) in svcs.iter_mut() {
-            if matches!(
+            // sd_notify is heard from services that report readiness with it and
+            // from those that subscribe to stop events (STOPPING=1,
+            // EXTEND_TIMEOUT_USEC=).
+            let by_notify = matches!(
                 svc.cfg.ready.as_ref().map(|r| &r.check),
                 Some(ReadyCheck::Notify)
-            ) {
+            );
+            if by_notify || svc.cfg.stop.notify {
                 let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))?;
                 svc.notify_env = Some(sock.env_value());
                 listen_notify(name.clone(), sock, tx.clone())?;
@@ -275,7 +398,17 @@ impl Engine {
             checks: HashMap::new(),
             hooks: HashMap::new(),
             backend,
+            opts,
+            main: config.main.clone(),
+            main_ended: None,
         })
+    }
+
+    /// A handle for other tasks to send requests with.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            tx: self.tx.clone(),
+        }
     }
 
     /// Runs until a shutdown has stopped everything.
@@ -285,11 +418,17 @@ impl Engine {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigquit = signal(SignalKind::quit())?;
+        // Signals herder has no use for go on to the services (see `forward`).
+        let mut sigusr1 = signal(SignalKind::user_defined1())?;
+        let mut sigusr2 = signal(SignalKind::user_defined2())?;
+        let mut sigwinch = signal(SignalKind::window_change())?;
         if let Err(e) = herd_sys::become_subreaper() {
             note(&format!(
                 "cannot become a subreaper ({e}): orphans go to init"
             ));
         }
+        self.save_state();
         loop {
             self.schedule();
             if let Some(outcome) = self.finished() {
@@ -303,10 +442,121 @@ impl Engine {
                 _ = sigchld.recv() => self.on_sigchld(),
                 _ = sigint.recv() => self.on_shutdown_signal("SIGINT"),
                 _ = sigterm.recv() => self.on_shutdown_signal("SIGTERM"),
-                _ = sighup.recv() => note("SIGHUP: reloading is not supported yet; carrying on"),
+                _ = sighup.recv() => self.on_sighup(),
+                _ = sigquit.recv() => self.dump(),
+                _ = sigusr1.recv() => self.forward(libc::SIGUSR1, "SIGUSR1"),
+                _ = sigusr2.recv() => self.forward(libc::SIGUSR2, "SIGUSR2"),
+                _ = sigwinch.recv() => self.forward(libc::SIGWINCH, "SIGWINCH"),
                 Some(msg) = self.rx.recv() => self.on_msg(msg),
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
             }
+        }
+    }
+
+    /// Passes a signal herder does not act on to the services: the `main` service
+    /// if there is one, else every running service's main process.
+    fn forward(&mut self, sig: i32, name: &str) {
+        let targets: Vec<String> = match &self.main {
+            Some(m) => vec![m.clone()],
+            None => self.svcs.keys().cloned().collect(),
+        };
+        let mut sent = Vec::new();
+        for t in targets {
+            let svc = &self.svcs[&t];
+            // A pidfd, never a pid: the main process may have just exited.
+            if let Some(fd) = &svc.pidfd
+                && svc.m.state.pid().is_some()
+                && matches!(fd.signal(sig), Ok(true))
+            {
+                sent.push(t);
+            }
+        }
+        if sent.is_empty() {
+            note(&format!("{name}: no running service to forward it to"));
+        } else {
+            note(&format!("{name}: forwarded to {}", sent.join(", ")));
+        }
+    }
+
+    /// SIGHUP: the configuration file is read and validated again. Applying it by
+    /// difference comes with the control plane; until then herder says what would
+    /// change and carries on unchanged.
+    fn on_sighup(&mut self) {
+        let Some(file) = self.opts.config_file.clone() else {
+            return note("SIGHUP: no configuration file to reload; carrying on");
+        };
+        match herd_config::load(&file) {
+            Err(diags) => {
+                note(&format!(
+                    "SIGHUP: {} is not valid; nothing changes:",
+                    file.display()
+                ));
+                for line in diags.to_string().lines() {
+                    note(&format!("  {line}"));
+                }
+            }
+            Ok(new) => {
+                let d = diff(&self.svcs, &new);
+                note(&format!(
+                    "SIGHUP: {} is valid ({}); applying a changed configuration is not supported yet, so nothing changes",
+                    file.display(),
+                    d
+                ));
+            }
+        }
+    }
+
+    /// SIGQUIT: every service's state, processes and stop so far, to the log.
+    fn dump(&mut self) {
+        let now = Instant::now();
+        note(&format!(
+            "SIGQUIT: state dump ({} backend{})",
+            self.backend.kind(),
+            match &self.shutdown {
+                Some(sd) => format!(
+                    "; shutting down for {} ({}), wave {} of {}",
+                    format_duration(now - sd.started),
+                    sd.trigger,
+                    sd.wave + 1,
+                    self.plan.waves.len()
+                ),
+                None => String::new(),
+            }
+        ));
+        for (name, svc) in self.svcs.iter_mut() {
+            let pids = svc.unit.as_mut().map(|u| u.pids()).unwrap_or_default();
+            let mut line = format!(
+                "  {name}: {} (run {}, invocation {})",
+                svc.m.state.name(),
+                svc.run,
+                if svc.invocation.is_empty() {
+                    "-"
+                } else {
+                    &svc.invocation
+                }
+            );
+            if let Some(pid) = svc.m.state.pid() {
+                line.push_str(&format!(", main pid {pid}"));
+            }
+            if !pids.is_empty() {
+                line.push_str(&format!(", {} process(es) {pids:?}", pids.len()));
+            }
+            if let Some(log) = &svc.stop {
+                line.push_str(&format!(
+                    ", stopping ({}) for {}, SIGKILL due in {}",
+                    log.reason.name(),
+                    format_duration(now - log.requested),
+                    format_duration(log.deadline.saturating_duration_since(now))
+                ));
+            }
+            if let Some(st) = svc.last_exit {
+                line.push_str(&format!(", last exit: {st}"));
+            }
+            note(&line);
+        }
+        let strays = self.backend.strays();
+        if !strays.is_empty() {
+            note(&format!("  processes no service claimed: {strays:?}"));
         }
     }
 
@@ -315,6 +565,7 @@ impl Engine {
         let jitter = jitter();
         let svc = self.svcs.get_mut(name).expect("known service");
         let before = svc.m.state.name();
+        svc.was = before;
         let effects = svc.m.step(event, now.into_std(), jitter);
         let after = svc.m.state.name();
         if matches!(svc.m.state, State::Ready { .. })
@@ -344,6 +595,24 @@ impl Engine {
         for e in effects {
             self.apply(name, e);
         }
+        self.check_main(name);
+    }
+
+    /// The `main` service has ended for good (not to be restarted): the run ends
+    /// with it, and its exit status becomes herder's.
+    fn check_main(&mut self, name: &str) {
+        if self.shutdown.is_some() || self.main.as_deref() != Some(name) {
+            return;
+        }
+        let svc = &self.svcs[name];
+        let status = match &svc.m.state {
+            State::Exited { status } => *status,
+            State::Failed { .. } => svc.last_exit.unwrap_or(ExitStatus::Code(1)),
+            State::Stopped => svc.last_exit.unwrap_or(ExitStatus::Code(0)),
+            _ => return,
+        };
+        self.main_ended = Some((name.to_string(), status));
+        self.begin_shutdown(format!("main service {name} ended ({status})"));
     }
 
     fn apply(&mut self, name: &str, effect: Effect) {
@@ -362,15 +631,33 @@ impl Engine {
 
     fn spawn(&mut self, name: &str) {
         let svc = self.svcs.get_mut(name).expect("known service");
-        let extra: Vec<(String, String)> = svc
+        let invocation = crate::state::invocation_id();
+        let mut extra: Vec<(String, String)> = svc
             .notify_env
             .iter()
             .map(|v| ("NOTIFY_SOCKET".to_string(), v.clone()))
             .collect();
+        extra.push(("HERD_INVOCATION".into(), invocation.clone()));
+        // The event pipe: the service reads, herder writes (never blocking).
+        let pipe = if svc.cfg.stop.notify {
+            match event_pipe() {
+                Ok((r, w)) => {
+                    extra.push(("HERD_EVENTS_FD".into(), r.as_raw_fd().to_string()));
+                    Some((Arc::new(r), w))
+                }
+                Err(e) => {
+                    let reason = format!("cannot make its event pipe: {e}");
+                    return self.step(name, Event::SpawnFailed { reason });
+                }
+            }
+        } else {
+            None
+        };
         let mut spec = match crate::spec::build(&svc.cfg, &extra) {
             Ok(s) => s,
             Err(reason) => return self.step(name, Event::SpawnFailed { reason }),
         };
+        spec.inherit = pipe.iter().map(|(r, _)| r.clone()).collect();
         let mut unit = match self.backend.create(name, &limits(&svc.cfg)) {
             Ok(u) => u,
             Err(e) => {
@@ -418,6 +705,9 @@ impl Engine {
             }))
         });
         svc.unit = Some(unit);
+        svc.invocation = invocation;
+        // The read end now lives in the child only.
+        svc.events = pipe.map(|(_, w)| w);
         svc.run += 1;
         svc.kill_backoff = FIRST_KILL_RETRY;
         svc.pidfd = Some(child.pidfd);
@@ -442,6 +732,7 @@ impl Engine {
                 note(&format!("{name}: cannot capture output: {e}"));
             }
         }
+        self.save_state();
         self.step(name, Event::Spawned { pid });
     }
 
@@ -484,7 +775,25 @@ impl Engine {
     fn signal_stop(&mut self, name: &str) {
         let now = Instant::now();
         let svc = self.svcs.get_mut(name).expect("known service");
-        svc.stop = Some(StopLog::new(now));
+        let State::Stopping {
+            reason, deadline, ..
+        } = svc.m.state
+        else {
+            return;
+        };
+        let mut log = StopLog::new(now, reason, deadline.into(), svc.was);
+        if svc.cfg.stop.notify {
+            log.event = Some(deliver_stop_event(svc.events.as_ref(), reason, deadline.into()));
+            match &log.event {
+                Some(Err(e)) => note(&format!("{name}: shutdown event not delivered: {e}")),
+                _ => note(&format!(
+                    "{name}: shutdown event delivered (reason {}, {} left)",
+                    reason.name(),
+                    format_duration(deadline.saturating_duration_since(now.into_std()))
+                )),
+            }
+        }
+        svc.stop = Some(log);
         svc.kill_backoff = FIRST_KILL_RETRY;
         if let Some(argv) = svc.cfg.stop.exec.clone() {
             match self.run_hook(name, argv) {
@@ -506,13 +815,20 @@ impl Engine {
             return Err("not stopping".into());
         };
         let left = deadline.saturating_duration_since(Instant::now().into_std());
-        let mut spec = crate::spec::build(&svc.cfg, &[])?;
+        let mut spec = crate::spec::build(
+            &svc.cfg,
+            &[("HERD_INVOCATION".into(), svc.invocation.clone())],
+        )?;
         spec.argv = argv;
         spec.discard_output = true;
         spec.env
             .push(("HERD_STOP_REASON".into(), reason.name().into()));
         spec.env
             .push(("HERD_STOP_DEADLINE_MS".into(), left.as_millis().to_string()));
+        spec.env.push((
+            "HERD_STOP_DEADLINE".into(),
+            unix_ms_in(left).to_string(),
+        ));
         spec.cgroup = svc.unit.as_ref().and_then(|u| u.join());
         let child = herd_sys::spawn(&spec).map_err(|e| e.to_string())?;
         if let Some(u) = &mut svc.unit {
@@ -526,6 +842,7 @@ impl Engine {
         let svc = self.svcs.get_mut(name).expect("known service");
         let Some(log) = &mut svc.stop else { return };
         log.hook_took = Some(log.requested.elapsed());
+        log.hook_status = Some(status);
         if !status.success() {
             note(&format!("{name}: stop.exec ended with {status}"));
         }
@@ -638,6 +955,10 @@ impl Engine {
     fn main_exited(&mut self, name: &str, status: ExitStatus) {
         let svc = self.svcs.get_mut(name).expect("known service");
         svc.pidfd = None;
+        svc.last_exit = Some(status);
+        if let Some(log) = &mut svc.stop {
+            log.main_status = Some(status);
+        }
         if let Some(t) = svc.ready_task.take() {
             t.abort();
         }
@@ -695,7 +1016,11 @@ impl Engine {
                 && matches!(svc.m.state, State::Stopping { .. } | State::Stuck { .. })
             {
                 note(&format!("{name}: {}", log.summary(&signal, now)));
+                if let Some(sd) = &self.shutdown {
+                    svc.report = Some(service_report(&name, svc, &log, Some(now), sd.started));
+                }
             }
+            self.save_state();
             match self.svcs[&name].m.state {
                 State::Stopping { .. } | State::Stuck { .. } => self.step(&name, Event::Empty),
                 State::Backoff { until } if until <= now.into_std() => self.end_backoff(&name),
@@ -710,6 +1035,11 @@ impl Engine {
             Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
             Msg::Notify { name, note } => return self.on_notify(&name, note),
             Msg::UnitChanged => return self.check_empty(),
+            Msg::Shutdown { trigger } => return self.begin_shutdown(trigger),
+            Msg::Start { name, reply } => {
+                let _ = reply.send(self.start_request(&name));
+                return;
+            }
             Msg::MainGone { name, pid } => {
                 // If herder is its parent, the reaper has its real status.
                 self.on_sigchld();
@@ -729,6 +1059,27 @@ impl Engine {
                 self.kill_checks(&name);
             }
             self.step(&name, event);
+        }
+    }
+
+    /// An operator's start. Refused while shutting down: herder drains, it does not
+    /// take on new work.
+    fn start_request(&mut self, name: &str) -> Result<(), String> {
+        if self.shutdown.is_some() {
+            return Err(format!("herder is shutting down: {name} is not started"));
+        }
+        let Some(svc) = self.svcs.get(name) else {
+            return Err(format!("no service named {name}"));
+        };
+        match svc.m.state {
+            State::Pending | State::Stopped | State::Exited { .. } | State::Failed { .. } => {
+                if svc.unit.is_some() {
+                    return Err(format!("{name}: the rest of its previous run is still exiting"));
+                }
+                self.step(name, Event::Start);
+                Ok(())
+            }
+            ref s => Err(format!("{name} is {}", s.name())),
         }
     }
 
@@ -781,7 +1132,8 @@ impl Engine {
         else {
             return;
         };
-        let spec = crate::spec::build(&svc.cfg, &[]).map(|s| herd_sys::Spec {
+        let inv = [("HERD_INVOCATION".into(), svc.invocation.clone())];
+        let spec = crate::spec::build(&svc.cfg, &inv).map(|s| herd_sys::Spec {
             argv: argv.clone(),
             discard_output: true,
             cgroup: svc.unit.as_ref().and_then(|u| u.join()),
@@ -860,14 +1212,71 @@ impl Engine {
                 Some(("STATUS", status)) => note(&format!("{name}: status: {status}")),
                 Some(("STOPPING", "1")) => note(&format!("{name}: says it is stopping")),
                 Some(("MAINPID", pid)) => self.main_pid(name, pid),
-                Some(("EXTEND_TIMEOUT_USEC", _)) => {
-                    note(&format!("{name}: {line}: not honoured yet; ignored"))
-                }
+                Some(("EXTEND_TIMEOUT_USEC", usec)) => self.extend(name, usec),
                 _ => {}
             }
         }
         // Only now may a BARRIER=1 sender go on.
         drop(msg.fds);
+    }
+
+    /// sd_notify `EXTEND_TIMEOUT_USEC=`: while stopping, SIGKILL is put off until that
+    /// long from now (as systemd: the service must ask again before it runs out),
+    /// never beyond what the budget allows: in a shutdown, the latest its wave may
+    /// SIGKILL and still leave the later waves their share; otherwise the shutdown
+    /// budget from the start of the stop. Elsewhere it is not honoured, and herder
+    /// says so.
+    fn extend(&mut self, name: &str, value: &str) {
+        let Ok(usec) = value.trim().parse::<u64>() else {
+            return note(&format!("{name}: EXTEND_TIMEOUT_USEC={value}: not a number; ignored"));
+        };
+        let now = Instant::now();
+        let cap = match &self.shutdown {
+            Some(sd) => {
+                let wave = self.svcs[name].stop_wave;
+                sd.started + self.plan.waves.get(wave).map_or(self.plan.budget, |w| w.latest_kill_at)
+            }
+            None => self.svcs[name]
+                .stop
+                .as_ref()
+                .map_or(now, |l| l.requested + self.plan.budget),
+        };
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let State::Stopping {
+            deadline,
+            escalated: false,
+            ..
+        } = svc.m.state
+        else {
+            return note(&format!(
+                "{name}: EXTEND_TIMEOUT_USEC={value} ignored: honoured only while stopping, before SIGKILL"
+            ));
+        };
+        let want = now + Duration::from_micros(usec);
+        let granted = want.min(cap);
+        if granted <= Instant::from(deadline) {
+            return note(&format!(
+                "{name}: EXTEND_TIMEOUT_USEC={value}: the deadline stays in {} ({})",
+                format_duration(Instant::from(deadline).saturating_duration_since(now)),
+                if want > cap { "the budget allows no more" } else { "already later" }
+            ));
+        }
+        if let Some(log) = &mut svc.stop {
+            log.deadline = granted;
+            log.extended = true;
+        }
+        note(&format!(
+            "{name}: asked for {} more; SIGKILL now due in {}{}",
+            format_duration(Duration::from_micros(usec)),
+            format_duration(granted - now),
+            if want > cap { " (capped by the shutdown budget)" } else { "" }
+        ));
+        self.step(
+            name,
+            Event::Extend {
+                deadline: granted.into_std(),
+            },
+        );
     }
 
     /// sd_notify `MAINPID=`: accepted for a process of the service's group, which
@@ -926,14 +1335,28 @@ impl Engine {
             note(&format!("{sig} again: SIGKILL to everything left"));
             return self.kill_everything();
         }
+        self.begin_shutdown(sig.to_string());
+    }
+
+    /// Stops everything: waves in reverse dependency order, each service's deadline
+    /// from the budget planner.
+    fn begin_shutdown(&mut self, trigger: String) {
+        if self.shutdown.is_some() {
+            return;
+        }
         let now = Instant::now();
         note(&format!(
-            "{sig}: shutting down ({} stop waves, budget {})",
+            "{trigger}: shutting down ({} stop waves, budget {})",
             self.plan.waves.len(),
             herd_config::units::format_duration(self.plan.budget)
         ));
         self.shutdown = Some(Shutdown {
+            trigger,
             started: now,
+            started_wall: std::time::SystemTime::now(),
+            waves_at: vec![now],
+            strays: 0,
+            orphans_killed: false,
             wave: 0,
             wave_started: now,
             spent: false,
@@ -1002,6 +1425,9 @@ impl Engine {
             if done && wave < self.plan.waves.len() {
                 sd.wave += 1;
                 sd.wave_started = Instant::now();
+                if sd.wave < self.plan.waves.len() {
+                    sd.waves_at.push(sd.wave_started);
+                }
                 self.begin_wave();
                 return self.schedule();
             }
@@ -1045,6 +1471,9 @@ impl Engine {
                 .svcs
                 .values()
                 .all(|s| settled_down(&s.m.state) && s.unit.is_none());
+        if all_done && self.opts.init && !self.reap_orphans() {
+            return None;
+        }
         // Once the budget is spent, herder waits only for what SIGKILL can end.
         let settled = spent && self.svcs.values().all(gone_or_stuck);
         if !all_done && !settled {
@@ -1062,18 +1491,144 @@ impl Engine {
                 format_duration(self.plan.budget),
                 stuck.join(", ")
             ));
-            for name in &stuck {
-                if let Some(u) = &mut self.svcs.get_mut(name).expect("known").unit {
-                    for l in herd_contain::procfs::leftovers(&u.pids()) {
-                        note(&format!("{name}:   {l}"));
-                    }
-                }
-            }
         }
-        Some(Outcome {
+        let mut outcome = Outcome {
             killed: self.killed.iter().cloned().collect(),
             stuck,
-        })
+            main: self.main_ended.clone(),
+            report: Report::default(),
+        };
+        outcome.report = self.report(&outcome);
+        match outcome.report.save(&self.opts.state_dir) {
+            Ok(path) => note(&format!("shutdown report: {}", path.display())),
+            Err(e) => note(&format!("cannot save the shutdown report: {e}")),
+        }
+        // What is stuck stays in the state file, for the next run to deal with.
+        self.save_state();
+        Some(outcome)
+    }
+
+    /// The report of the shutdown that is ending.
+    fn report(&mut self, outcome: &Outcome) -> Report {
+        let sd = self.shutdown.as_ref().expect("shutting down");
+        let (started, now) = (sd.started, Instant::now());
+        let ms = |t: Instant| at_ms(t, started);
+        let mut services = Vec::new();
+        for w in &self.plan.waves {
+            for planned in &w.services {
+                let svc = self.svcs.get_mut(&planned.name).expect("planned service");
+                let mut r = match (&svc.report, &svc.stop) {
+                    (Some(r), _) => r.clone(),
+                    (None, Some(log)) => service_report(&planned.name, svc, log, None, started),
+                    (None, None) => ServiceReport {
+                        name: planned.name.clone(),
+                        wave: svc.stop_wave,
+                        state: svc.m.state.name().into(),
+                        exit_status: svc.last_exit.map(|s| s.to_string()),
+                        ..Default::default()
+                    },
+                };
+                if let Some(u) = &mut svc.unit {
+                    r.leftovers = herd_contain::procfs::leftovers(&u.pids())
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    for l in &r.leftovers {
+                        note(&format!("{}:   {l}", planned.name));
+                    }
+                }
+                services.push(r);
+            }
+        }
+        let exit_code = outcome.exit_code();
+        Report {
+            trigger: sd.trigger.clone(),
+            started_unix_ms: sd
+                .started_wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            budget_ms: self.plan.budget.as_secs_f64() * 1000.0,
+            backend: self.backend.kind().to_string(),
+            waves_at_ms: sd.waves_at.iter().map(|&t| ms(t)).collect(),
+            services,
+            strays_killed: sd.strays,
+            ended_at_ms: ms(now),
+            outcome: if !outcome.stuck.is_empty() {
+                "stuck"
+            } else if outcome.killed.is_empty() {
+                "clean"
+            } else {
+                "killed"
+            }
+            .into(),
+            exit_code,
+        }
+    }
+
+    /// Init mode: herder's own children that no service claimed (orphans
+    /// re-parented to it) are SIGKILLed; true once none is left. Each is an
+    /// unreaped child, so its pid cannot have been recycled; the reaper collects
+    /// them on SIGCHLD.
+    fn reap_orphans(&mut self) -> bool {
+        let me = std::process::id() as i32;
+        let children: Vec<i32> = herd_contain::procfs::all()
+            .into_iter()
+            .filter(|s| s.ppid == me && s.alive())
+            .map(|s| s.pid)
+            .collect();
+        if children.is_empty() {
+            return true;
+        }
+        let sd = self.shutdown.as_mut().expect("shutting down");
+        if !sd.orphans_killed {
+            sd.orphans_killed = true;
+            note(&format!(
+                "killing {} orphan(s) re-parented to herder:",
+                children.len()
+            ));
+            for l in herd_contain::procfs::leftovers(&children) {
+                note(&format!("  {l}"));
+            }
+            for pid in &children {
+                let _ = Pidfd::open(*pid).and_then(|fd| fd.signal(SIGKILL));
+            }
+        }
+        // Waited for like any child; the budget's end stops the wait.
+        sd.spent
+    }
+
+    /// Writes the state file: what runs now, for a later herd to find if this
+    /// one is killed. Removed when nothing runs.
+    fn save_state(&mut self) {
+        let dir = &self.opts.state_dir;
+        let services: BTreeMap<String, crate::state::Run> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.unit.is_some())
+            .map(|(n, s)| {
+                let run = crate::state::Run {
+                    invocation: s.invocation.clone(),
+                    main: s.m.state.pid().and_then(Proc::of),
+                    cgroup: s.unit.as_ref().and_then(|u| u.location()),
+                    stop_timeout_ms: s.cfg.stop.timeout.as_millis() as u64,
+                };
+                (n.clone(), run)
+            })
+            .collect();
+        let result = if services.is_empty() && self.shutdown.is_some() {
+            StateFile::remove(dir)
+        } else {
+            StateFile {
+                herder: Proc::of(std::process::id() as i32),
+                backend: self.backend.kind().to_string(),
+                shutdown_budget_ms: self.plan.budget.as_millis() as u64,
+                services,
+            }
+            .save(dir)
+        };
+        if let Err(e) = result {
+            note(&format!("cannot write the state file in {}: {e}", dir.display()));
+        }
     }
 
     /// Kills what no unit claimed (none backend): herder is their subreaper, so
@@ -1093,6 +1648,9 @@ impl Engine {
         for l in herd_contain::procfs::leftovers(&strays) {
             note(&format!("  {l}"));
         }
+        if let Some(sd) = &mut self.shutdown {
+            sd.strays = strays.len();
+        }
         for pid in strays {
             let alive = || herd_contain::procfs::stat(pid).is_some_and(|s| s.alive());
             // A failure matters only if it did not end on its own meanwhile.
@@ -1103,6 +1661,81 @@ impl Engine {
             }
         }
         self.killed.insert("(processes no service claimed)".into());
+    }
+}
+
+/// A pipe for a service's events: the read end (blocking, for the service) and the
+/// write end (non-blocking, close-on-exec, herder's).
+fn event_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::NONBLOCK)?;
+    Ok((r, w))
+}
+
+/// Milliseconds since the Unix epoch, `left` from now.
+fn unix_ms_in(left: Duration) -> u128 {
+    (std::time::SystemTime::now() + left)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// Writes the shutdown event, one line, on the service's event pipe:
+/// `stop reason=shutdown deadline_ms=1732190000123 timeout_ms=9500`. Never blocks:
+/// a service that does not read fills the pipe and misses events, it does not hold
+/// herder up.
+fn deliver_stop_event(
+    pipe: Option<&OwnedFd>,
+    reason: StopReason,
+    deadline: Instant,
+) -> Result<Instant, String> {
+    let Some(fd) = pipe else {
+        return Err("the run has no event pipe".into());
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let line = format!(
+        "stop reason={} deadline_ms={} timeout_ms={}\n",
+        reason.name(),
+        unix_ms_in(left),
+        left.as_millis()
+    );
+    match rustix::io::write(fd, line.as_bytes()) {
+        Ok(n) if n == line.len() => Ok(Instant::now()),
+        Ok(_) => Err("the pipe is full (the service does not read it)".into()),
+        Err(rustix::io::Errno::AGAIN) => Err("the pipe is full (the service does not read it)".into()),
+        Err(rustix::io::Errno::PIPE) => Err("the service closed its end of the pipe".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a new configuration would change, in words.
+fn diff(svcs: &BTreeMap<String, Svc>, new: &Config) -> String {
+    // Where a service is defined is not part of what it is.
+    let same = |a: &Service, b: &Service| {
+        let mut b = b.clone();
+        b.defined_in.clone_from(&a.defined_in);
+        b.line = a.line;
+        *a == b
+    };
+    let mut parts = Vec::new();
+    let added: Vec<&String> = new.services.keys().filter(|n| !svcs.contains_key(*n)).collect();
+    let removed: Vec<&String> = svcs.keys().filter(|n| !new.services.contains_key(*n)).collect();
+    let changed: Vec<&String> = new
+        .services
+        .iter()
+        .filter(|(n, c)| svcs.get(*n).is_some_and(|s| !same(&s.cfg, c)))
+        .map(|(n, _)| n)
+        .collect();
+    for (what, list) in [("added", added), ("removed", removed), ("changed", changed)] {
+        if !list.is_empty() {
+            let names: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
+            parts.push(format!("{what}: {}", names.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no service changed".into()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -1141,6 +1774,49 @@ fn listen_notify(
         }
     });
     Ok(())
+}
+
+/// What a service's stop did, as the shutdown report shows it; `gone` is when its
+/// last process went, if it did.
+fn service_report(
+    name: &str,
+    svc: &Svc,
+    log: &StopLog,
+    gone: Option<Instant>,
+    started: Instant,
+) -> ServiceReport {
+    let ms = |t: Instant| at_ms(t, started);
+    ServiceReport {
+        name: name.to_string(),
+        wave: svc.stop_wave,
+        state: log.state.into(),
+        reason: Some(log.reason.name().into()),
+        stop_at_ms: Some(ms(log.requested)),
+        deadline_at_ms: Some(ms(log.deadline)),
+        extended: log.extended,
+        event_at_ms: log.event.as_ref().and_then(|e| e.as_ref().ok()).map(|&t| ms(t)),
+        event_error: log.event.as_ref().and_then(|e| e.as_ref().err()).cloned(),
+        hook_ended_at_ms: log.hook_took.map(|d| ms(log.requested + d)),
+        hook_status: log.hook_status.map(|s| s.to_string()),
+        signal: log.signal_at.map(|_| svc.cfg.stop.signal.to_string()),
+        signal_at_ms: log.signal_at.map(ms),
+        killed_at_ms: log.killed_at.map(ms),
+        killed: log.killed_at.is_some(),
+        gone_at_ms: gone.map(ms),
+        exit_status: log.main_status.map(|s| s.to_string()),
+        stuck_max: log.stuck,
+        leftovers: Vec::new(),
+    }
+}
+
+/// Milliseconds from `since` to `t`, to the microsecond; negative if before.
+fn at_ms(t: Instant, since: Instant) -> f64 {
+    let us = if t >= since {
+        (t - since).as_micros() as f64
+    } else {
+        -((since - t).as_micros() as f64)
+    };
+    us / 1000.0
 }
 
 /// Whether a service a dependent `requires` is satisfied.

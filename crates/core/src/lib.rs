@@ -3,12 +3,16 @@
 //! - [`machine`]: the per-service state machine, a pure `step` tested from tables;
 //! - [`engine`]: the supervisor loop that carries out its effects;
 //! - [`output`]: capturing services' output without blocking them;
-//! - [`spec`]: from configuration to what is spawned.
+//! - [`spec`]: from configuration to what is spawned;
+//! - [`report`]: the shutdown report (JSON, table, SVG);
+//! - [`state`]: the state file of what runs, and recovery after herder was killed.
 
 pub mod engine;
 pub mod machine;
 pub mod output;
 mod ready;
+pub mod report;
 pub mod spec;
+pub mod state;
 
 pub use machine::{Effect, Event, Machine, Policy, State, StopReason};

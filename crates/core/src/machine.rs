@@ -18,6 +18,7 @@
 //!     Ready --> Stopping: Stop / Signal
 //!     Starting --> Stopping: Stop / Signal
 //!     Stopping --> Stopping: Deadline / Kill (escalated)
+//!     Stopping --> Stopping: Extend (later deadline, not yet escalated)
 //!     Stopping --> Stopped: Empty
 //!     Stopping --> Stuck: KillFailed
 //!     Stuck --> Stopped: Empty
@@ -151,6 +152,12 @@ pub enum Event {
     },
     /// The stop deadline passed.
     Deadline,
+    /// The service asked for more time to stop (sd_notify `EXTEND_TIMEOUT_USEC=`):
+    /// the deadline moves to `deadline` if that is later and SIGKILL has not gone
+    /// out yet. The engine caps it by the budget.
+    Extend {
+        deadline: Instant,
+    },
     /// Processes survived SIGKILL.
     KillFailed {
         pids: Vec<i32>,
@@ -336,6 +343,23 @@ impl Machine {
                     Effect::Log("stop timeout reached: SIGKILL".into()),
                     Effect::KillAll,
                 ],
+            ),
+            (
+                S::Stopping {
+                    reason,
+                    deadline,
+                    escalated: false,
+                    main,
+                },
+                E::Extend { deadline: later },
+            ) if later > deadline => (
+                S::Stopping {
+                    reason,
+                    deadline: later,
+                    escalated: false,
+                    main,
+                },
+                vec![Effect::Timer { at: later }],
             ),
             (S::Stopping { .. }, E::KillFailed { pids }) => (S::Stuck { pids }, Vec::new()),
             (S::Stopping { reason, .. }, E::Empty) => {
@@ -743,6 +767,51 @@ mod tests {
                 (1_002, E::Empty, "stopped", vec![]),
             ],
         );
+    }
+
+    #[test]
+    fn extend_moves_the_deadline_later_only_before_sigkill() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(policy(RestartPolicy::Never));
+        m.step(E::Start, t0, 0.0);
+        m.step(E::Spawned { pid: 9 }, t0, 0.0);
+        let deadline = t0 + ms(1_000);
+        run(
+            &mut m,
+            t0,
+            &[
+                (
+                    0,
+                    E::Stop {
+                        reason: StopReason::Shutdown,
+                        deadline,
+                    },
+                    "stopping",
+                    vec![F::SignalStop, F::Timer { at: deadline }],
+                ),
+                // Earlier than the deadline: no change.
+                (10, E::Extend { deadline: t0 + ms(500) }, "stopping", vec![]),
+                (
+                    20,
+                    E::Extend {
+                        deadline: t0 + ms(3_000),
+                    },
+                    "stopping",
+                    vec![F::Timer { at: t0 + ms(3_000) }],
+                ),
+                // The old timer fires: the engine only steps Deadline once the
+                // state's deadline has passed, so the machine sees the new one.
+                (
+                    3_000,
+                    E::Deadline,
+                    "stopping",
+                    vec![F::Log("stop timeout reached: SIGKILL".into()), F::KillAll],
+                ),
+                // Once SIGKILL has gone out there is nothing to extend.
+                (3_001, E::Extend { deadline: t0 + ms(9_000) }, "stopping", vec![]),
+            ],
+        );
+        assert!(matches!(m.state, State::Stopping { deadline: d, .. } if d == t0 + ms(3_000)));
     }
 
     #[test]

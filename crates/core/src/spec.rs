@@ -58,6 +58,7 @@ pub fn build(cfg: &Service, extra: &[(String, String)]) -> Result<Spec, String> 
         rlimits,
         discard_output: false,
         cgroup: None,
+        inherit: Vec::new(),
     })
 }
 

@@ -4,9 +4,11 @@
 //! under `cmd/`.
 //!
 //! Exit codes: 0 success; 1 the configuration is invalid (every error is printed) or
-//! herder could not run (for `doctor`: the backend asked for is unavailable); 2 the
-//! command line is wrong; 3 (`up`) the shutdown had to SIGKILL a service or left
-//! processes stuck.
+//! herder could not run (for `doctor`: the backend asked for is unavailable; for
+//! `down`/`report`: no herder or no report); 2 the command line is wrong. `up` (and
+//! `down --wait`, which passes on `up`'s code): 3 the shutdown had to SIGKILL
+//! something, 4 processes survived SIGKILL and were left (stuck); when the `main`
+//! service ended the run, its exit code (128+N for signal N) unless 4 applies.
 
 mod cmd;
 mod output;
@@ -40,6 +42,28 @@ enum Command {
         /// Use this containment backend instead of `supervisor.containment`.
         #[arg(long, value_enum)]
         containment: Option<Backend>,
+        /// Act as init: at the end, kill and reap every orphan re-parented to
+        /// herder. Implied when herder is PID 1.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Shut down the herder running this configuration (SIGTERM through a pidfd).
+    Down {
+        /// Wait until it has exited, print its shutdown report and exit with its code.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (default: the shutdown budget + 5s).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Show the last shutdown's report.
+    Report {
+        /// Print the JSON record.
+        #[arg(long)]
+        json: bool,
+        /// Write the timeline as SVG to FILE (`-` for stdout).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// Show the containment backends this host offers and what each guarantees.
     Doctor {
@@ -72,11 +96,19 @@ impl From<Backend> for herd_contain::Kind {
     }
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    herd_config::units::parse_duration(s)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check => cmd::check::run(&cli.file),
-        Command::Up { containment } => cmd::up::run(&cli.file, containment.map(Into::into)),
+        Command::Up { containment, init } => {
+            cmd::up::run(&cli.file, containment.map(Into::into), init)
+        }
+        Command::Down { wait, timeout } => cmd::down::run(&cli.file, wait, timeout),
+        Command::Report { json, svg } => cmd::report::run(&cli.file, json, svg.as_deref()),
         Command::Doctor { containment } => cmd::doctor::run(containment.map(Into::into)),
         Command::Plan { json } => cmd::plan::run(&cli.file, json),
     }

@@ -14,8 +14,9 @@
 //! 2. `setsid()`: its own session and process group, away from herder's terminal;
 //! 3. every signal disposition back to default (an ignored signal would otherwise be
 //!    inherited across exec) and an empty signal mask;
-//! 4. the rlimits;
-//! 5. supplementary groups, gid, uid — last, so that rlimits above the current hard
+//! 4. descriptors the program is meant to have (`Spec::inherit`) lose close-on-exec;
+//! 5. the rlimits;
+//! 6. supplementary groups, gid, uid — last, so that rlimits above the current hard
 //!    limit can still be set while the child is privileged.
 //!
 //! stdin is `/dev/null`; stdout and stderr are pipes whose read ends are returned, or
@@ -55,6 +56,9 @@ pub struct Spec {
     pub discard_output: bool,
     /// A `cgroup.procs` file, open for writing, that the child joins before exec.
     pub cgroup: Option<Arc<OwnedFd>>,
+    /// Descriptors the program keeps across exec, at the same numbers (herder's
+    /// event pipe); every other descriptor of herder's is close-on-exec.
+    pub inherit: Vec<Arc<OwnedFd>>,
 }
 
 /// Who the child runs as.
@@ -149,6 +153,7 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         .collect();
     let creds = spec.credentials.clone();
     let cgroup = spec.cgroup.as_ref().map(|fd| fd.as_raw_fd());
+    let inherit: Vec<i32> = spec.inherit.iter().map(|fd| fd.as_raw_fd()).collect();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork.
     unsafe {
@@ -164,6 +169,11 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
                 return Err(io::Error::last_os_error());
             }
             reset_signals()?;
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             for (resource, limit) in &rlimits {
                 if libc::setrlimit(*resource, limit) < 0 {
                     return Err(io::Error::last_os_error());

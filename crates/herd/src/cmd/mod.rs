@@ -1,6 +1,8 @@
 pub mod check;
 pub mod doctor;
+pub mod down;
 pub mod plan;
+pub mod report;
 pub mod up;
 
 use std::path::Path;

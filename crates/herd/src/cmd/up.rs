@@ -1,23 +1,60 @@
-//! `herd up`: supervise the configuration in the foreground until SIGINT or SIGTERM.
+//! `herd up`: supervise the configuration in the foreground until SIGINT or SIGTERM
+//! (or `herd down`, or the end of the `main` service).
+//!
+//! Before anything starts, what a killed herder left is stopped (see
+//! [`herd_core::state`]); a herder still running with the same state directory is
+//! refused.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use herd_config::{Config, Containment};
-use herd_core::engine::{Engine, note};
+use herd_core::engine::{Engine, Options, note};
 
-/// Exit code when the shutdown had to SIGKILL a service or left processes stuck.
-pub const EXIT_KILLED: u8 = 3;
-
-pub fn run(file: &Path, forced: Option<herd_contain::Kind>) -> ExitCode {
+pub fn run(file: &Path, forced: Option<herd_contain::Kind>, init: bool) -> ExitCode {
     let config = match super::load_or_report(file) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        note("running as PID 1: reaping every orphan, forwarding SIGUSR1, SIGUSR2 and SIGWINCH");
+    } else if init {
+        note("--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)");
+    }
     for key in unhonoured(&config) {
         note(&format!(
             "warning: {key} is not honoured yet; this version ignores it"
         ));
+    }
+    let state_dir = state_dir(&config, file);
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        note(&format!("cannot create {}: {e}", state_dir.display()));
+        return ExitCode::from(1);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            note(&format!("cannot start the runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(herd_core::state::recover(&state_dir)) {
+        Ok(r) => {
+            for line in &r.lines {
+                note(line);
+            }
+            for l in &r.left {
+                note(&format!("  still there: {l}"));
+            }
+        }
+        Err(e) => {
+            note(&e.to_string());
+            return ExitCode::from(1);
+        }
     }
     let want = forced.or_else(|| wanted(config.supervisor.containment));
     let backend = match herd_contain::detect(want) {
@@ -48,49 +85,50 @@ pub fn run(file: &Path, forced: Option<herd_contain::Kind>) -> ExitCode {
             note(&format!("warning: services.{name}.{why}; not honoured"));
         }
     }
-    let state_dir = config
-        .supervisor
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| base_dir(file).join(".herd"));
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let opts = Options {
+        state_dir,
+        config_file: Some(file.to_path_buf()),
+        init: init || pid1,
+    };
+    let outcome = rt.block_on(async {
+        let engine = Engine::new(&config, opts, backend)?;
+        engine.run().await
+    });
+    let o = match outcome {
+        Ok(o) => o,
         Err(e) => {
-            note(&format!("cannot start the runtime: {e}"));
+            note(&format!("{e}"));
             return ExitCode::from(1);
         }
     };
-    let outcome = rt.block_on(async {
-        let engine = Engine::new(&config, state_dir, backend)?;
-        engine.run().await
-    });
-    match outcome {
-        Ok(o) if !o.stuck.is_empty() => {
-            note(&format!(
-                "exiting with processes of {} left (stuck)",
-                o.stuck.join(", ")
-            ));
-            ExitCode::from(EXIT_KILLED)
-        }
-        Ok(o) if o.killed.is_empty() => {
-            note("all services stopped");
-            ExitCode::SUCCESS
-        }
-        Ok(o) => {
-            note(&format!(
-                "all services stopped; SIGKILL was needed for: {}",
-                o.killed.join(", ")
-            ));
-            ExitCode::from(EXIT_KILLED)
-        }
-        Err(e) => {
-            note(&format!("{e}"));
-            ExitCode::from(1)
-        }
+    let code = o.exit_code();
+    if !o.stuck.is_empty() {
+        note(&format!(
+            "exiting with processes of {} left (stuck)",
+            o.stuck.join(", ")
+        ));
+    } else if o.killed.is_empty() {
+        note("all services stopped");
+    } else {
+        note(&format!(
+            "all services stopped; SIGKILL was needed for: {}",
+            o.killed.join(", ")
+        ));
     }
+    if let Some((name, status)) = &o.main {
+        note(&format!("the main service {name} ended the run ({status})"));
+    }
+    note(&format!("exit code {code}"));
+    ExitCode::from(code)
+}
+
+/// Where logs, the state file and reports go.
+pub fn state_dir(config: &Config, file: &Path) -> PathBuf {
+    config
+        .supervisor
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| base_dir(file).join(".herd"))
 }
 
 /// The backend the configuration asks for; `None` is the best available.
@@ -113,19 +151,11 @@ fn base_dir(file: &Path) -> PathBuf {
 /// The keys set in `config` whose behaviour this version does not have yet.
 pub fn unhonoured(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if config.main.is_some() {
-        out.push("main".to_string());
-    }
     if config.supervisor.socket.is_some() {
         out.push("supervisor.socket".into());
     }
     if config.supervisor.socket_group.is_some() {
         out.push("supervisor.socket_group".into());
-    }
-    for (name, s) in &config.services {
-        if s.stop.notify {
-            out.push(format!("services.{name}.stop.notify"));
-        }
     }
     out
 }

@@ -1,0 +1,400 @@
+//! The shutdown report: what every service's stop did during one shutdown, kept as
+//! JSON in the state directory (`shutdown-report.json`, the last one) and drawn as
+//! an SVG timeline by `herd report --svg`.
+//!
+//! Times are milliseconds since the shutdown began (`at_ms` fields), so a report
+//! reads the same on any clock; `started_unix_ms` anchors it in wall-clock time.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file name of the last shutdown's report in the state directory.
+pub const FILE: &str = "shutdown-report.json";
+
+/// One shutdown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// What began it: `SIGTERM`, `SIGINT`, `main service NAME ended (exit code 3)`.
+    pub trigger: String,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    pub budget_ms: f64,
+    /// The containment backend.
+    pub backend: String,
+    /// When each stop wave began.
+    pub waves_at_ms: Vec<f64>,
+    pub services: Vec<ServiceReport>,
+    /// Processes no service could claim (none backend), killed at the end.
+    pub strays_killed: usize,
+    /// When herder was done: every process gone, or the budget spent.
+    pub ended_at_ms: f64,
+    /// `clean`, `killed` (SIGKILL was needed) or `stuck` (processes survived).
+    pub outcome: String,
+    /// The code herder exited with.
+    pub exit_code: u8,
+}
+
+/// One service's part in a shutdown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub name: String,
+    /// Its stop wave (0 stops first).
+    pub wave: usize,
+    /// Its state when the shutdown reached it; a service that was not running
+    /// (`exited`, `failed`, `pending`, …) has no times below.
+    pub state: String,
+    /// Why it was stopped (`shutdown`, `failure`, …).
+    pub reason: Option<String>,
+    /// When its stop began.
+    pub stop_at_ms: Option<f64>,
+    /// When SIGKILL was due, as planned (and as extended, see `extended`).
+    pub deadline_at_ms: Option<f64>,
+    /// Whether the service asked for more time (`EXTEND_TIMEOUT_USEC=`).
+    pub extended: bool,
+    /// When the shutdown event went out on its event pipe (`stop.notify`).
+    pub event_at_ms: Option<f64>,
+    /// Why the event could not be delivered, if it could not.
+    pub event_error: Option<String>,
+    /// The `stop.exec` hook: when it ended and how.
+    pub hook_ended_at_ms: Option<f64>,
+    pub hook_status: Option<String>,
+    /// The stop signal and when it was sent.
+    pub signal: Option<String>,
+    pub signal_at_ms: Option<f64>,
+    /// When SIGKILL went out, if it had to.
+    pub killed_at_ms: Option<f64>,
+    pub killed: bool,
+    /// When its last process was gone; `None` if some never went.
+    pub gone_at_ms: Option<f64>,
+    /// How its main process ended.
+    pub exit_status: Option<String>,
+    /// The most processes that survived a SIGKILL at once.
+    pub stuck_max: usize,
+    /// Processes still there when herder exited: `pid state command`.
+    pub leftovers: Vec<String>,
+}
+
+impl Report {
+    /// Writes the report to `dir/shutdown-report.json`, atomically.
+    pub fn save(&self, dir: &Path) -> io::Result<PathBuf> {
+        let path = dir.join(FILE);
+        let tmp = dir.join(format!(".{FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// The last report kept in `dir`.
+    pub fn load(dir: &Path) -> io::Result<Report> {
+        let text = std::fs::read_to_string(dir.join(FILE))?;
+        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// A table for people: one line per service.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "shutdown: {}, budget {}, {} backend; done at {} ({}, exit code {})\n",
+            self.trigger,
+            ms(self.budget_ms),
+            self.backend,
+            ms(self.ended_at_ms),
+            self.outcome,
+            self.exit_code
+        );
+        let width = self
+            .services
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
+        out.push_str(&format!(
+            "{:<width$}  WAVE  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  RESULT\n",
+            "SERVICE", "STATE", "DEADLINE", "EVENT", "SIGNAL", "SIGKILL", "GONE"
+        ));
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), ms);
+        for s in &self.services {
+            let result = if !s.leftovers.is_empty() {
+                format!("{} process(es) left", s.leftovers.len())
+            } else if s.stop_at_ms.is_none() {
+                "not running".to_string()
+            } else if s.killed {
+                "killed".to_string()
+            } else {
+                "stopped".to_string()
+            };
+            let event = match (&s.event_at_ms, &s.event_error) {
+                (Some(t), _) => ms(*t),
+                (None, Some(_)) => "failed".into(),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(
+                "{:<width$}  {:>4}  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  {result}\n",
+                s.name,
+                s.wave,
+                s.state,
+                opt(s.deadline_at_ms),
+                event,
+                opt(s.signal_at_ms),
+                opt(s.killed_at_ms),
+                opt(s.gone_at_ms),
+            ));
+            for l in &s.leftovers {
+                out.push_str(&format!("{:<width$}    left: {l}\n", ""));
+            }
+        }
+        if self.strays_killed > 0 {
+            out.push_str(&format!(
+                "{} process(es) no service claimed were killed at the end\n",
+                self.strays_killed
+            ));
+        }
+        out
+    }
+
+    /// The timeline: one row per service, a bar from its stop to its last process
+    /// gone; the stop.exec part, the graceful wait and the time after SIGKILL in
+    /// their own colours; the event, the signal and SIGKILL marked; the deadline a
+    /// dashed line; the budget the right edge.
+    pub fn svg(&self) -> String {
+        const LEFT: f64 = 150.0;
+        const WIDTH: f64 = 640.0;
+        const ROW: f64 = 26.0;
+        const TOP: f64 = 40.0;
+        let span = self
+            .services
+            .iter()
+            .flat_map(|s| [s.gone_at_ms, s.deadline_at_ms])
+            .flatten()
+            .chain([self.ended_at_ms, self.budget_ms])
+            .fold(1.0_f64, f64::max);
+        let x = |t: f64| LEFT + t / span * WIDTH;
+        let height = TOP + ROW * self.services.len() as f64 + 40.0;
+        let mut o = String::new();
+        o.push_str(&format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" font-family=\"monospace\" font-size=\"12\">\n",
+            w = LEFT + WIDTH + 20.0
+        ));
+        o.push_str(&format!(
+            "<title>herder shutdown: {}</title>\n",
+            escape(&self.trigger)
+        ));
+        o.push_str("<style>.hook{fill:#8e7cc3}.wait{fill:#6fa8dc}.kill{fill:#e06666}.stuck{fill:#990000}.deadline{stroke:#444;stroke-dasharray:3,2}.mark{stroke:#000;stroke-width:2}.sigkill{fill:#cc0000}.event{fill:#38761d}</style>\n");
+        o.push_str(&format!(
+            "<text x=\"4\" y=\"16\">{} — {} — {} (exit {})</text>\n",
+            escape(&self.trigger),
+            ms(self.ended_at_ms),
+            escape(&self.outcome),
+            self.exit_code
+        ));
+        // The axis: budget at the right, ticks at each wave's start.
+        let axis_y = TOP + ROW * self.services.len() as f64 + 6.0;
+        o.push_str(&format!(
+            "<line class=\"axis\" x1=\"{}\" y1=\"{axis_y}\" x2=\"{}\" y2=\"{axis_y}\" stroke=\"#000\"/>\n",
+            x(0.0),
+            x(span)
+        ));
+        o.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\">0</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+            x(0.0),
+            axis_y + 16.0,
+            x(span),
+            axis_y + 16.0,
+            ms(span)
+        ));
+        if self.budget_ms <= span {
+            o.push_str(&format!(
+                "<line class=\"budget\" x1=\"{b}\" y1=\"{TOP}\" x2=\"{b}\" y2=\"{axis_y}\" stroke=\"#cc0000\"><title>budget {}</title></line>\n",
+                ms(self.budget_ms),
+                b = x(self.budget_ms)
+            ));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            let y = TOP + ROW * i as f64;
+            let (bar_y, bar_h) = (y + 4.0, ROW - 10.0);
+            o.push_str(&format!(
+                "<g class=\"service\" data-name=\"{}\">\n<text x=\"4\" y=\"{}\">{} (wave {})</text>\n",
+                escape(&s.name),
+                y + 16.0,
+                escape(&s.name),
+                s.wave
+            ));
+            let Some(start) = s.stop_at_ms else {
+                o.push_str(&format!(
+                    "<text x=\"{}\" y=\"{}\" fill=\"#888\">{}: not running</text>\n</g>\n",
+                    x(0.0),
+                    y + 16.0,
+                    escape(&s.state)
+                ));
+                continue;
+            };
+            let end = s.gone_at_ms.unwrap_or(self.ended_at_ms);
+            let title = format!(
+                "{}: stop at {}, {}{}gone at {}",
+                s.name,
+                ms(start),
+                s.signal_at_ms
+                    .map(|t| format!("{} at {}, ", s.signal.as_deref().unwrap_or("signal"), ms(t)))
+                    .unwrap_or_default(),
+                s.killed_at_ms
+                    .map(|t| format!("SIGKILL at {}, ", ms(t)))
+                    .unwrap_or_default(),
+                s.gone_at_ms.map_or("never".into(), ms)
+            );
+            o.push_str(&format!(
+                "<g class=\"bar\"><title>{}</title>\n",
+                escape(&title)
+            ));
+            // Segments: hook, graceful wait, after SIGKILL (stuck if leftovers).
+            let hook_end = s.hook_ended_at_ms.unwrap_or(start).min(end);
+            let kill = s.killed_at_ms.unwrap_or(end).min(end);
+            let mut seg = |class: &str, a: f64, b: f64| {
+                if b > a {
+                    o.push_str(&format!(
+                        "<rect class=\"{class}\" x=\"{:.2}\" y=\"{bar_y}\" width=\"{:.2}\" height=\"{bar_h}\"/>\n",
+                        x(a),
+                        (x(b) - x(a)).max(1.0)
+                    ));
+                }
+            };
+            seg("hook", start, hook_end);
+            seg("wait", hook_end, kill);
+            let after = if s.leftovers.is_empty() {
+                "kill"
+            } else {
+                "stuck"
+            };
+            seg(after, kill, end);
+            if end <= start {
+                // Gone at once: still one visible bar.
+                seg("wait", start, start + span / 500.0);
+            }
+            o.push_str("</g>\n");
+            if let Some(d) = s.deadline_at_ms {
+                o.push_str(&format!(
+                    "<line class=\"deadline\" x1=\"{d}\" y1=\"{}\" x2=\"{d}\" y2=\"{}\"><title>deadline {}</title></line>\n",
+                    y + 1.0,
+                    y + ROW - 3.0,
+                    ms(d),
+                    d = x(d)
+                ));
+            }
+            if let Some(t) = s.event_at_ms {
+                o.push_str(&format!(
+                    "<circle class=\"event\" cx=\"{}\" cy=\"{}\" r=\"3\"><title>shutdown event at {}</title></circle>\n",
+                    x(t),
+                    bar_y - 1.0,
+                    ms(t)
+                ));
+            }
+            if let Some(t) = s.signal_at_ms {
+                o.push_str(&format!(
+                    "<line class=\"mark\" x1=\"{t}\" y1=\"{}\" x2=\"{t}\" y2=\"{}\"><title>{} at {}</title></line>\n",
+                    bar_y,
+                    bar_y + bar_h,
+                    escape(s.signal.as_deref().unwrap_or("signal")),
+                    ms(t),
+                    t = x(t)
+                ));
+            }
+            if let Some(t) = s.killed_at_ms {
+                let cx = x(t);
+                o.push_str(&format!(
+                    "<path class=\"sigkill escalation\" d=\"M{} {} L{} {} L{} {} Z\"><title>SIGKILL at {}</title></path>\n",
+                    cx - 5.0,
+                    bar_y - 4.0,
+                    cx + 5.0,
+                    bar_y - 4.0,
+                    cx,
+                    bar_y + 4.0,
+                    ms(t)
+                ));
+            }
+            o.push_str("</g>\n");
+        }
+        o.push_str("</svg>\n");
+        o
+    }
+}
+
+/// `1.234s`, `12.3ms`.
+fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.3}s", v / 1000.0)
+    } else {
+        format!("{v:.1}ms")
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        Report {
+            trigger: "SIGTERM".into(),
+            budget_ms: 3000.0,
+            backend: "cgroup2".into(),
+            waves_at_ms: vec![0.0, 10.0],
+            services: vec![
+                ServiceReport {
+                    name: "web<1>".into(),
+                    state: "ready".into(),
+                    stop_at_ms: Some(0.0),
+                    deadline_at_ms: Some(1000.0),
+                    signal: Some("SIGTERM".into()),
+                    signal_at_ms: Some(0.1),
+                    killed_at_ms: Some(1000.0),
+                    killed: true,
+                    gone_at_ms: Some(1003.0),
+                    ..Default::default()
+                },
+                ServiceReport {
+                    name: "db".into(),
+                    wave: 1,
+                    state: "exited".into(),
+                    ..Default::default()
+                },
+            ],
+            ended_at_ms: 1004.0,
+            outcome: "killed".into(),
+            exit_code: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = sample();
+        r.save(dir.path()).unwrap();
+        assert_eq!(Report::load(dir.path()).unwrap(), r);
+    }
+
+    #[test]
+    fn svg_escapes_names_and_marks_the_escalation() {
+        let svg = sample().svg();
+        assert!(svg.contains("web&lt;1&gt;"));
+        assert!(!svg.contains("web<1>"));
+        assert_eq!(svg.matches("class=\"bar\"").count(), 1);
+        assert_eq!(svg.matches("escalation").count(), 1);
+        assert!(svg.contains("not running"));
+    }
+
+    #[test]
+    fn table_says_what_happened() {
+        let t = sample().table();
+        assert!(t.contains("killed"), "{t}");
+        assert!(t.contains("not running"), "{t}");
+    }
+}
