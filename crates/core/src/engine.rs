@@ -85,7 +85,9 @@ enum Msg {
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Shut everything down (`herd down`).
-    Shutdown { trigger: String },
+    Shutdown {
+        trigger: String,
+    },
 }
 
 /// Talks to a running engine from other tasks (the control socket).
@@ -208,11 +210,17 @@ impl StopLog {
     fn summary(&self, signal: &str, end: Instant) -> String {
         let at = |t: Instant| format!("+{}", format_duration(t - self.requested));
         let mut parts = Vec::new();
+        if let Some(Ok(t)) = &self.event {
+            parts.push(format!("event at {}", at(*t)));
+        }
         if let Some(took) = self.hook_took {
             parts.push(format!("stop.exec took {}", format_duration(took)));
         }
         if let Some(t) = self.signal_at {
             parts.push(format!("{signal} at {}", at(t)));
+        }
+        if self.extended && self.killed_at.is_none() {
+            parts.push(format!("deadline extended to {}", at(self.deadline)));
         }
         if let Some(t) = self.killed_at {
             parts.push(format!("SIGKILL at {}", at(t)));
@@ -261,7 +269,11 @@ impl Outcome {
                 ExitStatus::Unknown => 1,
             };
         }
-        if self.killed.is_empty() { 0 } else { EXIT_KILLED }
+        if self.killed.is_empty() {
+            0
+        } else {
+            EXIT_KILLED
+        }
     }
 }
 
@@ -317,7 +329,11 @@ struct Shutdown {
 impl Engine {
     /// Prepares the services of `config`; every run of a service is contained by
     /// `backend`.
-    pub fn new(config: &Config, opts: Options, backend: Box<dyn Backend>) -> std::io::Result<Engine> {
+    pub fn new(
+        config: &Config,
+        opts: Options,
+        backend: Box<dyn Backend>,
+    ) -> std::io::Result<Engine> {
         let log_dir = opts.state_dir.join("logs");
         std::fs::create_dir_all(&log_dir)?;
         let width = config
@@ -783,7 +799,11 @@ impl Engine {
         };
         let mut log = StopLog::new(now, reason, deadline.into(), svc.was);
         if svc.cfg.stop.notify {
-            log.event = Some(deliver_stop_event(svc.events.as_ref(), reason, deadline.into()));
+            log.event = Some(deliver_stop_event(
+                svc.events.as_ref(),
+                reason,
+                deadline.into(),
+            ));
             match &log.event {
                 Some(Err(e)) => note(&format!("{name}: shutdown event not delivered: {e}")),
                 _ => note(&format!(
@@ -825,10 +845,8 @@ impl Engine {
             .push(("HERD_STOP_REASON".into(), reason.name().into()));
         spec.env
             .push(("HERD_STOP_DEADLINE_MS".into(), left.as_millis().to_string()));
-        spec.env.push((
-            "HERD_STOP_DEADLINE".into(),
-            unix_ms_in(left).to_string(),
-        ));
+        spec.env
+            .push(("HERD_STOP_DEADLINE".into(), unix_ms_in(left).to_string()));
         spec.cgroup = svc.unit.as_ref().and_then(|u| u.join());
         let child = herd_sys::spawn(&spec).map_err(|e| e.to_string())?;
         if let Some(u) = &mut svc.unit {
@@ -1074,7 +1092,9 @@ impl Engine {
         match svc.m.state {
             State::Pending | State::Stopped | State::Exited { .. } | State::Failed { .. } => {
                 if svc.unit.is_some() {
-                    return Err(format!("{name}: the rest of its previous run is still exiting"));
+                    return Err(format!(
+                        "{name}: the rest of its previous run is still exiting"
+                    ));
                 }
                 self.step(name, Event::Start);
                 Ok(())
@@ -1228,13 +1248,20 @@ impl Engine {
     /// says so.
     fn extend(&mut self, name: &str, value: &str) {
         let Ok(usec) = value.trim().parse::<u64>() else {
-            return note(&format!("{name}: EXTEND_TIMEOUT_USEC={value}: not a number; ignored"));
+            return note(&format!(
+                "{name}: EXTEND_TIMEOUT_USEC={value}: not a number; ignored"
+            ));
         };
         let now = Instant::now();
         let cap = match &self.shutdown {
             Some(sd) => {
                 let wave = self.svcs[name].stop_wave;
-                sd.started + self.plan.waves.get(wave).map_or(self.plan.budget, |w| w.latest_kill_at)
+                sd.started
+                    + self
+                        .plan
+                        .waves
+                        .get(wave)
+                        .map_or(self.plan.budget, |w| w.latest_kill_at)
             }
             None => self.svcs[name]
                 .stop
@@ -1258,7 +1285,11 @@ impl Engine {
             return note(&format!(
                 "{name}: EXTEND_TIMEOUT_USEC={value}: the deadline stays in {} ({})",
                 format_duration(Instant::from(deadline).saturating_duration_since(now)),
-                if want > cap { "the budget allows no more" } else { "already later" }
+                if want > cap {
+                    "the budget allows no more"
+                } else {
+                    "already later"
+                }
             ));
         }
         if let Some(log) = &mut svc.stop {
@@ -1269,7 +1300,11 @@ impl Engine {
             "{name}: asked for {} more; SIGKILL now due in {}{}",
             format_duration(Duration::from_micros(usec)),
             format_duration(granted - now),
-            if want > cap { " (capped by the shutdown budget)" } else { "" }
+            if want > cap {
+                " (capped by the shutdown budget)"
+            } else {
+                ""
+            }
         ));
         self.step(
             name,
@@ -1627,7 +1662,10 @@ impl Engine {
             .save(dir)
         };
         if let Err(e) = result {
-            note(&format!("cannot write the state file in {}: {e}", dir.display()));
+            note(&format!(
+                "cannot write the state file in {}: {e}",
+                dir.display()
+            ));
         }
     }
 
@@ -1702,7 +1740,9 @@ fn deliver_stop_event(
     match rustix::io::write(fd, line.as_bytes()) {
         Ok(n) if n == line.len() => Ok(Instant::now()),
         Ok(_) => Err("the pipe is full (the service does not read it)".into()),
-        Err(rustix::io::Errno::AGAIN) => Err("the pipe is full (the service does not read it)".into()),
+        Err(rustix::io::Errno::AGAIN) => {
+            Err("the pipe is full (the service does not read it)".into())
+        }
         Err(rustix::io::Errno::PIPE) => Err("the service closed its end of the pipe".into()),
         Err(e) => Err(e.to_string()),
     }
@@ -1718,8 +1758,15 @@ fn diff(svcs: &BTreeMap<String, Svc>, new: &Config) -> String {
         *a == b
     };
     let mut parts = Vec::new();
-    let added: Vec<&String> = new.services.keys().filter(|n| !svcs.contains_key(*n)).collect();
-    let removed: Vec<&String> = svcs.keys().filter(|n| !new.services.contains_key(*n)).collect();
+    let added: Vec<&String> = new
+        .services
+        .keys()
+        .filter(|n| !svcs.contains_key(*n))
+        .collect();
+    let removed: Vec<&String> = svcs
+        .keys()
+        .filter(|n| !new.services.contains_key(*n))
+        .collect();
     let changed: Vec<&String> = new
         .services
         .iter()
@@ -1794,7 +1841,11 @@ fn service_report(
         stop_at_ms: Some(ms(log.requested)),
         deadline_at_ms: Some(ms(log.deadline)),
         extended: log.extended,
-        event_at_ms: log.event.as_ref().and_then(|e| e.as_ref().ok()).map(|&t| ms(t)),
+        event_at_ms: log
+            .event
+            .as_ref()
+            .and_then(|e| e.as_ref().ok())
+            .map(|&t| ms(t)),
         event_error: log.event.as_ref().and_then(|e| e.as_ref().err()).cloned(),
         hook_ended_at_ms: log.hook_took.map(|d| ms(log.requested + d)),
         hook_status: log.hook_status.map(|s| s.to_string()),

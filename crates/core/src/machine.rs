@@ -790,7 +790,14 @@ mod tests {
                     vec![F::SignalStop, F::Timer { at: deadline }],
                 ),
                 // Earlier than the deadline: no change.
-                (10, E::Extend { deadline: t0 + ms(500) }, "stopping", vec![]),
+                (
+                    10,
+                    E::Extend {
+                        deadline: t0 + ms(500),
+                    },
+                    "stopping",
+                    vec![],
+                ),
                 (
                     20,
                     E::Extend {
@@ -808,7 +815,14 @@ mod tests {
                     vec![F::Log("stop timeout reached: SIGKILL".into()), F::KillAll],
                 ),
                 // Once SIGKILL has gone out there is nothing to extend.
-                (3_001, E::Extend { deadline: t0 + ms(9_000) }, "stopping", vec![]),
+                (
+                    3_001,
+                    E::Extend {
+                        deadline: t0 + ms(9_000),
+                    },
+                    "stopping",
+                    vec![],
+                ),
             ],
         );
         assert!(matches!(m.state, State::Stopping { deadline: d, .. } if d == t0 + ms(3_000)));

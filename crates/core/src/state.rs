@@ -48,12 +48,10 @@ pub struct Proc {
 impl Proc {
     /// `pid` as it is now, if it is alive.
     pub fn of(pid: i32) -> Option<Proc> {
-        procfs::stat(pid)
-            .filter(|s| s.alive())
-            .map(|s| Proc {
-                pid,
-                start_time: s.starttime,
-            })
+        procfs::stat(pid).filter(|s| s.alive()).map(|s| Proc {
+            pid,
+            start_time: s.starttime,
+        })
     }
 
     /// Whether this very process is still alive.
@@ -174,7 +172,8 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
             continue;
         }
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-        out.lines.push(format!("  {name}: {} process(es)", pids.len()));
+        out.lines
+            .push(format!("  {name}: {} process(es)", pids.len()));
         for l in procfs::leftovers(&pids) {
             out.lines.push(format!("    {l}"));
         }
@@ -213,7 +212,10 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
                 && matches!(fd.signal(libc::SIGKILL), Ok(true))
             {
                 killed += 1;
-                waits.push(tokio::time::timeout(Duration::from_millis(500), fd.exited()));
+                waits.push(tokio::time::timeout(
+                    Duration::from_millis(500),
+                    fd.exited(),
+                ));
             }
         }
         for w in waits {
@@ -227,14 +229,17 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
         .collect();
     out.left = procfs::leftovers(&left);
     let took = herd_config::units::format_duration(started.elapsed());
-    out.lines.push(match (terminated && killed == 0, out.left.is_empty()) {
-        (true, true) => format!("all of it ended on SIGTERM within {took}"),
-        (false, true) => format!("SIGKILL was needed for {killed} process(es); all gone after {took}"),
-        (_, false) => format!(
-            "{} process(es) survived SIGKILL (stuck); starting anyway",
-            out.left.len()
-        ),
-    });
+    out.lines
+        .push(match (terminated && killed == 0, out.left.is_empty()) {
+            (true, true) => format!("all of it ended on SIGTERM within {took}"),
+            (false, true) => {
+                format!("SIGKILL was needed for {killed} process(es); all gone after {took}")
+            }
+            (_, false) => format!(
+                "{} process(es) survived SIGKILL (stuck); starting anyway",
+                out.left.len()
+            ),
+        });
     for cg in state.services.values().filter_map(|r| r.cgroup.as_ref()) {
         if procs_in(cg).is_empty() {
             remove_cgroup(cg);

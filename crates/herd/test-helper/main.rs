@@ -18,6 +18,8 @@
 //! | `tree N` | N processes in a binary tree (the main one included), all ignoring SIGTERM |
 //! | `bomb` | forks until fork fails (bounded by `pids.max`), every process ignoring SIGTERM |
 //! | `linger MS` | the main process exits on SIGTERM at once; its child exits MS milliseconds after SIGTERM |
+//! | `stamp FILE MS` | on SIGTERM appends `term SERVICE NS` to FILE, exits MS milliseconds later after appending `exit SERVICE NS` (NS: Unix time in ns; SERVICE from `HERD_SERVICE`); MS `ignore`: never exits |
+//! | `orphans N MS` | forks N children that each fork a grandchild and exit at once; each grandchild, orphaned, exits MS milliseconds later; the main process exits on SIGTERM |
 //!
 //! Testing only; installing herder does not need it.
 
@@ -47,6 +49,11 @@ fn main() {
         "tree" => tree(arg(3).max(1)),
         "bomb" => bomb(),
         "linger" => linger(arg(3)),
+        "stamp" => stamp(
+            args.get(3).map_or("stamps", String::as_str),
+            args.get(4).map(String::as_str),
+        ),
+        "orphans" => orphans(arg(3), arg(4)),
         _ => {
             eprintln!("usage: herd-test-helper MARKER MODE [ARG]");
             std::process::exit(2);
@@ -194,6 +201,67 @@ fn linger(ms: u64) {
         pause_forever();
     }
     await_announcements(r, 1);
+    ready();
+    pause_forever();
+}
+
+/// Appends `what SERVICE NS` to `file`.
+fn stamp_line(file: &str, what: &str) {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = std::env::var("HERD_SERVICE").unwrap_or_default();
+    let line = format!("{what} {name} {ns}\n");
+    // One write of a short line to an O_APPEND file: lines of services writing at
+    // once do not interleave.
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+}
+
+fn stamp(file: &str, after: Option<&str>) {
+    // SIGTERM is blocked and taken with sigwait, so ordinary code records it.
+    // SAFETY: signal-set calls on a local set; single-threaded.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    ready();
+    let mut sig = 0;
+    // SAFETY: waits for the blocked SIGTERM.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    stamp_line(file, "term");
+    match after.and_then(|a| a.parse::<u64>().ok()) {
+        Some(ms) => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            stamp_line(file, "exit");
+            std::process::exit(0);
+        }
+        // `ignore`: SIGTERM stays blocked; only SIGKILL ends it.
+        None => pause_forever(),
+    }
+}
+
+fn orphans(n: u64, ms: u64) {
+    for _ in 0..n {
+        if fork() == 0 {
+            if fork() == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                // SAFETY: ends the grandchild.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: the child exits at once: the grandchild is orphaned.
+            unsafe { libc::_exit(0) };
+        }
+    }
+    // The children are ours to reap; the grandchildren are not.
+    // SAFETY: waits for our own children.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
     ready();
     pause_forever();
 }

@@ -25,15 +25,29 @@ pub fn run(file: &Path, wait: bool, timeout: Option<Duration>) -> ExitCode {
     let herder = match StateFile::load(&dir) {
         Ok(Some(s)) => s.herder,
         Ok(None) => None,
-        Err(e) => return fail(format!("cannot read the state file in {}: {e}", dir.display())),
+        Err(e) => {
+            return fail(format!(
+                "cannot read the state file in {}: {e}",
+                dir.display()
+            ));
+        }
     };
     let Some(h) = herder else {
-        return fail(format!("no herder is running with the state directory {}", dir.display()));
+        return fail(format!(
+            "no herder is running with the state directory {}",
+            dir.display()
+        ));
     };
     // Opened first, checked second: the pidfd then names the process checked.
     let fd = match Pidfd::open(h.pid) {
         Ok(fd) if h.alive() => fd,
-        _ => return fail(format!("no herder is running with the state directory {} (pid {} is gone)", dir.display(), h.pid)),
+        _ => {
+            return fail(format!(
+                "no herder is running with the state directory {} (pid {} is gone)",
+                dir.display(),
+                h.pid
+            ));
+        }
     };
     if let Err(e) = fd.signal(libc::SIGTERM) {
         return fail(format!("cannot signal herd (pid {}): {e}", h.pid));
@@ -42,7 +56,10 @@ pub fn run(file: &Path, wait: bool, timeout: Option<Duration>) -> ExitCode {
         return crate::output::stdout(&format!("herd (pid {}) is shutting down\n", h.pid));
     }
     let limit = timeout.unwrap_or(config.shutdown.timeout + Duration::from_secs(5));
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };

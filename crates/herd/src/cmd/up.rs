@@ -20,7 +20,9 @@ pub fn run(file: &Path, forced: Option<herd_contain::Kind>, init: bool) -> ExitC
     if pid1 {
         note("running as PID 1: reaping every orphan, forwarding SIGUSR1, SIGUSR2 and SIGWINCH");
     } else if init {
-        note("--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)");
+        note(
+            "--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)",
+        );
     }
     for key in unhonoured(&config) {
         note(&format!(

@@ -46,6 +46,9 @@ pub struct Opts<'a> {
     pub user: Option<u32>,
     /// Bound every process of the test (herder included) with pids.max.
     pub pids_max: Option<u32>,
+    /// A command herd runs under (`unshare --pid --fork --mount-proc`): herd is then
+    /// that command's child.
+    pub wrap: &'a [&'a str],
 }
 
 /// The test helper program (adversarial services).
@@ -81,57 +84,7 @@ impl Up {
             .replace("{helper}", &helper);
         std::fs::write(dir.path().join("herd.toml"), text).unwrap();
         let cgroups = TestCgroups::create(opts.pids_max);
-        let mut cmd = Command::new(&herd);
-        cmd.arg("up")
-            .args(opts.args)
-            .current_dir(dir.path())
-            // Services inherit herder's environment, so every descendant carries it.
-            .env("HERD_TEST_MARKER", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let procs: Vec<std::fs::File> = cgroups
-            .dirs()
-            .iter()
-            .map(|d| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(d.join("cgroup.procs"))
-                    .unwrap()
-            })
-            .collect();
-        let user = opts.user;
-        use std::os::fd::AsRawFd;
-        let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-        // SAFETY: only async-signal-safe system calls between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                for &fd in &fds {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if let Some(uid) = user
-                    && (libc::setgroups(0, std::ptr::null()) < 0
-                        || libc::setgid(uid) < 0
-                        || libc::setuid(uid) < 0)
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().unwrap();
-        drop(procs);
-        let (tx, lines) = channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, lines) = launch(dir.path(), &herd, &cgroups, &opts);
         Up {
             dir,
             child: Some(child),
@@ -139,6 +92,28 @@ impl Up {
             seen: Vec::new(),
             cgroups,
         }
+    }
+
+    /// Starts `herd up` again in the same directory and cgroups, once the previous
+    /// one has exited (it was killed, say).
+    pub fn relaunch(&mut self, args: &[&str]) {
+        assert!(
+            self.child.is_none(),
+            "the previous herd has not been waited for"
+        );
+        let opts = Opts {
+            args,
+            ..Opts::default()
+        };
+        let (child, lines) = launch(
+            self.dir.path(),
+            env!("CARGO_BIN_EXE_herd"),
+            &self.cgroups,
+            &opts,
+        );
+        self.child = Some(child);
+        self.lines = lines;
+        self.seen.clear();
     }
 
     pub fn path(&self, name: &str) -> std::path::PathBuf {
@@ -149,6 +124,96 @@ impl Up {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// herd's own pid (as this test sees it) when it runs under `Opts::wrap`: the
+    /// wrapper's child, once it has forked.
+    #[track_caller]
+    pub fn herd_pid(&self, timeout: Duration) -> i32 {
+        let wrapper = self.pid();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
+                    .unwrap_or_default();
+            if let Some(p) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no herd under the wrapper within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Starts `herd up` in `dir`, in the test's cgroups; returns it and its stderr lines.
+fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child, Receiver<String>) {
+    let mut cmd = match opts.wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(herd);
+            c
+        }
+        None => Command::new(herd),
+    };
+    cmd.arg("up")
+        .args(opts.args)
+        .current_dir(dir)
+        // Services inherit herder's environment, so every descendant carries it.
+        .env("HERD_TEST_MARKER", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let procs: Vec<std::fs::File> = cgroups
+        .dirs()
+        .iter()
+        .map(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .unwrap()
+        })
+        .collect();
+    let user = opts.user;
+    use std::os::fd::AsRawFd;
+    let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(uid) = user
+                && (libc::setgroups(0, std::ptr::null()) < 0
+                    || libc::setgid(uid) < 0
+                    || libc::setuid(uid) < 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(procs);
+    let (tx, lines) = channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}
+
+impl Up {
     /// Waits for a line of herder's stderr containing `needle` (lines already seen
     /// count too: herder's order between services is not the test's business).
     #[track_caller]

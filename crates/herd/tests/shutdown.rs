@@ -1,0 +1,417 @@
+//! A full shutdown, seen from the services: the order they are stopped in (their own
+//! timestamps), the budget, shutdown events, `main`, `herd down`, the report, and
+//! recovery after herder itself was SIGKILLed. Survivors are found by scanning /proc
+//! for the test's marker.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Opts, Up, herd, wait_gone};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// `term`/`exit` stamps the helper's `stamp` mode wrote: service -> (what -> ns).
+fn stamps(up: &Up) -> BTreeMap<String, BTreeMap<String, u128>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u128>> = BTreeMap::new();
+    for line in std::fs::read_to_string(up.path("stamps"))
+        .unwrap_or_default()
+        .lines()
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        out.entry(f[1].to_string())
+            .or_default()
+            .insert(f[0].to_string(), f[2].parse().unwrap());
+    }
+    out
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Six services in three stop waves: web and worker (wave 0) need api and queue
+/// (wave 1), which need db and cache (wave 2). worker ignores SIGTERM; api and db
+/// are slow to stop.
+const STACK: &str = r#"
+[shutdown]
+timeout = "8s"
+
+[services.db]
+command = ["{helper}", "{dir}", "stamp", "{dir}/stamps", "400"]
+ready = { log = "ready" }
+stop = { timeout = "3s" }
+
+[services.cache]
+command = ["{helper}", "{dir}", "stamp", "{dir}/stamps", "50"]
+ready = { log = "ready" }
+
+[services.api]
+command = ["{helper}", "{dir}", "stamp", "{dir}/stamps", "300"]
+requires = ["db", "cache"]
+ready = { log = "ready" }
+
+[services.queue]
+command = ["{helper}", "{dir}", "stamp", "{dir}/stamps", "0"]
+requires = ["db"]
+ready = { log = "ready" }
+
+[services.web]
+command = ["{helper}", "{dir}", "stamp", "{dir}/stamps", "100"]
+requires = ["api"]
+ready = { log = "ready" }
+
+[services.worker]
+command = ["{helper}", "{dir}", "stamp", "{dir}/stamps", "ignore"]
+requires = ["api", "queue"]
+ready = { log = "ready" }
+stop = { timeout = "1s" }
+"#;
+
+#[test]
+fn a_stack_stops_in_the_planned_order_within_its_budget() {
+    let mut up = Up::start(STACK);
+    for s in ["db", "cache", "api", "queue", "web", "worker"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    let plan = json(&herd(up.dir.path(), &["plan", "--json"]));
+    let waves: Vec<Vec<String>> = plan["shutdown"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(waves.len(), 3, "{waves:?}");
+
+    let asked = Instant::now();
+    up.signal(libc::SIGTERM);
+    let code = up.wait_exit(LONG);
+    let took = asked.elapsed();
+    assert_eq!(up.survivors(), Vec::<i32>::new(), "processes survived");
+    assert_eq!(
+        code,
+        Some(3),
+        "worker needed SIGKILL: {}",
+        up.seen.join("\n")
+    );
+    assert!(took < Duration::from_secs(8), "budget is 8s, took {took:?}");
+
+    // From the services' own clocks: every service of a wave got SIGTERM only after
+    // every service of the wave before had exited (or, for worker, been killed at
+    // its 1s deadline).
+    let st = stamps(&up);
+    for (i, pair) in waves.windows(2).enumerate() {
+        let (before, after) = (&pair[0], &pair[1]);
+        let first_term = after.iter().map(|s| st[s]["term"]).min().unwrap();
+        for s in before {
+            let done = st[s]
+                .get("exit")
+                .copied()
+                .unwrap_or(st[s]["term"] + 950_000_000);
+            assert!(
+                first_term >= done,
+                "wave {} began before {s} of wave {i} was gone: {st:?}",
+                i + 1
+            );
+        }
+    }
+    // Within a wave, stops are parallel: both of wave 2 got SIGTERM together.
+    let w2: Vec<u128> = waves[2].iter().map(|s| st[s]["term"]).collect();
+    assert!(
+        w2.iter().max().unwrap() - w2.iter().min().unwrap() < 200_000_000,
+        "{st:?}"
+    );
+    assert!(!st["worker"].contains_key("exit"), "worker ignores SIGTERM");
+
+    // The report agrees, and says worker was killed and the rest were not.
+    let report = json(&herd(up.dir.path(), &["report", "--json"]));
+    assert_eq!(report["trigger"], "SIGTERM");
+    assert_eq!(report["exit_code"], 3);
+    let services = report["services"].as_array().unwrap();
+    assert_eq!(services.len(), 6);
+    for s in services {
+        let name = s["name"].as_str().unwrap();
+        let wave = waves
+            .iter()
+            .position(|w| w.iter().any(|n| n == name))
+            .unwrap();
+        assert_eq!(s["wave"], wave, "{s}");
+        assert_eq!(s["killed"], name == "worker", "{s}");
+        assert!(s["gone_at_ms"].as_f64().unwrap() >= s["signal_at_ms"].as_f64().unwrap());
+        assert!(s["leftovers"].as_array().unwrap().is_empty());
+    }
+    let table = herd(up.dir.path(), &["report"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("worker") && text.contains("killed"), "{text}");
+
+    // The SVG is well-formed XML with one bar per service.
+    let svg_path = up.path("timeline.svg");
+    let out = herd(
+        up.dir.path(),
+        &["report", "--svg", svg_path.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let bars: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("bar"))
+        .collect();
+    assert_eq!(bars.len(), 6, "one bar per service");
+    let escalations = doc
+        .descendants()
+        .filter(|n| {
+            n.attribute("class")
+                .is_some_and(|c| c.contains("escalation"))
+        })
+        .count();
+    assert_eq!(escalations, 1, "worker's SIGKILL is marked");
+}
+
+#[test]
+fn draining_services_get_the_event_before_the_signal_and_may_extend() {
+    let examples = common::repo().join("examples/drain");
+    let toml = std::fs::read_to_string(examples.join("herd.toml"))
+        .unwrap()
+        .replace("./drain", &format!("{}/drain", examples.display()));
+    let mut up = Up::start(&toml);
+    up.wait_for("herd: py-worker ready", LONG);
+    up.wait_for("herd: shell-worker ready", LONG);
+    // Python is up once it says so in its log.
+    let log = |up: &Up, name: &str| {
+        std::fs::read_to_string(up.path(&format!(".herd/logs/{name}.log"))).unwrap_or_default()
+    };
+    let until = Instant::now() + LONG;
+    while !log(&up, "py-worker").contains("working") {
+        assert!(Instant::now() < until, "drain.py never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    for name in ["py-worker", "shell-worker"] {
+        let text = log(&up, name);
+        assert!(
+            text.contains("event: stop reason=shutdown deadline_ms="),
+            "{name}: {text}"
+        );
+        assert!(text.contains("drained; exiting"), "{name}: {text}");
+    }
+    up.wait_for("py-worker: asked for 1s more", LONG);
+    let report = json(&herd(up.dir.path(), &["report", "--json"]));
+    for s in report["services"].as_array().unwrap() {
+        let event = s["event_at_ms"].as_f64().expect("event delivered");
+        assert!(event <= s["signal_at_ms"].as_f64().unwrap(), "{s}");
+        assert_eq!(s["killed"], false, "{s}");
+    }
+    let py = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "py-worker")
+        .unwrap();
+    // It ran past its 1s stop.timeout, on extensions, and was not killed.
+    assert_eq!(py["extended"], true);
+    assert!(py["gone_at_ms"].as_f64().unwrap() > 1500.0, "{py}");
+}
+
+#[test]
+fn the_main_service_ends_the_run_with_its_exit_code() {
+    let mut up = Up::start(
+        r#"
+main = "job"
+
+[services.sidecar]
+command = ["{helper}", "{dir}", "term-exit"]
+
+[services.job]
+shell = true
+command = "sleep 0.3; exit 7"
+"#,
+    );
+    up.wait_for("main service job ended (exit code 7): shutting down", LONG);
+    assert_eq!(up.wait_exit(LONG), Some(7), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    let report = json(&herd(up.dir.path(), &["report", "--json"]));
+    assert_eq!(report["exit_code"], 7);
+}
+
+#[test]
+fn a_second_sigterm_kills_everything_at_once() {
+    let mut up = Up::start(
+        r#"
+[services.slow]
+command = ["{helper}", "{dir}", "ignore-term"]
+ready = { log = "ready" }
+stop = { timeout = "20s" }
+"#,
+    );
+    up.wait_for("herd: slow ready", LONG);
+    up.signal(libc::SIGTERM);
+    up.wait_for("herd: slow stopping", LONG);
+    let asked = Instant::now();
+    up.signal(libc::SIGTERM);
+    up.wait_for("SIGTERM again: SIGKILL to everything left", LONG);
+    assert_eq!(up.wait_exit(LONG), Some(3));
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn sighup_sigquit_and_forwarded_signals_leave_herder_running() {
+    let mut up = Up::start(
+        r#"
+[services.app]
+shell = true
+command = "trap 'echo usr1 >> {dir}/usr1' USR1; echo ready; while :; do sleep 0.05; done"
+ready = { log = "ready" }
+"#,
+    );
+    up.wait_for("herd: app ready", LONG);
+    up.signal(libc::SIGQUIT);
+    up.wait_for("SIGQUIT: state dump", LONG);
+    up.wait_for("  app: ready (run 1", LONG);
+    up.signal(libc::SIGUSR1);
+    up.wait_for("SIGUSR1: forwarded to app", LONG);
+    up.wait_file("usr1", LONG);
+    // A broken file is reported and changes nothing.
+    let good = std::fs::read_to_string(up.path("herd.toml")).unwrap();
+    std::fs::write(up.path("herd.toml"), "[services.app]\ncommand = 5\n").unwrap();
+    up.signal(libc::SIGHUP);
+    up.wait_for("is not valid; nothing changes", LONG);
+    std::fs::write(
+        up.path("herd.toml"),
+        good + "\n[services.extra]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    up.signal(libc::SIGHUP);
+    let line = up.wait_for("SIGHUP:", LONG);
+    let line = up.wait_for("added: extra", LONG).to_string() + &line;
+    assert!(line.contains("nothing changes"), "{line}");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn herd_down_waits_for_the_shutdown_and_prints_the_report() {
+    let mut up = Up::start(
+        r#"
+[services.a]
+command = ["{helper}", "{dir}", "slow-exit", "200"]
+ready = { log = "ready" }
+"#,
+    );
+    up.wait_for("herd: a ready", LONG);
+    // Another `herd up` with the same state directory is refused.
+    let second = herd(up.dir.path(), &["up"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is already running"),
+        "{second:?}"
+    );
+    let out = herd(up.dir.path(), &["down", "--wait"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("shutdown: SIGTERM"), "{text}");
+    assert!(text.contains("stopped"), "{text}");
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    // Nothing runs now.
+    let out = herd(up.dir.path(), &["down"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no herder is running"));
+}
+
+/// herd is SIGKILLed with adversarial services running; the next `herd up` in the
+/// same directory finds and stops every process the first one left, then starts.
+fn recovers_after_herder_was_killed(containment: &str) {
+    let toml = r#"
+[services.tree]
+command = ["{helper}", "{dir}", "tree", "20"]
+ready = { log = "ready" }
+stop = { timeout = "1s" }
+
+[services.escape]
+command = ["{helper}", "{dir}", "escape"]
+ready = { log = "ready" }
+stop = { timeout = "1s" }
+
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#;
+    let args = ["--containment", containment];
+    let mut up = Up::with(
+        toml,
+        Opts {
+            args: &args,
+            ..Opts::default()
+        },
+    );
+    for s in ["tree", "escape", "plain"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    up.signal(libc::SIGKILL);
+    up.wait_exit(LONG);
+    let left = up.survivors();
+    assert!(
+        left.len() >= 22,
+        "the killed herd left its services: {left:?}"
+    );
+
+    up.relaunch(&args);
+    up.wait_for("ended without stopping its services", LONG);
+    up.wait_for("all gone after", LONG);
+    assert!(
+        wait_gone(&left, LONG),
+        "the previous run's processes are gone"
+    );
+    for s in ["tree", "escape", "plain"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    let now = up.survivors();
+    assert!(now.iter().all(|p| !left.contains(p)), "{now:?} vs {left:?}");
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    assert!(
+        !up.path(".herd/state.json").exists(),
+        "a clean exit removes the state file"
+    );
+}
+
+#[test]
+fn recovery_cgroup2() {
+    recovers_after_herder_was_killed("cgroup2");
+}
+
+#[test]
+fn recovery_freezer() {
+    recovers_after_herder_was_killed("freezer");
+}
+
+#[test]
+fn recovery_none() {
+    recovers_after_herder_was_killed("none");
+}
