@@ -1,0 +1,128 @@
+//! herder as PID 1 of its own pid namespace (`unshare --pid --fork --mount-proc`), as
+//! a container entrypoint: orphans reaped, exit codes. The test signals herd by its
+//! pid as seen from outside the namespace, and looks for zombies in /proc.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Opts, Up, wait_gone};
+
+const LONG: Duration = Duration::from_secs(30);
+const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
+
+fn pid1(toml: &str) -> Up {
+    Up::with(
+        toml,
+        Opts {
+            args: &["--init"],
+            wrap: UNSHARE,
+            ..Opts::default()
+        },
+    )
+}
+
+/// (pid, ppid, sid, state) of every process, from this test's /proc.
+fn procs() -> Vec<(i32, i32, i32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let state = f[0].chars().next().unwrap_or('?');
+        out.push((pid, f[1].parse().unwrap(), f[3].parse().unwrap(), state));
+    }
+    out
+}
+
+#[test]
+fn as_pid1_orphans_are_reaped_and_sigterm_exits_0() {
+    let mut up = pid1(
+        r#"
+[services.orphans]
+command = ["{helper}", "{dir}", "orphans", "5", "300"]
+ready = { log = "ready" }
+
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#,
+    );
+    up.wait_for("running as PID 1", LONG);
+    let herd = up.herd_pid(LONG);
+    up.wait_for("herd: orphans ready", LONG);
+    // The grandchildren: re-parented to herd, not session leaders (the service's
+    // main process is).
+    let marked = up.survivors();
+    let orphans: Vec<i32> = procs()
+        .into_iter()
+        .filter(|&(pid, ppid, sid, _)| ppid == herd && sid != pid && marked.contains(&pid))
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(orphans.len(), 5, "{:?}", procs());
+    assert!(wait_gone(&orphans, LONG), "the orphans exit after 300ms");
+    // Exited orphans are zombies until herd reaps them: none may stay.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let zombies: Vec<_> = procs()
+            .into_iter()
+            .filter(|&(_, ppid, _, st)| ppid == herd && st == 'Z')
+            .collect();
+        if zombies.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "zombies left: {zombies:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM from outside the namespace, as a container runtime sends it.
+    // SAFETY: signalling the herd this test started, by its pid.
+    unsafe { libc::kill(herd, libc::SIGTERM) };
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn as_pid1_a_service_stuck_on_sigterm_gives_exit_code_3() {
+    let mut up = pid1(
+        r#"
+[services.stubborn]
+command = ["{helper}", "{dir}", "ignore-term"]
+ready = { log = "ready" }
+stop = { timeout = "300ms" }
+"#,
+    );
+    let herd = up.herd_pid(LONG);
+    up.wait_for("herd: stubborn ready", LONG);
+    // SAFETY: signalling the herd this test started, by its pid.
+    unsafe { libc::kill(herd, libc::SIGTERM) };
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn as_pid1_the_main_service_exit_code_is_herders() {
+    let mut up = pid1(
+        r#"
+main = "job"
+
+[services.db]
+command = ["{helper}", "{dir}", "slow-exit", "100"]
+ready = { log = "ready" }
+
+[services.job]
+shell = true
+command = "sleep 0.2; exit 5"
+requires = ["db"]
+"#,
+    );
+    up.wait_for("main service job ended (exit code 5)", LONG);
+    assert_eq!(up.wait_exit(LONG), Some(5), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
