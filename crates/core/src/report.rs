@@ -112,8 +112,8 @@ impl Report {
             .unwrap_or(7)
             .max(7);
         out.push_str(&format!(
-            "{:<width$}  WAVE  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  RESULT\n",
-            "SERVICE", "STATE", "DEADLINE", "EVENT", "SIGNAL", "SIGKILL", "GONE"
+            "{:<width$}  WAVE  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  RESULT\n",
+            "SERVICE", "STATE", "STOP", "DEADLINE", "EVENT", "HOOK DONE", "SIGNAL", "SIGKILL", "GONE"
         ));
         let opt = |v: Option<f64>| v.map_or("-".to_string(), ms);
         for s in &self.services {
@@ -132,12 +132,14 @@ impl Report {
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "{:<width$}  {:>4}  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  {result}\n",
+                "{:<width$}  {:>4}  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {result}\n",
                 s.name,
                 s.wave,
                 s.state,
+                opt(s.stop_at_ms),
                 opt(s.deadline_at_ms),
                 event,
+                opt(s.hook_ended_at_ms),
                 opt(s.signal_at_ms),
                 opt(s.killed_at_ms),
                 opt(s.gone_at_ms),
@@ -164,14 +166,17 @@ impl Report {
         const WIDTH: f64 = 640.0;
         const ROW: f64 = 26.0;
         const TOP: f64 = 40.0;
+        // The time axis ends a little after the last thing that happened; the
+        // budget is marked where it falls inside it, and named in the heading.
         let span = self
             .services
             .iter()
             .flat_map(|s| [s.gone_at_ms, s.deadline_at_ms])
             .flatten()
-            .chain([self.ended_at_ms, self.budget_ms])
-            .fold(1.0_f64, f64::max);
-        let x = |t: f64| LEFT + t / span * WIDTH;
+            .chain([self.ended_at_ms])
+            .fold(1.0_f64, f64::max)
+            * 1.05;
+        let x = |t: f64| ((LEFT + t / span * WIDTH) * 100.0).round() / 100.0;
         let height = TOP + ROW * self.services.len() as f64 + 40.0;
         let mut o = String::new();
         o.push_str(&format!(
@@ -184,9 +189,10 @@ impl Report {
         ));
         o.push_str("<style>.hook{fill:#8e7cc3}.wait{fill:#6fa8dc}.kill{fill:#e06666}.stuck{fill:#990000}.deadline{stroke:#444;stroke-dasharray:3,2}.mark{stroke:#000;stroke-width:2}.sigkill{fill:#cc0000}.event{fill:#38761d}</style>\n");
         o.push_str(&format!(
-            "<text x=\"4\" y=\"16\">{} — {} — {} (exit {})</text>\n",
+            "<text x=\"4\" y=\"16\">{}: done at {} of a {} budget, {} (exit {})</text>\n",
             escape(&self.trigger),
             ms(self.ended_at_ms),
+            ms(self.budget_ms),
             escape(&self.outcome),
             self.exit_code
         ));
@@ -210,6 +216,14 @@ impl Report {
                 "<line class=\"budget\" x1=\"{b}\" y1=\"{TOP}\" x2=\"{b}\" y2=\"{axis_y}\" stroke=\"#cc0000\"><title>budget {}</title></line>\n",
                 ms(self.budget_ms),
                 b = x(self.budget_ms)
+            ));
+        }
+        for (i, &t) in self.waves_at_ms.iter().enumerate() {
+            o.push_str(&format!(
+                "<line class=\"wave\" x1=\"{w}\" y1=\"{}\" x2=\"{w}\" y2=\"{axis_y}\" stroke=\"#bbb\" stroke-dasharray=\"1,3\"/><text x=\"{w}\" y=\"{}\" fill=\"#888\">wave {i}</text>\n",
+                TOP - 6.0,
+                TOP - 8.0,
+                w = x(t)
             ));
         }
         for (i, s) in self.services.iter().enumerate() {
