@@ -835,10 +835,12 @@ impl Engine {
             return Err("not stopping".into());
         };
         let left = deadline.saturating_duration_since(Instant::now().into_std());
-        let mut spec = crate::spec::build(
-            &svc.cfg,
-            &[("HERD_INVOCATION".into(), svc.invocation.clone())],
-        )?;
+        // The hook may speak sd_notify for the service (EXTEND_TIMEOUT_USEC=).
+        let mut extra = vec![("HERD_INVOCATION".to_string(), svc.invocation.clone())];
+        if let Some(sock) = &svc.notify_env {
+            extra.push(("NOTIFY_SOCKET".into(), sock.clone()));
+        }
+        let mut spec = crate::spec::build(&svc.cfg, &extra)?;
         spec.argv = argv;
         spec.discard_output = true;
         spec.env
@@ -1279,13 +1281,20 @@ impl Engine {
                 "{name}: EXTEND_TIMEOUT_USEC={value} ignored: honoured only while stopping, before SIGKILL"
             ));
         };
-        let want = now + Duration::from_micros(usec);
-        let granted = want.min(cap);
+        // A value too large for the clock asks for more than any cap.
+        let capped = now
+            .checked_add(Duration::from_micros(usec))
+            .is_none_or(|want| want > cap);
+        let granted = if capped {
+            cap
+        } else {
+            now + Duration::from_micros(usec)
+        };
         if granted <= Instant::from(deadline) {
             return note(&format!(
                 "{name}: EXTEND_TIMEOUT_USEC={value}: the deadline stays in {} ({})",
                 format_duration(Instant::from(deadline).saturating_duration_since(now)),
-                if want > cap {
+                if capped {
                     "the budget allows no more"
                 } else {
                     "already later"
@@ -1300,7 +1309,7 @@ impl Engine {
             "{name}: asked for {} more; SIGKILL now due in {}{}",
             format_duration(Duration::from_micros(usec)),
             format_duration(granted - now),
-            if want > cap {
+            if capped {
                 " (capped by the shutdown budget)"
             } else {
                 ""

@@ -113,7 +113,15 @@ impl Report {
             .max(7);
         out.push_str(&format!(
             "{:<width$}  WAVE  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  RESULT\n",
-            "SERVICE", "STATE", "STOP", "DEADLINE", "EVENT", "HOOK DONE", "SIGNAL", "SIGKILL", "GONE"
+            "SERVICE",
+            "STATE",
+            "STOP",
+            "DEADLINE",
+            "EVENT",
+            "HOOK DONE",
+            "SIGNAL",
+            "SIGKILL",
+            "GONE"
         ));
         let opt = |v: Option<f64>| v.map_or("-".to_string(), ms);
         for s in &self.services {

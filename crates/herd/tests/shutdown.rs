@@ -231,6 +231,43 @@ fn draining_services_get_the_event_before_the_signal_and_may_extend() {
 }
 
 #[test]
+fn an_extension_never_goes_past_the_budget() {
+    // One wave, a 2s budget: SIGKILL can come no later than 1.5s (2s less the
+    // 500ms kill reserve), whatever the service asks for.
+    let mut up = Up::start(
+        r#"
+[shutdown]
+timeout = "2s"
+
+[services.greedy]
+command = ["{helper}", "{dir}", "ignore-term"]
+ready = { log = "ready" }
+# systemd-notify speaks for its parent (as root it may): a shell, which is a
+# process of the service while it waits.
+stop = { timeout = "300ms", notify = true, exec = ["sh", "-c", "systemd-notify EXTEND_TIMEOUT_USEC=60000000; true"] }
+"#,
+    );
+    up.wait_for("herd: greedy ready", LONG);
+    let asked = Instant::now();
+    up.signal(libc::SIGTERM);
+    up.wait_for("greedy: asked for 1m more; SIGKILL now due in", LONG);
+    assert!(
+        up.wait_for("capped by the shutdown budget", LONG)
+            .contains("greedy")
+    );
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(2), "budget 2s, took {took:?}");
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    let report = json(&herd(up.dir.path(), &["report", "--json"]));
+    let s = &report["services"][0];
+    assert_eq!(s["extended"], true, "{s}");
+    assert_eq!(s["killed"], true, "{s}");
+    let killed = s["killed_at_ms"].as_f64().unwrap();
+    assert!((1400.0..1600.0).contains(&killed), "SIGKILL at {killed}ms");
+}
+
+#[test]
 fn the_main_service_ends_the_run_with_its_exit_code() {
     let mut up = Up::start(
         r#"
