@@ -308,6 +308,8 @@ pub struct Engine {
     main: Option<String>,
     /// Set when `main` ended the run.
     main_ended: Option<(String, ExitStatus)>,
+    /// What runs has changed since the state file was written.
+    state_dirty: bool,
 }
 
 struct Shutdown {
@@ -417,6 +419,7 @@ impl Engine {
             opts,
             main: config.main.clone(),
             main_ended: None,
+            state_dirty: true,
         })
     }
 
@@ -444,9 +447,13 @@ impl Engine {
                 "cannot become a subreaper ({e}): orphans go to init"
             ));
         }
-        self.save_state();
         loop {
             self.schedule();
+            // Once per wake-up, however many runs began or ended in it: starting
+            // 500 services writes the file a few times, not 500.
+            if self.state_dirty {
+                self.save_state();
+            }
             if let Some(outcome) = self.finished() {
                 for problem in self.backend.close() {
                     note(&problem);
@@ -748,7 +755,7 @@ impl Engine {
                 note(&format!("{name}: cannot capture output: {e}"));
             }
         }
-        self.save_state();
+        self.state_dirty = true;
         self.step(name, Event::Spawned { pid });
     }
 
@@ -1040,7 +1047,7 @@ impl Engine {
                     svc.report = Some(service_report(&name, svc, &log, Some(now), sd.started));
                 }
             }
-            self.save_state();
+            self.state_dirty = true;
             match self.svcs[&name].m.state {
                 State::Stopping { .. } | State::Stuck { .. } => self.step(&name, Event::Empty),
                 State::Backoff { until } if until <= now.into_std() => self.end_backoff(&name),
@@ -1633,8 +1640,13 @@ impl Engine {
             for l in herd_contain::procfs::leftovers(&children) {
                 note(&format!("  {l}"));
             }
-            for pid in &children {
-                let _ = Pidfd::open(*pid).and_then(|fd| fd.signal(SIGKILL));
+            for &pid in &children {
+                let alive = || herd_contain::procfs::stat(pid).is_some_and(|s| s.alive());
+                if let Err(e) = Pidfd::open(pid).and_then(|fd| fd.signal(SIGKILL))
+                    && alive()
+                {
+                    note(&format!("cannot SIGKILL orphan {pid}: {e}"));
+                }
             }
         }
         // Waited for like any child; the budget's end stops the wait.
@@ -1644,6 +1656,7 @@ impl Engine {
     /// Writes the state file: what runs now, for a later herd to find if this
     /// one is killed. Removed when nothing runs.
     fn save_state(&mut self) {
+        self.state_dirty = false;
         let dir = &self.opts.state_dir;
         let services: BTreeMap<String, crate::state::Run> = self
             .svcs
