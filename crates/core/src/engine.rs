@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use herd_config::plan::ShutdownPlan;
@@ -57,6 +57,9 @@ use crate::machine::{Effect, Event, Machine, Policy, State, StopReason};
 use crate::output::Output;
 use crate::report::{Report, ServiceReport};
 use crate::state::{Proc, StateFile};
+
+mod control;
+pub use control::{Handle, ServiceStatus};
 
 /// Messages from tasks to the loop; `pid` ties an answer to the run that asked.
 enum Msg {
@@ -79,43 +82,8 @@ enum Msg {
     },
     /// The service's cgroup may have become empty.
     UnitChanged,
-    /// Start a service (an operator's request).
-    Start {
-        name: String,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// Shut everything down (`herd down`).
-    Shutdown {
-        trigger: String,
-    },
-}
-
-/// Talks to a running engine from other tasks (the control socket).
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::UnboundedSender<Msg>,
-}
-
-impl Handle {
-    /// Starts `name`; refused while herder is shutting down, for an unknown service,
-    /// or one that is running.
-    pub async fn start(&self, name: &str) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::Start {
-                name: name.to_string(),
-                reply,
-            })
-            .map_err(|_| "herder has stopped".to_string())?;
-        answer.await.map_err(|_| "herder has stopped".to_string())?
-    }
-
-    /// Begins a full shutdown, as SIGTERM would.
-    pub fn shutdown(&self, trigger: &str) {
-        let _ = self.tx.send(Msg::Shutdown {
-            trigger: trigger.to_string(),
-        });
-    }
+    /// An operator's request (see [`control`]).
+    Control(control::Request),
 }
 
 /// What a timer wakes.
@@ -163,6 +131,9 @@ struct Svc {
     report: Option<ServiceReport>,
     /// The state before the last transition (what a stop found).
     was: &'static str,
+    /// Start again once its `requires` are ready (an operator's start or restart),
+    /// like a pending service.
+    rejoin: bool,
 }
 
 /// What one stop did, for its closing line (and the shutdown report).
@@ -310,6 +281,10 @@ pub struct Engine {
     main_ended: Option<(String, ExitStatus)>,
     /// What runs has changed since the state file was written.
     state_dirty: bool,
+    /// Operators' stops waiting for their dependents to stop first.
+    stop_queue: Vec<control::QueuedStop>,
+    /// Operators waiting for a service to be up or down.
+    waiters: Vec<control::Waiter>,
 }
 
 struct Shutdown {
@@ -383,6 +358,7 @@ impl Engine {
                     last_exit: None,
                     report: None,
                     was: "pending",
+                    rejoin: false,
                 };
                 (name.clone(), svc)
             })
@@ -420,6 +396,8 @@ impl Engine {
             main: config.main.clone(),
             main_ended: None,
             state_dirty: true,
+            stop_queue: Vec::new(),
+            waiters: Vec::new(),
         })
     }
 
@@ -1062,11 +1040,7 @@ impl Engine {
             Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
             Msg::Notify { name, note } => return self.on_notify(&name, note),
             Msg::UnitChanged => return self.check_empty(),
-            Msg::Shutdown { trigger } => return self.begin_shutdown(trigger),
-            Msg::Start { name, reply } => {
-                let _ = reply.send(self.start_request(&name));
-                return;
-            }
+            Msg::Control(req) => return self.on_request(req),
             Msg::MainGone { name, pid } => {
                 // If herder is its parent, the reaper has its real status.
                 self.on_sigchld();
@@ -1086,29 +1060,6 @@ impl Engine {
                 self.kill_checks(&name);
             }
             self.step(&name, event);
-        }
-    }
-
-    /// An operator's start. Refused while shutting down: herder drains, it does not
-    /// take on new work.
-    fn start_request(&mut self, name: &str) -> Result<(), String> {
-        if self.shutdown.is_some() {
-            return Err(format!("herder is shutting down: {name} is not started"));
-        }
-        let Some(svc) = self.svcs.get(name) else {
-            return Err(format!("no service named {name}"));
-        };
-        match svc.m.state {
-            State::Pending | State::Stopped | State::Exited { .. } | State::Failed { .. } => {
-                if svc.unit.is_some() {
-                    return Err(format!(
-                        "{name}: the rest of its previous run is still exiting"
-                    ));
-                }
-                self.step(name, Event::Start);
-                Ok(())
-            }
-            ref s => Err(format!("{name} is {}", s.name())),
         }
     }
 
@@ -1454,11 +1405,15 @@ impl Engine {
     }
 
     fn stop(&mut self, name: &str, deadline: Instant) {
+        self.stop_for(name, StopReason::Shutdown, deadline);
+    }
+
+    fn stop_for(&mut self, name: &str, reason: StopReason, deadline: Instant) {
         self.kill_checks(name);
         self.step(
             name,
             Event::Stop {
-                reason: StopReason::Shutdown,
+                reason,
                 deadline: deadline.into_std(),
             },
         );
@@ -1482,12 +1437,17 @@ impl Engine {
                 self.begin_wave();
                 return self.schedule();
             }
+            // Whoever waits for a start or a stop hears that herder is draining.
+            self.settle_waiters();
             return;
         }
         let ready: Vec<String> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.m.state == State::Pending)
+            .filter(|(_, s)| {
+                s.m.state == State::Pending
+                    || (s.rejoin && settled_down(&s.m.state) && s.unit.is_none())
+            })
             .filter(|(_, s)| {
                 s.cfg
                     .requires
@@ -1501,8 +1461,10 @@ impl Engine {
             .map(|(n, _)| n.clone())
             .collect();
         for name in ready {
+            self.svcs.get_mut(&name).expect("known").rejoin = false;
             self.step(&name, Event::Start);
         }
+        self.run_requests();
     }
 
     fn finished(&mut self) -> Option<Outcome> {
