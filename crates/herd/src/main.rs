@@ -10,6 +10,7 @@
 //! something, 4 processes survived SIGKILL and were left (stuck); when the `main`
 //! service ended the run, its exit code (128+N for signal N) unless 4 applies.
 
+mod api;
 mod cmd;
 mod output;
 
@@ -28,6 +29,11 @@ struct Cli {
     /// The configuration file.
     #[arg(short = 'f', long = "file", global = true, default_value = "herd.toml")]
     file: PathBuf,
+
+    /// The control socket (default: `supervisor.socket`, else herd.sock in the state
+    /// directory).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -56,6 +62,18 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
     },
+    /// List the services of the running herder with their state.
+    Ps {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a service (and what it requires); returns once it is ready.
+    Start(ActArgs),
+    /// Stop a service (after what requires it); returns once every process is gone.
+    Stop(ActArgs),
+    /// Stop and start a service and what requires it; returns once it is ready.
+    Restart(ActArgs),
     /// Show the last shutdown's report.
     Report {
         /// Print the JSON record.
@@ -79,6 +97,15 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ActArgs {
+    /// The service.
+    name: String,
+    /// Give up waiting after this long (the action goes on); default 60s.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Backend {
     Cgroup2,
@@ -96,20 +123,40 @@ impl From<Backend> for herd_contain::Kind {
     }
 }
 
+fn act(cli: &Cli, verb: &str, a: &ActArgs) -> ExitCode {
+    let action = cmd::ctl::Action::Act {
+        verb,
+        name: &a.name,
+        timeout: a.timeout,
+    };
+    cmd::ctl::run(&cli.file, cli.socket.as_deref(), action)
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     herd_config::units::parse_duration(s)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
         Command::Check => cmd::check::run(&cli.file),
-        Command::Up { containment, init } => {
-            cmd::up::run(&cli.file, containment.map(Into::into), init)
-        }
-        Command::Down { wait, timeout } => cmd::down::run(&cli.file, wait, timeout),
-        Command::Report { json, svg } => cmd::report::run(&cli.file, json, svg.as_deref()),
+        Command::Up { containment, init } => cmd::up::run(
+            &cli.file,
+            cli.socket.as_deref(),
+            containment.map(Into::into),
+            *init,
+        ),
+        Command::Ps { json } => cmd::ctl::run(
+            &cli.file,
+            cli.socket.as_deref(),
+            cmd::ctl::Action::Ps { json: *json },
+        ),
+        Command::Start(a) => act(&cli, "start", a),
+        Command::Stop(a) => act(&cli, "stop", a),
+        Command::Restart(a) => act(&cli, "restart", a),
+        Command::Down { wait, timeout } => cmd::down::run(&cli.file, *wait, *timeout),
+        Command::Report { json, svg } => cmd::report::run(&cli.file, *json, svg.as_deref()),
         Command::Doctor { containment } => cmd::doctor::run(containment.map(Into::into)),
-        Command::Plan { json } => cmd::plan::run(&cli.file, json),
+        Command::Plan { json } => cmd::plan::run(&cli.file, *json),
     }
 }

@@ -1,4 +1,5 @@
 pub mod check;
+pub mod ctl;
 pub mod doctor;
 pub mod down;
 pub mod plan;

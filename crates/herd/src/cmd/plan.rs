@@ -21,18 +21,25 @@ pub fn run(file: &Path, json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let start_waves = DepGraph::new(&config.services).start_waves();
-    let shutdown = shutdown_plan(&config);
     if json {
-        let plan = Plan {
-            start_waves: &start_waves,
-            shutdown: &shutdown,
-        };
-        let mut text = serde_json::to_string_pretty(&plan).expect("plain data serialises");
+        let mut text =
+            serde_json::to_string_pretty(&document(&config)).expect("plain data serialises");
         text.push('\n');
         return output::stdout(&text);
     }
-    output::stdout(&render(&start_waves, &shutdown))
+    let start_waves = DepGraph::new(&config.services).start_waves();
+    output::stdout(&render(&start_waves, &shutdown_plan(&config)))
+}
+
+/// The `--json` document (also `GET /v1/plan`).
+pub fn document(config: &herd_config::Config) -> serde_json::Value {
+    let start_waves = DepGraph::new(&config.services).start_waves();
+    let shutdown = shutdown_plan(config);
+    serde_json::to_value(Plan {
+        start_waves: &start_waves,
+        shutdown: &shutdown,
+    })
+    .expect("plain data serialises")
 }
 
 fn render(start_waves: &[Vec<String>], plan: &ShutdownPlan) -> String {

@@ -8,10 +8,19 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use herd_config::{Config, Containment};
 use herd_core::engine::{Engine, Options, note};
 
-pub fn run(file: &Path, forced: Option<herd_contain::Kind>, init: bool) -> ExitCode {
+use crate::api::server::{self, Access, Ctx};
+
+pub fn run(
+    file: &Path,
+    socket: Option<&Path>,
+    forced: Option<herd_contain::Kind>,
+    init: bool,
+) -> ExitCode {
     let config = match super::load_or_report(file) {
         Ok(c) => c,
         Err(code) => return code,
@@ -23,11 +32,6 @@ pub fn run(file: &Path, forced: Option<herd_contain::Kind>, init: bool) -> ExitC
         note(
             "--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)",
         );
-    }
-    for key in unhonoured(&config) {
-        note(&format!(
-            "warning: {key} is not honoured yet; this version ignores it"
-        ));
     }
     let state_dir = state_dir(&config, file);
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
@@ -87,14 +91,43 @@ pub fn run(file: &Path, forced: Option<herd_contain::Kind>, init: bool) -> ExitC
             note(&format!("warning: services.{name}.{why}; not honoured"));
         }
     }
+    let access = match &config.supervisor.socket_group {
+        None => Ok(None),
+        Some(g) => herd_sys::user::group_only(g).map(Some),
+    };
+    let access = match access {
+        Ok(gid) => Access {
+            uid: rustix::process::getuid().as_raw(),
+            gid,
+        },
+        Err(e) => {
+            note(&format!("supervisor.socket_group: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let sock = crate::api::socket_path(&config, file, socket);
+    let plan = super::plan::document(&config);
     let opts = Options {
-        state_dir,
+        state_dir: state_dir.clone(),
         config_file: Some(file.to_path_buf()),
         init: init || pid1,
     };
     let outcome = rt.block_on(async {
+        let listener = server::bind(&sock, access.gid).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("control socket {}: {e}", sock.display()))
+        })?;
+        note(&format!("control socket: {}", sock.display()));
         let engine = Engine::new(&config, opts, backend)?;
-        engine.run().await
+        let ctx = Arc::new(Ctx {
+            handle: engine.handle(),
+            state_dir,
+            plan,
+        });
+        let serving = tokio::spawn(server::serve(listener, access, ctx));
+        let outcome = engine.run().await;
+        serving.abort();
+        let _ = std::fs::remove_file(&sock);
+        outcome
     });
     let o = match outcome {
         Ok(o) => o,
@@ -148,16 +181,4 @@ fn base_dir(file: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-/// The keys set in `config` whose behaviour this version does not have yet.
-pub fn unhonoured(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if config.supervisor.socket.is_some() {
-        out.push("supervisor.socket".into());
-    }
-    if config.supervisor.socket_group.is_some() {
-        out.push("supervisor.socket_group".into());
-    }
-    out
 }

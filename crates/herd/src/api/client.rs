@@ -1,0 +1,63 @@
+//! The client side of the control socket, for `herd ps`, `start`, `stop`, `restart`.
+
+use std::path::Path;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// Why a request got no answer from herder.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no herder is running at {0} ({1})")]
+    NotRunning(String, String),
+    #[error("talking to herder at {0}: {1}")]
+    Io(String, String),
+}
+
+/// One request; the status and the body of the answer.
+pub async fn request(
+    socket: &Path,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let at = socket.display().to_string();
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::NotFound | K::ConnectionRefused => {
+                ClientError::NotRunning(at.clone(), e.to_string())
+            }
+            _ => ClientError::Io(at.clone(), e.to_string()),
+        }
+    })?;
+    let io_err = |e: hyper::Error| ClientError::Io(at.clone(), e.to_string());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(io_err)?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "herd")
+        .body(Empty::<Bytes>::new())
+        .expect("a valid request");
+    let resp = sender.send_request(req).await.map_err(io_err)?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(io_err)?.to_bytes();
+    Ok((status, body))
+}
+
+/// The `error` or `message` field of a JSON answer, or the body as text.
+pub fn message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
