@@ -15,11 +15,22 @@ set -u
 trap '' TERM
 
 jobs_done=0
+partial=""
 while :; do
     # Wait for the event for up to 0.1 s at a time; in between, do a unit of work.
-    if read -r -t 0.1 -u "$HERD_EVENTS_FD" event; then
+    read -r -t 0.1 -u "$HERD_EVENTS_FD" line
+    status=$?
+    if [ "$status" -eq 0 ]; then
+        event="$partial$line"
         break
     fi
+    if [ "$status" -le 128 ]; then
+        echo "drain.sh: the event pipe closed: herder has gone"
+        exit 1
+    fi
+    # Timed out. bash reads a pipe byte by byte, so the timeout may have cut a line
+    # in two: keep what arrived, the rest comes with the next read.
+    partial="$partial$line"
     jobs_done=$((jobs_done + 1))
 done
 echo "drain.sh: event: $event"
