@@ -74,6 +74,16 @@ enum Command {
     Stop(ActArgs),
     /// Stop and start a service and what requires it; returns once it is ready.
     Restart(ActArgs),
+    /// Send a signal to a service's main process (or, with --all, every process).
+    Signal {
+        /// The service.
+        name: String,
+        /// SIGHUP, HUP, 1, …
+        signal: String,
+        /// Every process of the service, not only the main one.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show the last shutdown's report.
     Report {
         /// Print the JSON record.
@@ -154,6 +164,15 @@ fn main() -> ExitCode {
         Command::Start(a) => act(&cli, "start", a),
         Command::Stop(a) => act(&cli, "stop", a),
         Command::Restart(a) => act(&cli, "restart", a),
+        Command::Signal { name, signal, all } => cmd::ctl::run(
+            &cli.file,
+            cli.socket.as_deref(),
+            cmd::ctl::Action::Signal {
+                name,
+                signal,
+                all: *all,
+            },
+        ),
         Command::Down { wait, timeout } => cmd::down::run(&cli.file, *wait, *timeout),
         Command::Report { json, svg } => cmd::report::run(&cli.file, *json, svg.as_deref()),
         Command::Doctor { containment } => cmd::doctor::run(containment.map(Into::into)),

@@ -189,3 +189,126 @@ fn another_uid_is_refused_and_changes_nothing() {
     assert_eq!(up.wait_exit(LONG), Some(3));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+#[test]
+fn signal_reaches_the_service_and_a_bad_one_is_refused() {
+    let mut up = Up::start(
+        r#"
+[services.app]
+shell = true
+command = "trap 'echo usr1 >> {dir}/usr1' USR1; echo ready; while :; do sleep 0.05; done"
+ready = { log = "ready" }
+"#,
+    );
+    up.wait_for("herd: app ready", LONG);
+    let out = herd(up.dir.path(), &["signal", "app", "USR1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "SIGUSR1 sent to 1 process(es) of app\n"
+    );
+    up.wait_file("usr1", LONG);
+    for (args, want) in [
+        (["signal", "app", "SIGFOO"], "unknown signal"),
+        (["signal", "nope", "HUP"], "no service named nope"),
+        (["signal", "app", "bad sig"], "cannot ask for"),
+    ] {
+        let out = herd(up.dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{out:?}"
+        );
+    }
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+/// Sends raw bytes on the socket; what comes back before the server closes or
+/// `wait` passes.
+fn raw(sock: &std::path::Path, bytes: &[u8], wait: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    // The server may answer and close before a large body is all written.
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bad_input_on_the_socket_leaves_herder_and_services_running() {
+    let mut up = Up::start(STACK);
+    for s in ["db", "api", "other"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    let before = ps(&up);
+    let sock = up.path(".herd/herd.sock");
+    let short = Duration::from_secs(5);
+
+    let garbage = raw(&sock, b"\x00\xff\xfegarbage\r\n\r\n", short);
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    // A truncated request is held until the header timeout; meanwhile others are
+    // served.
+    let truncated = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    {
+        use std::io::Write;
+        (&truncated).write_all(b"GET /v1/serv").unwrap();
+    }
+    let unknown = raw(
+        &sock,
+        b"GET /v1/services/nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        short,
+    );
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown:?}");
+    assert!(unknown.contains("no service named nope"));
+    let route = raw(
+        &sock,
+        b"DELETE /v1/everything HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        short,
+    );
+    assert!(route.starts_with("HTTP/1.1 404"), "{route:?}");
+    let timeout = raw(&sock, b"POST /v1/services/db/stop?timeout=forever HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", short);
+    assert!(timeout.starts_with("HTTP/1.1 400"), "{timeout:?}");
+    let mut big = format!(
+        "POST /v1/services/db/stop HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        10 << 20
+    )
+    .into_bytes();
+    big.resize(big.len() + (10 << 20), b'x');
+    let answer = raw(&sock, &big, short);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+
+    // 500 connections at once, each asking for the list.
+    let threads: Vec<_> = (0..500)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                raw(
+                    &sock,
+                    b"GET /v1/services HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                    LONG,
+                )
+            })
+        })
+        .collect();
+    let ok = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
+    assert_eq!(ok, 500);
+    drop(truncated);
+
+    // Nothing changed: same services, same processes; herder still answers.
+    let after = ps(&up);
+    for name in ["db", "api", "other"] {
+        assert_eq!(service(&after, name)["state"], "ready");
+        assert_eq!(service(&after, name)["pid"], service(&before, name)["pid"]);
+    }
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

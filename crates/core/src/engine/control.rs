@@ -45,6 +45,13 @@ pub enum Request {
         name: String,
         reply: Reply,
     },
+    /// Send `signal` to the main process, or with `all` to every process.
+    Signal {
+        name: String,
+        signal: i32,
+        all: bool,
+        reply: Reply,
+    },
     /// Shut everything down, as SIGTERM would; `trigger` names who asked.
     Shutdown {
         trigger: String,
@@ -111,6 +118,19 @@ impl Handle {
         self.ask(|reply| Request::Restart { name, reply }).await?
     }
 
+    /// Sends `signal` to `name`'s main process, or with `all` to every process of
+    /// its current run; answers with how many got it.
+    pub async fn signal(&self, name: &str, signal: i32, all: bool) -> Result<String, String> {
+        let name = name.to_string();
+        self.ask(|reply| Request::Signal {
+            name,
+            signal,
+            all,
+            reply,
+        })
+        .await?
+    }
+
     /// Begins a full shutdown, as SIGTERM would.
     pub fn shutdown(&self, trigger: &str) {
         let _ = self.tx.send(Msg::Control(Request::Shutdown {
@@ -152,6 +172,15 @@ impl Engine {
                 return;
             }
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),
+            Request::Signal {
+                name,
+                signal,
+                all,
+                reply,
+            } => {
+                let _ = reply.send(self.signal_request(&name, signal, all));
+                return;
+            }
             Request::Start { name, reply } => {
                 let r = self.start_request(&name);
                 (name, Want::Up, reply, r)
@@ -185,6 +214,30 @@ impl Engine {
             return Err(format!("no service named {name}"));
         }
         Ok(())
+    }
+
+    fn signal_request(&mut self, name: &str, signal: i32, all: bool) -> Result<String, String> {
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return Err(format!("no service named {name}"));
+        };
+        let sig = herd_config::units::Signal(signal);
+        let state = svc.m.state.name();
+        let sent = if all {
+            match &mut svc.unit {
+                Some(u) => u.signal(signal).map_err(|e| e.to_string())?,
+                None => 0,
+            }
+        } else {
+            // The pidfd, never the pid: the main process may just have exited.
+            match (&svc.pidfd, svc.m.state.pid()) {
+                (Some(fd), Some(_)) => usize::from(fd.signal(signal).map_err(|e| e.to_string())?),
+                _ => 0,
+            }
+        };
+        if sent == 0 {
+            return Err(format!("{name} is {state}: no process to signal"));
+        }
+        Ok(format!("{sig} sent to {sent} process(es) of {name}"))
     }
 
     fn start_request(&mut self, name: &str) -> Result<(), String> {

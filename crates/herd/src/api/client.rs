@@ -14,6 +14,8 @@ pub enum ClientError {
     NotRunning(String, String),
     #[error("talking to herder at {0}: {1}")]
     Io(String, String),
+    #[error("cannot ask for {0}: {1}")]
+    Invalid(String, String),
 }
 
 /// One request; the status and the body of the answer.
@@ -42,7 +44,7 @@ pub async fn request(
         .uri(path)
         .header("host", "herd")
         .body(Empty::<Bytes>::new())
-        .expect("a valid request");
+        .map_err(|e| ClientError::Invalid(path.to_string(), e.to_string()))?;
     let resp = sender.send_request(req).await.map_err(io_err)?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(io_err)?.to_bytes();

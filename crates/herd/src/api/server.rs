@@ -17,6 +17,7 @@
 //! | GET | `/v1/services` | every service's status |
 //! | GET | `/v1/services/NAME` | one service |
 //! | POST | `/v1/services/NAME/start`, `/stop`, `/restart` | `{"message"}` once done; `?timeout=10s` |
+//! | POST | `/v1/services/NAME/signal?signal=SIGHUP[&all=true]` | the main process, or every process |
 //! | POST | `/v1/shutdown` | `202`, the shutdown has begun |
 //! | GET | `/v1/report` | the last shutdown report |
 //! | GET | `/v1/plan` | start and stop waves, deadlines |
@@ -37,6 +38,9 @@ use herd_core::engine::{Handle, note};
 /// How long an action is waited for unless `?timeout=` says otherwise.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 const MAX_BODY: usize = 64 << 10;
+/// A client that has not sent a whole request head by then is dropped, so a
+/// half-sent request cannot hold a connection (and its task) forever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who may use the socket besides root.
 #[derive(Clone, Copy, Debug)]
@@ -149,6 +153,8 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
             let service = hyper::service::service_fn(move |req| route(req, ctx.clone()));
             // A client that sends garbage or goes away ends its own connection only.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -195,6 +201,24 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
             },
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
+        (&Method::POST, ["v1", "services", name, "signal"]) => {
+            let Some(sig) = param(query, "signal") else {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "signal: missing (?signal=SIGHUP)",
+                ));
+            };
+            let sig = match herd_config::units::Signal::parse(sig) {
+                Ok(s) => s,
+                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("signal: {e}"))),
+            };
+            let all = param(query, "all") == Some("true");
+            match h.signal(name, sig.0, all).await {
+                Ok(msg) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
+                Err(e) if e.starts_with("no service named") => error(StatusCode::NOT_FOUND, e),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
         (&Method::POST, ["v1", "services", name, action]) => {
             let wait = match timeout(query) {
                 Ok(w) => w,
@@ -252,12 +276,17 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
     Ok(answer)
 }
 
+/// The value of `key` in a query string (values are plain words; no decoding).
+fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
 /// `timeout=10s` from a query string; the default otherwise.
 fn timeout(query: &str) -> Result<Duration, String> {
-    for pair in query.split('&') {
-        if let Some(v) = pair.strip_prefix("timeout=") {
-            return herd_config::units::parse_duration(v).map_err(|e| format!("timeout: {e}"));
-        }
+    match param(query, "timeout") {
+        Some(v) => herd_config::units::parse_duration(v).map_err(|e| format!("timeout: {e}")),
+        None => Ok(DEFAULT_WAIT),
     }
-    Ok(DEFAULT_WAIT)
 }

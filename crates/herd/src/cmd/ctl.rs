@@ -1,5 +1,5 @@
 //! The commands that talk to a running herder over its control socket: `ps`,
-//! `start`, `stop`, `restart`.
+//! `start`, `stop`, `restart`, `signal`.
 //!
 //! Exit codes: 0 done; 1 herder refused or could not do it (the reason is printed),
 //! or no herder runs at the socket.
@@ -24,6 +24,11 @@ pub enum Action<'a> {
         name: &'a str,
         timeout: Option<std::time::Duration>,
     },
+    Signal {
+        name: &'a str,
+        signal: &'a str,
+        all: bool,
+    },
 }
 
 pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
@@ -44,6 +49,13 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
     };
     let (method, path) = match &action {
         Action::Ps { .. } => (Method::GET, "/v1/services".to_string()),
+        Action::Signal { name, signal, all } => (
+            Method::POST,
+            format!(
+                "/v1/services/{name}/signal?signal={signal}{}",
+                if *all { "&all=true" } else { "" }
+            ),
+        ),
         Action::Act {
             verb,
             name,
@@ -71,7 +83,9 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
             Ok(list) => output::stdout(&table(&list)),
             Err(e) => fail(&format!("unexpected answer from herder: {e}")),
         },
-        Action::Act { .. } => output::stdout(&(client::message(&body) + "\n")),
+        Action::Act { .. } | Action::Signal { .. } => {
+            output::stdout(&(client::message(&body) + "\n"))
+        }
     }
 }
 
