@@ -17,7 +17,7 @@ mod output;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -84,6 +84,13 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
     /// Show the last shutdown's report.
     Report {
         /// Print the JSON record.
@@ -150,6 +157,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check => cmd::check::run(&cli.file),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "herd", &mut text);
+            output::stdout(&String::from_utf8_lossy(&text))
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                Ok(()) => output::stdout(&String::from_utf8_lossy(&text)),
+                Err(e) => {
+                    output::stderr(&format!("herd: {e}\n"));
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Up { containment, init } => cmd::up::run(
             &cli.file,
             cli.socket.as_deref(),
