@@ -141,7 +141,7 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
                     let answer = error(StatusCode::FORBIDDEN, msg.clone());
                     async move { Ok::<_, Infallible>(answer) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = http1()
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -152,13 +152,19 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| route(req, ctx.clone()));
             // A client that sends garbage or goes away ends its own connection only.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+            let _ = http1()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+/// Every connection, allowed or not, must send its request head in time.
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    b
 }
 
 type Answer = Response<Full<Bytes>>;
