@@ -59,7 +59,7 @@ use crate::report::{Report, ServiceReport};
 use crate::state::{Proc, StateFile};
 
 mod control;
-pub use control::{Handle, ServiceStatus};
+pub use control::{Handle, Overview, ServiceStatus};
 
 /// Messages from tasks to the loop; `pid` ties an answer to the run that asked.
 enum Msg {
@@ -134,6 +134,11 @@ struct Svc {
     /// Start again once its `requires` are ready (an operator's start or restart),
     /// like a pending service.
     rejoin: bool,
+    /// Stops that have ended, those that needed SIGKILL, and how long the last took
+    /// (for `/metrics`).
+    stops: u64,
+    kills: u64,
+    last_stop: Option<Duration>,
 }
 
 /// What one stop did, for its closing line (and the shutdown report).
@@ -359,6 +364,9 @@ impl Engine {
                     report: None,
                     was: "pending",
                     rejoin: false,
+                    stops: 0,
+                    kills: 0,
+                    last_stop: None,
                 };
                 (name.clone(), svc)
             })
@@ -1021,6 +1029,9 @@ impl Engine {
                 && matches!(svc.m.state, State::Stopping { .. } | State::Stuck { .. })
             {
                 note(&format!("{name}: {}", log.summary(&signal, now)));
+                svc.stops += 1;
+                svc.kills += u64::from(log.killed_at.is_some());
+                svc.last_stop = Some(now - log.requested);
                 if let Some(sd) = &self.shutdown {
                     svc.report = Some(service_report(&name, svc, &log, Some(now), sd.started));
                 }

@@ -52,6 +52,9 @@ enum Command {
         /// herder. Implied when herder is PID 1.
         #[arg(long)]
         init: bool,
+        /// Serve /healthz, /readyz and /metrics (only) over TCP at this address.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
     },
     /// Shut down the herder running this configuration (SIGTERM through a pidfd).
     Down {
@@ -172,11 +175,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Up { containment, init } => cmd::up::run(
+        Command::Up {
+            containment,
+            init,
+            http,
+        } => cmd::up::run(
             &cli.file,
             cli.socket.as_deref(),
             containment.map(Into::into),
             *init,
+            *http,
         ),
         Command::Ps { json } => cmd::ctl::run(
             &cli.file,

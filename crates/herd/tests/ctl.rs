@@ -312,3 +312,131 @@ fn bad_input_on_the_socket_leaves_herder_and_services_running() {
     assert_eq!(up.wait_exit(LONG), Some(3));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+/// GET over TCP: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+#[test]
+fn health_readiness_and_metrics_over_tcp() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["--http", addr.as_str()];
+    let mut up = Up::with(
+        r#"
+main = "api"
+
+[services.db]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+
+[services.api]
+command = ["{helper}", "{dir}", "term-exit"]
+requires = ["db"]
+ready = { delay = "1500ms" }
+
+[services.stubborn]
+command = ["{helper}", "{dir}", "ignore-term"]
+ready = { log = "ready" }
+stop = { timeout = "200ms" }
+"#,
+        common::Opts {
+            args: &args,
+            ..common::Opts::default()
+        },
+    );
+    up.wait_for("health and metrics: http://", LONG);
+    up.wait_for("herd: api starting", LONG);
+    assert_eq!(get(&addr, "/healthz"), (200, "ok\n".into()));
+    // api (main) waits out its 1.5s readiness delay: not ready yet.
+    let (code, body) = get(&addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("api is starting"), "{body}");
+    up.wait_for("herd: api ready", LONG);
+    assert_eq!(get(&addr, "/readyz"), (200, "ready\n".into()));
+    // Only the three probes are served over TCP.
+    assert_eq!(get(&addr, "/v1/services").0, 404);
+
+    // A stop that needs SIGKILL shows in the metrics.
+    up.wait_for("herd: stubborn ready", LONG);
+    let out = herd(up.dir.path(), &["stop", "stubborn"]);
+    assert!(out.status.success(), "{out:?}");
+    let (code, body) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{body}"));
+        match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name}: unexpected type"),
+        }
+    };
+    assert_eq!(
+        value(
+            "herd_service_state",
+            &[("service", "api"), ("state", "ready")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "herd_service_state",
+            &[("service", "api"), ("state", "stopped")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            "herd_service_state",
+            &[("service", "stubborn"), ("state", "stopped")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("herd_service_kills_total", &[("service", "stubborn")]),
+        1.0
+    );
+    assert_eq!(
+        value("herd_service_stops_total", &[("service", "stubborn")]),
+        1.0
+    );
+    let took = value("herd_service_last_stop_seconds", &[("service", "stubborn")]);
+    assert!((0.15..2.0).contains(&took), "{took}");
+    assert_eq!(value("herd_service_processes", &[("service", "db")]), 1.0);
+    assert_eq!(
+        value("herd_service_starts_total", &[("service", "db")]),
+        1.0
+    );
+    assert_eq!(value("herd_shutting_down", &[]), 0.0);
+
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

@@ -31,7 +31,7 @@ type Reply = oneshot::Sender<Result<String, String>>;
 #[derive(Debug)]
 pub enum Request {
     Status {
-        reply: oneshot::Sender<Vec<ServiceStatus>>,
+        reply: oneshot::Sender<Overview>,
     },
     Start {
         name: String,
@@ -58,10 +58,22 @@ pub enum Request {
     },
 }
 
+/// The whole herd.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// A shutdown has begun.
+    pub shutting_down: bool,
+    pub services: Vec<ServiceStatus>,
+}
+
 /// One service as `herd ps` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
+    /// `long` or `oneshot`.
+    pub kind: String,
+    /// What it requires (from the configuration).
+    pub requires: Vec<String>,
     pub state: String,
     /// Why it failed, how it exited, which pids are stuck.
     pub detail: Option<String>,
@@ -76,6 +88,11 @@ pub struct ServiceStatus {
     pub ready: bool,
     /// How its last run's main process ended.
     pub last_exit: Option<String>,
+    /// Stops that have ended, and how many of them needed SIGKILL.
+    pub stops: u64,
+    pub kills: u64,
+    /// How long its last stop took, from the request to the last process gone.
+    pub last_stop_ms: Option<f64>,
 }
 
 /// Talks to a running engine from other tasks.
@@ -97,6 +114,11 @@ impl Handle {
 
     /// Every service, by name.
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, String> {
+        Ok(self.overview().await?.services)
+    }
+
+    /// Every service, and whether herder is shutting down.
+    pub async fn overview(&self) -> Result<Overview, String> {
         self.ask(|reply| Request::Status { reply }).await
     }
 
@@ -168,7 +190,10 @@ impl Engine {
     pub(super) fn on_request(&mut self, req: Request) {
         let (name, want, reply, result) = match req {
             Request::Status { reply } => {
-                let _ = reply.send(self.status());
+                let _ = reply.send(Overview {
+                    shutting_down: self.shutdown.is_some(),
+                    services: self.status(),
+                });
                 return;
             }
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),
@@ -415,6 +440,13 @@ impl Engine {
                 };
                 ServiceStatus {
                     name: name.clone(),
+                    kind: if svc.cfg.kind == herd_config::Kind::Oneshot {
+                        "oneshot"
+                    } else {
+                        "long"
+                    }
+                    .into(),
+                    requires: svc.cfg.requires.clone(),
                     state: svc.m.state.name().into(),
                     detail,
                     pid: svc.m.state.pid(),
@@ -423,6 +455,9 @@ impl Engine {
                     runs: svc.run,
                     ready: is_ready(&svc.m.state) && svc.m.state.pid().is_some(),
                     last_exit: svc.last_exit.map(|s| s.to_string()),
+                    stops: svc.stops,
+                    kills: svc.kills,
+                    last_stop_ms: svc.last_stop.map(|d| d.as_secs_f64() * 1000.0),
                 }
             })
             .collect()

@@ -2,6 +2,7 @@
 //! that talk to it. See `docs/api.md` for the routes.
 
 pub mod client;
+pub mod health;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -160,7 +160,7 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
 }
 
 /// Every connection, allowed or not, must send its request head in time.
-fn http1() -> hyper::server::conn::http1::Builder {
+pub(super) fn http1() -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);

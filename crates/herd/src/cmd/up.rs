@@ -13,6 +13,7 @@ use std::sync::Arc;
 use herd_config::{Config, Containment};
 use herd_core::engine::{Engine, Options, note};
 
+use crate::api::health::{self, HealthCtx};
 use crate::api::server::{self, Access, Ctx};
 
 pub fn run(
@@ -20,6 +21,7 @@ pub fn run(
     socket: Option<&Path>,
     forced: Option<herd_contain::Kind>,
     init: bool,
+    http: Option<std::net::SocketAddr>,
 ) -> ExitCode {
     let config = match super::load_or_report(file) {
         Ok(c) => c,
@@ -117,7 +119,24 @@ pub fn run(
             std::io::Error::new(e.kind(), format!("control socket {}: {e}", sock.display()))
         })?;
         note(&format!("control socket: {}", sock.display()));
+        let probes = match http {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("--http {addr}: {e}")))?;
+                note(&format!("health and metrics: http://{}/", l.local_addr()?));
+                Some(l)
+            }
+            None => None,
+        };
         let engine = Engine::new(&config, opts, backend)?;
+        let probing = probes.map(|l| {
+            let ctx = Arc::new(HealthCtx {
+                handle: engine.handle(),
+                main: config.main.clone(),
+            });
+            tokio::spawn(health::serve(l, ctx))
+        });
         let ctx = Arc::new(Ctx {
             handle: engine.handle(),
             state_dir,
@@ -126,6 +145,9 @@ pub fn run(
         let serving = tokio::spawn(server::serve(listener, access, ctx));
         let outcome = engine.run().await;
         serving.abort();
+        if let Some(p) = probing {
+            p.abort();
+        }
         let _ = std::fs::remove_file(&sock);
         outcome
     });
