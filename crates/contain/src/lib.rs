@@ -268,8 +268,8 @@ pub fn procs_below(dir: &Path) -> Vec<i32> {
     out
 }
 
-/// Removes `dir` and the cgroups below it, deepest first.
-pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {
+/// Removes `dir` and the cgroups below it, deepest first; a missing `dir` is fine.
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -316,8 +316,16 @@ impl Engine {
         opts: Options,
         backend: Box<dyn Backend>,
     ) -> std::io::Result<Engine> {
+        // What the backend made at start-up (cgroups) must not outlive a failed
+        // start: it is released before the error is returned.
+        let release = |e: std::io::Error| {
+            for problem in backend.close() {
+                note(&problem);
+            }
+            e
+        };
         let log_dir = opts.state_dir.join("logs");
-        std::fs::create_dir_all(&log_dir)?;
+        std::fs::create_dir_all(&log_dir).map_err(release)?;
         let width = config
             .services
             .keys()
@@ -381,9 +389,10 @@ impl Engine {
                 Some(ReadyCheck::Notify)
             );
             if by_notify || svc.cfg.stop.notify {
-                let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))?;
+                let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))
+                    .map_err(release)?;
                 svc.notify_env = Some(sock.env_value());
-                listen_notify(name.clone(), sock, tx.clone())?;
+                listen_notify(name.clone(), sock, tx.clone()).map_err(release)?;
             }
         }
         // Only the graph's validity matters here; the waves come from the plan.
@@ -419,15 +428,15 @@ impl Engine {
     /// Runs until a shutdown has stopped everything.
     pub async fn run(mut self) -> std::io::Result<Outcome> {
         // Registered before the first spawn, so no exit can go unnoticed.
-        let mut sigchld = signal(SignalKind::child())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut sigquit = signal(SignalKind::quit())?;
-        // Signals herder has no use for go on to the services (see `forward`).
-        let mut sigusr1 = signal(SignalKind::user_defined1())?;
-        let mut sigusr2 = signal(SignalKind::user_defined2())?;
-        let mut sigwinch = signal(SignalKind::window_change())?;
+        let mut sig = match Signals::register() {
+            Ok(s) => s,
+            Err(e) => {
+                for problem in self.backend.close() {
+                    note(&problem);
+                }
+                return Err(e);
+            }
+        };
         if let Err(e) = herd_sys::become_subreaper() {
             note(&format!(
                 "cannot become a subreaper ({e}): orphans go to init"
@@ -448,14 +457,14 @@ impl Engine {
             }
             let next = self.timers.first().map(|(t, _, _)| *t);
             tokio::select! {
-                _ = sigchld.recv() => self.on_sigchld(),
-                _ = sigint.recv() => self.on_shutdown_signal("SIGINT"),
-                _ = sigterm.recv() => self.on_shutdown_signal("SIGTERM"),
-                _ = sighup.recv() => self.on_sighup(),
-                _ = sigquit.recv() => self.dump(),
-                _ = sigusr1.recv() => self.forward(libc::SIGUSR1, "SIGUSR1"),
-                _ = sigusr2.recv() => self.forward(libc::SIGUSR2, "SIGUSR2"),
-                _ = sigwinch.recv() => self.forward(libc::SIGWINCH, "SIGWINCH"),
+                _ = sig.chld.recv() => self.on_sigchld(),
+                _ = sig.int.recv() => self.on_shutdown_signal("SIGINT"),
+                _ = sig.term.recv() => self.on_shutdown_signal("SIGTERM"),
+                _ = sig.hup.recv() => self.on_sighup(),
+                _ = sig.quit.recv() => self.dump(),
+                _ = sig.usr1.recv() => self.forward(libc::SIGUSR1, "SIGUSR1"),
+                _ = sig.usr2.recv() => self.forward(libc::SIGUSR2, "SIGUSR2"),
+                _ = sig.winch.recv() => self.forward(libc::SIGWINCH, "SIGWINCH"),
                 Some(msg) = self.rx.recv() => self.on_msg(msg),
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
             }
@@ -1694,6 +1703,34 @@ impl Engine {
             }
         }
         self.killed.insert("(processes no service claimed)".into());
+    }
+}
+
+/// The signals herder listens for.
+struct Signals {
+    chld: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    // Signals herder has no use for go on to the services (see `forward`).
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+    winch: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            chld: signal(SignalKind::child())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            winch: signal(SignalKind::window_change())?,
+        })
     }
 }
 

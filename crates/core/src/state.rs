@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use herd_contain::procfs;
+use herd_contain::{procfs, procs_below};
 use herd_sys::Pidfd;
 
 pub const FILE: &str = "state.json";
@@ -157,7 +157,7 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
     let mut out = Recovery::default();
     let found = find(&state);
     if found.values().all(BTreeSet::is_empty) {
-        let _ = StateFile::remove(dir);
+        forget(dir, &mut out);
         return Ok(out);
     }
     out.lines.push(format!(
@@ -241,12 +241,17 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
             ),
         });
     for cg in state.services.values().filter_map(|r| r.cgroup.as_ref()) {
-        if procs_in(cg).is_empty() {
-            remove_cgroup(cg);
+        if procs_below(cg).is_empty()
+            && let Err(e) = herd_contain::remove_tree(cg)
+        {
+            out.lines.push(format!(
+                "cannot remove {} (left in place): {e}",
+                cg.display()
+            ));
         }
     }
     if out.left.is_empty() {
-        let _ = StateFile::remove(dir);
+        forget(dir, &mut out);
     }
     Ok(out)
 }
@@ -264,7 +269,7 @@ fn find(state: &StateFile) -> BTreeMap<String, BTreeSet<Proc>> {
             set.insert(m);
         }
         if let Some(cg) = &run.cgroup {
-            set.extend(procs_in(cg).into_iter().filter_map(Proc::of));
+            set.extend(procs_below(cg).into_iter().filter_map(Proc::of));
         }
     }
     let me = std::process::id() as i32;
@@ -299,16 +304,18 @@ fn open_verified(p: Proc) -> Option<Pidfd> {
     p.alive().then_some(fd)
 }
 
-fn procs_in(cg: &Path) -> Vec<i32> {
-    if cg.exists() {
-        herd_contain::procs_below(cg)
-    } else {
-        Vec::new()
+/// The old run is dealt with: its state file goes. If it cannot, the next start
+/// looks again and finds nothing, so this is said, not fatal.
+fn forget(dir: &Path, out: &mut Recovery) {
+    if let Err(e) = StateFile::remove(dir) {
+        out.lines
+            .push(format!("cannot remove {}: {e}", dir.join(FILE).display()));
     }
 }
 
 /// `cgroup.kill` where the kernel has it (v2): it also gets processes forked
-/// between a scan and its kills.
+/// between a scan and its kills. A failed write is not fatal: the pidfd SIGKILLs of
+/// the same round follow, and the next scan sees what is left.
 fn kill_cgroups(state: &StateFile) {
     for cg in state.services.values().filter_map(|r| r.cgroup.as_ref()) {
         let kill = cg.join("cgroup.kill");
@@ -316,17 +323,6 @@ fn kill_cgroups(state: &StateFile) {
             let _ = std::fs::write(kill, "1");
         }
     }
-}
-
-fn remove_cgroup(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 #[cfg(test)]

@@ -440,3 +440,31 @@ stop = { timeout = "200ms" }
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+#[test]
+fn a_socket_in_use_is_not_taken_over() {
+    let mut up = Up::start(STACK);
+    up.wait_for("herd: db ready", LONG);
+    // A second herd with its own state directory but the same socket path.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("herd.toml"),
+        "[services.x]\ncommand = [\"sleep\", \"100\"]\n",
+    )
+    .unwrap();
+    let sock = up.path(".herd/herd.sock");
+    let out = herd(other.path(), &["--socket", sock.to_str().unwrap(), "up"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("another process is listening on it"),
+        "{out:?}"
+    );
+    // Refused before choosing a backend: no cgroup was made to be left behind.
+    assert!(!said.contains("containment:"), "{out:?}");
+    // The first herd still answers on it.
+    assert_eq!(service(&ps(&up), "db")["state"], "ready");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

@@ -68,7 +68,8 @@ ready = { log = "ready" }
         .collect();
     assert_eq!(orphans.len(), 5, "{:?}", procs());
     assert!(wait_gone(&orphans, LONG), "the orphans exit after 300ms");
-    // Exited orphans are zombies until herd reaps them: none may stay.
+    // Exited orphans are zombies until herd reaps them: none may stay. Nothing
+    // signals another process's reaping, so this looks again until a deadline.
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let zombies: Vec<_> = procs()

@@ -82,12 +82,20 @@ pub struct Ctx {
     pub plan: serde_json::Value,
 }
 
-/// Binds the socket at `path`: a stale file is replaced (the caller has made sure
-/// no herder runs with it), the mode set before anyone can be let in.
+/// Binds the socket at `path`: a stale file (nothing accepts on it) is replaced;
+/// one something still listens on is refused, since another herder with a
+/// different state directory may share a configured socket path. The mode is set
+/// before anyone can be let in.
 pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process is listening on it",
+        ));
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

@@ -64,6 +64,47 @@ pub fn run(
             return ExitCode::from(1);
         }
     }
+    let access = match &config.supervisor.socket_group {
+        None => Ok(None),
+        Some(g) => herd_sys::user::group_only(g).map(Some),
+    };
+    let access = match access {
+        Ok(gid) => Access {
+            uid: rustix::process::getuid().as_raw(),
+            gid,
+        },
+        Err(e) => {
+            note(&format!("supervisor.socket_group: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    // The listeners come before the backend claims its cgroups, so a socket in use
+    // stops herder before it has made anything it would have to undo.
+    let sock = crate::api::socket_path(&config, file, socket);
+    let bound = rt.block_on(async {
+        let listener = server::bind(&sock, access.gid).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("control socket {}: {e}", sock.display()))
+        })?;
+        note(&format!("control socket: {}", sock.display()));
+        let probes = match http {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("--http {addr}: {e}")))?;
+                note(&format!("health and metrics: http://{}/", l.local_addr()?));
+                Some(l)
+            }
+            None => None,
+        };
+        Ok::<_, std::io::Error>((listener, probes))
+    });
+    let (listener, probes, _socket_file) = match bound {
+        Ok(l) => (l.0, l.1, SocketFile(sock.clone())),
+        Err(e) => {
+            note(&e.to_string());
+            return ExitCode::from(1);
+        }
+    };
     let want = forced.or_else(|| wanted(config.supervisor.containment));
     let backend = match herd_contain::detect(want) {
         Ok(b) => b,
@@ -93,21 +134,6 @@ pub fn run(
             note(&format!("warning: services.{name}.{why}; not honoured"));
         }
     }
-    let access = match &config.supervisor.socket_group {
-        None => Ok(None),
-        Some(g) => herd_sys::user::group_only(g).map(Some),
-    };
-    let access = match access {
-        Ok(gid) => Access {
-            uid: rustix::process::getuid().as_raw(),
-            gid,
-        },
-        Err(e) => {
-            note(&format!("supervisor.socket_group: {e}"));
-            return ExitCode::from(1);
-        }
-    };
-    let sock = crate::api::socket_path(&config, file, socket);
     let plan = super::plan::document(&config);
     let opts = Options {
         state_dir: state_dir.clone(),
@@ -115,20 +141,6 @@ pub fn run(
         init: init || pid1,
     };
     let outcome = rt.block_on(async {
-        let listener = server::bind(&sock, access.gid).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("control socket {}: {e}", sock.display()))
-        })?;
-        note(&format!("control socket: {}", sock.display()));
-        let probes = match http {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("--http {addr}: {e}")))?;
-                note(&format!("health and metrics: http://{}/", l.local_addr()?));
-                Some(l)
-            }
-            None => None,
-        };
         let engine = Engine::new(&config, opts, backend)?;
         let probing = probes.map(|l| {
             let ctx = Arc::new(HealthCtx {
@@ -148,7 +160,6 @@ pub fn run(
         if let Some(p) = probing {
             p.abort();
         }
-        let _ = std::fs::remove_file(&sock);
         outcome
     });
     let o = match outcome {
@@ -177,6 +188,15 @@ pub fn run(
     }
     note(&format!("exit code {code}"));
     ExitCode::from(code)
+}
+
+/// Removes the control socket's file when `herd up` returns, however it returns.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Where logs, the state file and reports go.

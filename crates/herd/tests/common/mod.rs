@@ -127,26 +127,17 @@ impl Up {
     /// herd's own pid (as this test sees it) when it runs under `Opts::wrap`: the
     /// wrapper's child, once it has forked.
     #[track_caller]
-    pub fn herd_pid(&self, timeout: Duration) -> i32 {
+    pub fn herd_pid(&mut self, timeout: Duration) -> i32 {
+        // herd's first line means it runs, so the wrapper has forked it.
+        self.wait_for("herd: ", timeout);
         let wrapper = self.pid();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let children =
-                std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
-                    .unwrap_or_default();
-            if let Some(p) = children
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-            {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no herd under the wrapper within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("herd has started but the wrapper has no child"))
     }
 }
 
@@ -487,14 +478,18 @@ pub fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
             })
         })
         .collect();
+    // A pidfd is readable once its process has exited (zombie or reaped). A zero
+    // timeout still polls once: "are they all gone now?".
     let deadline = Instant::now() + timeout;
     let mut ok = true;
+    let mut first = true;
     while fds.iter().any(|f| f.revents == 0) {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() && !first {
             ok = false;
             break;
         }
+        first = false;
         let mut waiting: Vec<libc::pollfd> =
             fds.iter().copied().filter(|f| f.revents == 0).collect();
         // SAFETY: poll reads and writes `waiting`, an array of valid pollfds.
