@@ -59,7 +59,11 @@ use crate::report::{Report, ServiceReport};
 use crate::state::{Proc, StateFile};
 
 mod control;
+mod events;
+mod reload;
 pub use control::{Handle, Overview, ServiceStatus};
+pub use events::Change;
+pub use reload::ReloadPlan;
 
 /// Messages from tasks to the loop; `pid` ties an answer to the run that asked.
 enum Msg {
@@ -119,6 +123,8 @@ struct Svc {
     stop_wave: usize,
     /// `$NOTIFY_SOCKET` for services that speak sd_notify.
     notify_env: Option<String>,
+    /// Forwards the notify socket's datagrams to the loop.
+    notify_task: Option<tokio::task::JoinHandle<()>>,
     /// When the readiness check must have passed.
     ready_deadline: Option<Instant>,
     /// The run's `HERD_INVOCATION`.
@@ -134,11 +140,94 @@ struct Svc {
     /// Start again once its `requires` are ready (an operator's start or restart),
     /// like a pending service.
     rejoin: bool,
+    /// A reload changed its configuration: applied once it is down.
+    replace: Option<Box<Service>>,
+    /// A reload removed it: dropped once it is down.
+    remove: bool,
     /// Stops that have ended, those that needed SIGKILL, and how long the last took
     /// (for `/metrics`).
     stops: u64,
     kills: u64,
     last_stop: Option<Duration>,
+}
+
+impl Svc {
+    /// A service not started yet.
+    fn new(cfg: &Service, stop_wave: usize) -> Svc {
+        Svc {
+            cfg: cfg.clone(),
+            m: Machine::new(policy(cfg)),
+            pidfd: None,
+            unit: None,
+            unit_watch: None,
+            stop: None,
+            kill_backoff: FIRST_KILL_RETRY,
+            run: 0,
+            ready_task: None,
+            stop_wave,
+            notify_env: None,
+            notify_task: None,
+            ready_deadline: None,
+            invocation: String::new(),
+            events: None,
+            last_exit: None,
+            report: None,
+            was: "pending",
+            rejoin: false,
+            replace: None,
+            remove: false,
+            stops: 0,
+            kills: 0,
+            last_stop: None,
+        }
+    }
+
+    /// Opens the service's notify socket if its configuration speaks sd_notify:
+    /// services that report readiness with it, and those that subscribe to stop
+    /// events (STOPPING=1, EXTEND_TIMEOUT_USEC=).
+    fn listen(&mut self, name: &str, tx: &mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
+        let by_notify = matches!(
+            self.cfg.ready.as_ref().map(|r| &r.check),
+            Some(ReadyCheck::Notify)
+        );
+        if self.notify_env.is_some() || !(by_notify || self.cfg.stop.notify) {
+            return Ok(());
+        }
+        let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))?;
+        self.notify_env = Some(sock.env_value());
+        self.notify_task = Some(listen_notify(name.to_string(), sock, tx.clone())?);
+        Ok(())
+    }
+}
+
+impl Drop for Svc {
+    /// A service removed by a reload leaves no task behind (its notify socket is
+    /// closed with its listener).
+    fn drop(&mut self) {
+        for t in [
+            self.notify_task.take(),
+            self.unit_watch.take(),
+            self.ready_task.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t.abort();
+        }
+    }
+}
+
+/// The state machine's view of a service's configuration.
+fn policy(cfg: &Service) -> Policy {
+    Policy {
+        oneshot: cfg.kind == Kind::Oneshot,
+        has_ready_check: cfg.ready.is_some(),
+        ready_timeout: cfg.ready.as_ref().map_or(Duration::ZERO, |r| r.timeout),
+        restart: cfg.restart.policy,
+        backoff: cfg.restart.backoff,
+        limit: cfg.restart.limit,
+        stable: cfg.restart.stable,
+    }
 }
 
 /// What one stop did, for its closing line (and the shutdown report).
@@ -267,6 +356,10 @@ pub struct Options {
 
 pub struct Engine {
     svcs: BTreeMap<String, Svc>,
+    /// The configuration in force (the last one a reload applied).
+    config: Config,
+    /// Every state change, to subscribers (the socket's event stream).
+    events: tokio::sync::broadcast::Sender<Change>,
     plan: ShutdownPlan,
     out: Output,
     tx: mpsc::UnboundedSender<Msg>,
@@ -343,62 +436,18 @@ impl Engine {
         let mut svcs = config
             .services
             .iter()
-            .map(|(name, cfg)| {
-                let m = Machine::new(Policy {
-                    oneshot: cfg.kind == Kind::Oneshot,
-                    has_ready_check: cfg.ready.is_some(),
-                    ready_timeout: cfg.ready.as_ref().map_or(Duration::ZERO, |r| r.timeout),
-                    restart: cfg.restart.policy,
-                    backoff: cfg.restart.backoff,
-                    limit: cfg.restart.limit,
-                    stable: cfg.restart.stable,
-                });
-                let svc = Svc {
-                    cfg: cfg.clone(),
-                    m,
-                    pidfd: None,
-                    unit: None,
-                    unit_watch: None,
-                    stop: None,
-                    kill_backoff: FIRST_KILL_RETRY,
-                    run: 0,
-                    ready_task: None,
-                    stop_wave: stop_wave[name],
-                    notify_env: None,
-                    ready_deadline: None,
-                    invocation: String::new(),
-                    events: None,
-                    last_exit: None,
-                    report: None,
-                    was: "pending",
-                    rejoin: false,
-                    stops: 0,
-                    kills: 0,
-                    last_stop: None,
-                };
-                (name.clone(), svc)
-            })
+            .map(|(name, cfg)| (name.clone(), Svc::new(cfg, stop_wave[name])))
             .collect::<BTreeMap<String, Svc>>();
         let (tx, rx) = mpsc::unbounded_channel();
         for (name, svc) in svcs.iter_mut() {
-            // sd_notify is heard from services that report readiness with it and
-            // from those that subscribe to stop events (STOPPING=1,
-            // EXTEND_TIMEOUT_USEC=).
-            let by_notify = matches!(
-                svc.cfg.ready.as_ref().map(|r| &r.check),
-                Some(ReadyCheck::Notify)
-            );
-            if by_notify || svc.cfg.stop.notify {
-                let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))
-                    .map_err(release)?;
-                svc.notify_env = Some(sock.env_value());
-                listen_notify(name.clone(), sock, tx.clone()).map_err(release)?;
-            }
+            svc.listen(name, &tx).map_err(release)?;
         }
         // Only the graph's validity matters here; the waves come from the plan.
         debug_assert!(DepGraph::new(&config.services).cycles().is_empty());
         Ok(Engine {
             svcs,
+            config: config.clone(),
+            events: tokio::sync::broadcast::Sender::new(events::CAPACITY),
             plan,
             out: Output::start(width, Some(log_dir), config.logs.max_size, config.logs.keep),
             tx,
@@ -422,6 +471,7 @@ impl Engine {
     pub fn handle(&self) -> Handle {
         Handle {
             tx: self.tx.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -450,6 +500,11 @@ impl Engine {
                 self.save_state();
             }
             if let Some(outcome) = self.finished() {
+                let _ = self.events.send(Change::Finished {
+                    at_ms: events::now_ms(),
+                    exit_code: outcome.exit_code(),
+                    report: Box::new(outcome.report.clone()),
+                });
                 for problem in self.backend.close() {
                     note(&problem);
                 }
@@ -496,30 +551,17 @@ impl Engine {
         }
     }
 
-    /// SIGHUP: the configuration file is read and validated again. Applying it by
-    /// difference comes with the control plane; until then herder says what would
-    /// change and carries on unchanged.
+    /// SIGHUP: the configuration file is read, validated and applied by
+    /// difference, as `herd reload` would (see [`reload`]).
     fn on_sighup(&mut self) {
-        let Some(file) = self.opts.config_file.clone() else {
-            return note("SIGHUP: no configuration file to reload; carrying on");
-        };
-        match herd_config::load(&file) {
-            Err(diags) => {
-                note(&format!(
-                    "SIGHUP: {} is not valid; nothing changes:",
-                    file.display()
-                ));
-                for line in diags.to_string().lines() {
+        match self.reload_file("SIGHUP") {
+            Ok(_) => {}
+            Err(e) => {
+                let mut lines = e.lines();
+                note(&format!("SIGHUP: {}", lines.next().unwrap_or_default()));
+                for line in lines {
                     note(&format!("  {line}"));
                 }
-            }
-            Ok(new) => {
-                let d = diff(&self.svcs, &new);
-                note(&format!(
-                    "SIGHUP: {} is valid ({}); applying a changed configuration is not supported yet, so nothing changes",
-                    file.display(),
-                    d
-                ));
             }
         }
     }
@@ -595,20 +637,31 @@ impl Engine {
         if before != after {
             let detail = match &svc.m.state {
                 State::Ready { pid, .. } | State::Starting { pid, .. } if *pid > 0 => {
-                    format!(" (pid {pid})")
+                    Some(format!("pid {pid}"))
                 }
-                State::Exited { status } => format!(" ({status})"),
-                State::Failed { reason } => format!(": {reason}"),
-                State::Backoff { until } => format!(
-                    " (restart in {})",
-                    herd_config::units::format_duration(
-                        until.saturating_duration_since(now.into_std())
-                    )
-                ),
-                State::Stuck { pids } => format!(" (pids {pids:?})"),
-                _ => String::new(),
+                State::Exited { status } => Some(status.to_string()),
+                State::Failed { reason } => Some(reason.clone()),
+                State::Backoff { until } => Some(format!(
+                    "restart in {}",
+                    format_duration(until.saturating_duration_since(now.into_std()))
+                )),
+                State::Stuck { pids } => Some(format!("pids {pids:?}")),
+                State::Stopping { reason, .. } => Some(format!("reason: {}", reason.name())),
+                _ => None,
             };
-            note(&format!("{name} {after}{detail}"));
+            match (&svc.m.state, &detail) {
+                (State::Failed { .. }, Some(d)) => note(&format!("{name} {after}: {d}")),
+                (State::Stopping { .. }, _) | (_, None) => note(&format!("{name} {after}")),
+                (_, Some(d)) => note(&format!("{name} {after} ({d})")),
+            }
+            let _ = self.events.send(Change::State {
+                at_ms: events::now_ms(),
+                service: name.to_string(),
+                from: before.to_string(),
+                to: after.to_string(),
+                pid: svc.m.state.pid().filter(|p| *p > 0),
+                detail,
+            });
         }
         for e in effects {
             self.apply(name, e);
@@ -1058,6 +1111,12 @@ impl Engine {
         let (name, pid, event) = match msg {
             Msg::Ready { name, pid } => (name, pid, Event::ReadyCheckPassed),
             Msg::ReadyTimeout { name, pid } => (name, pid, Event::ReadyTimeout),
+            // About a service a reload has removed since.
+            Msg::Notify { ref name, .. } | Msg::MainGone { ref name, .. }
+                if !self.svcs.contains_key(name) =>
+            {
+                return;
+            }
             Msg::Notify { name, note } => return self.on_notify(&name, note),
             Msg::UnitChanged => return self.check_empty(),
             Msg::Control(req) => return self.on_request(req),
@@ -1090,6 +1149,9 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
+            if !name.is_empty() && !self.svcs.contains_key(&name) {
+                continue;
+            }
             match wake {
                 Wake::ExecCheck => {
                     if matches!(self.svcs[&name].m.state, State::Starting { .. }) {
@@ -1372,6 +1434,10 @@ impl Engine {
             self.plan.waves.len(),
             herd_config::units::format_duration(self.plan.budget)
         ));
+        let _ = self.events.send(Change::Shutdown {
+            at_ms: events::now_ms(),
+            trigger: trigger.clone(),
+        });
         self.shutdown = Some(Shutdown {
             trigger,
             started: now,
@@ -1461,9 +1527,11 @@ impl Engine {
             self.settle_waiters();
             return;
         }
+        self.apply_replacements();
         let ready: Vec<String> = self
             .svcs
             .iter()
+            .filter(|(_, s)| !s.remove && s.replace.is_none())
             .filter(|(_, s)| {
                 s.m.state == State::Pending
                     || (s.rejoin && settled_down(&s.m.state) && s.unit.is_none())
@@ -1781,51 +1849,14 @@ fn deliver_stop_event(
 }
 
 /// What a new configuration would change, in words.
-fn diff(svcs: &BTreeMap<String, Svc>, new: &Config) -> String {
-    // Where a service is defined is not part of what it is.
-    let same = |a: &Service, b: &Service| {
-        let mut b = b.clone();
-        b.defined_in.clone_from(&a.defined_in);
-        b.line = a.line;
-        *a == b
-    };
-    let mut parts = Vec::new();
-    let added: Vec<&String> = new
-        .services
-        .keys()
-        .filter(|n| !svcs.contains_key(*n))
-        .collect();
-    let removed: Vec<&String> = svcs
-        .keys()
-        .filter(|n| !new.services.contains_key(*n))
-        .collect();
-    let changed: Vec<&String> = new
-        .services
-        .iter()
-        .filter(|(n, c)| svcs.get(*n).is_some_and(|s| !same(&s.cfg, c)))
-        .map(|(n, _)| n)
-        .collect();
-    for (what, list) in [("added", added), ("removed", removed), ("changed", changed)] {
-        if !list.is_empty() {
-            let names: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
-            parts.push(format!("{what}: {}", names.join(", ")));
-        }
-    }
-    if parts.is_empty() {
-        "no service changed".into()
-    } else {
-        parts.join("; ")
-    }
-}
-
 /// Forwards every datagram of `sock` to the loop.
 fn listen_notify(
     name: String,
     sock: NotifySocket,
     tx: mpsc::UnboundedSender<Msg>,
-) -> std::io::Result<()> {
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let sock = tokio::net::UnixDatagram::from_std(sock.into_std())?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             if sock.readable().await.is_err() {
                 return;
@@ -1851,8 +1882,7 @@ fn listen_notify(
                 }
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 /// What a service's stop did, as the shutdown report shows it; `gone` is when its

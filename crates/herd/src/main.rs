@@ -14,7 +14,7 @@ mod api;
 mod cmd;
 mod output;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -26,12 +26,13 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "herder: a process supervisor whose stop is complete, bounded and explained"
 )]
 struct Cli {
-    /// The configuration file.
-    #[arg(short = 'f', long = "file", global = true, default_value = "herd.toml")]
-    file: PathBuf,
+    /// The configuration file [default: ./herd.toml; as root, /etc/herd/herd.toml
+    /// when there is no ./herd.toml].
+    #[arg(short = 'f', long = "file", global = true)]
+    file: Option<PathBuf>,
 
-    /// The control socket (default: `supervisor.socket`, else herd.sock in the state
-    /// directory).
+    /// The control socket (default: `supervisor.socket`; else /run/herd.sock for a
+    /// configuration under /etc, herd.sock in the state directory otherwise).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -56,7 +57,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
     },
-    /// Shut down the herder running this configuration (SIGTERM through a pidfd).
+    /// Shut down the running herder, as SIGTERM would.
     Down {
         /// Wait until it has exited, print its shutdown report and exit with its code.
         #[arg(long)]
@@ -87,6 +88,37 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Print a service's log: the last lines, and with -f what follows.
+    Logs {
+        /// The services (default: every one).
+        names: Vec<String>,
+        /// Keep printing new lines as they are written (after `logs`, `-f` means
+        /// this; give the file before the subcommand or as --file).
+        #[arg(long)]
+        follow: bool,
+        /// Only the last N lines of each (default: the whole current log file).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// One JSON object a line: {"service", "line"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every state change as it happens, until herder finishes.
+    Events {
+        /// One JSON object a line, as the socket sends them.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the changed configuration file by difference: added services start,
+    /// removed ones stop, changed ones restart, the others keep running.
+    Reload {
+        /// Give up waiting after this long (the reload goes on); default 60s.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -108,6 +140,9 @@ enum Command {
         /// Report on this backend as the one asked for.
         #[arg(long, value_enum)]
         containment: Option<Backend>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the start waves, the stop waves and each service's shutdown deadline.
     Plan {
@@ -143,23 +178,86 @@ impl From<Backend> for herd_contain::Kind {
     }
 }
 
-fn act(cli: &Cli, verb: &str, a: &ActArgs) -> ExitCode {
+fn act(file: &Path, cli: &Cli, verb: &str, a: &ActArgs) -> ExitCode {
     let action = cmd::ctl::Action::Act {
         verb,
         name: &a.name,
         timeout: a.timeout,
     };
-    cmd::ctl::run(&cli.file, cli.socket.as_deref(), action)
+    cmd::ctl::run(file, cli.socket.as_deref(), action)
+}
+
+/// The configuration file: `-f`, else ./herd.toml, else (as root) the host's
+/// /etc/herd/herd.toml if there is one.
+fn config_file(flag: Option<&Path>) -> PathBuf {
+    if let Some(f) = flag {
+        return f.to_path_buf();
+    }
+    let local = PathBuf::from("herd.toml");
+    let host = PathBuf::from(HOST_CONFIG);
+    if !local.exists() && rustix::process::geteuid().is_root() && host.exists() {
+        return host;
+    }
+    local
+}
+
+const HOST_CONFIG: &str = "/etc/herd/herd.toml";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dash_f_after_logs_is_follow_and_names_the_file_before_it() {
+        let v = |args: &[&str]| -> Vec<String> {
+            follow_flag(args.iter().map(Into::into).collect())
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            v(&["herd", "-f", "x.toml", "logs", "-f", "web"]),
+            ["herd", "-f", "x.toml", "logs", "--follow", "web"]
+        );
+        // A file named `logs` is a file.
+        assert_eq!(v(&["herd", "-f", "logs", "ps"]), ["herd", "-f", "logs", "ps"]);
+        assert_eq!(v(&["herd", "up", "-f", "a"]), ["herd", "up", "-f", "a"]);
+        let cli = Cli::try_parse_from(v(&["herd", "logs", "-f", "-n", "3", "web"])).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Logs { follow: true, lines: Some(3), .. }
+        ));
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     herd_config::units::parse_duration(s)
 }
 
+/// `herd logs -f` follows, as `tail -f` does, although `-f` names the file
+/// everywhere else: after the `logs` subcommand, `-f` is read as `--follow`.
+fn follow_flag(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let takes_value = |a: &std::ffi::OsString| a == "-f" || a == "--file" || a == "--socket";
+    let sub = (1..args.len()).find(|&i| args[i] == "logs" && !takes_value(&args[i - 1]));
+    let Some(sub) = sub else { return args };
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i > sub && a == "-f" {
+                "--follow".into()
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(follow_flag(std::env::args_os().collect()));
+    let file = &config_file(cli.file.as_deref());
+    let socket = cli.socket.as_deref();
     match &cli.command {
-        Command::Check => cmd::check::run(&cli.file),
+        Command::Check => cmd::check::run(file),
         Command::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "herd", &mut text);
@@ -180,32 +278,58 @@ fn main() -> ExitCode {
             init,
             http,
         } => cmd::up::run(
-            &cli.file,
-            cli.socket.as_deref(),
+            file,
+            socket,
             containment.map(Into::into),
             *init,
             *http,
         ),
-        Command::Ps { json } => cmd::ctl::run(
-            &cli.file,
-            cli.socket.as_deref(),
-            cmd::ctl::Action::Ps { json: *json },
+        Command::Ps { json } => {
+            cmd::ctl::run(file, socket, cmd::ctl::Action::Ps { json: *json })
+        }
+        Command::Start(a) => act(file, &cli, "start", a),
+        Command::Stop(a) => act(file, &cli, "stop", a),
+        Command::Restart(a) => act(file, &cli, "restart", a),
+        Command::Logs {
+            names,
+            follow,
+            lines,
+            json,
+        } => cmd::ctl::run(
+            file,
+            socket,
+            cmd::ctl::Action::Logs {
+                names,
+                follow: *follow,
+                lines: *lines,
+                json: *json,
+            },
         ),
-        Command::Start(a) => act(&cli, "start", a),
-        Command::Stop(a) => act(&cli, "stop", a),
-        Command::Restart(a) => act(&cli, "restart", a),
+        Command::Events { json } => {
+            cmd::ctl::run(file, socket, cmd::ctl::Action::Events { json: *json })
+        }
+        Command::Reload { timeout, json } => cmd::ctl::run(
+            file,
+            socket,
+            cmd::ctl::Action::Reload {
+                timeout: *timeout,
+                json: *json,
+            },
+        ),
         Command::Signal { name, signal, all } => cmd::ctl::run(
-            &cli.file,
-            cli.socket.as_deref(),
+            file,
+            socket,
             cmd::ctl::Action::Signal {
                 name,
                 signal,
                 all: *all,
             },
         ),
-        Command::Down { wait, timeout } => cmd::down::run(&cli.file, *wait, *timeout),
-        Command::Report { json, svg } => cmd::report::run(&cli.file, *json, svg.as_deref()),
-        Command::Doctor { containment } => cmd::doctor::run(containment.map(Into::into)),
-        Command::Plan { json } => cmd::plan::run(&cli.file, *json),
+        Command::Down { wait, timeout } => cmd::down::run(file, socket, *wait, *timeout),
+        Command::Report { json, svg } => cmd::report::run(file, *json, svg.as_deref()),
+        Command::Doctor { containment, json } => {
+            cmd::doctor::run(containment.map(Into::into), *json)
+        }
+        Command::Plan { json } => cmd::plan::run(file, *json),
     }
 }

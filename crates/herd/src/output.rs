@@ -17,6 +17,20 @@ pub fn stdout(text: &str) -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout at once (streams); false once nobody reads any more:
+/// a closed pipe (`herd logs -f | head`) ends the stream quietly.
+pub fn emit(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            stderr(&format!("herd: cannot write to stdout: {e}\n"));
+            false
+        }
+    }
+}
+
 pub fn stderr(text: &str) {
     // Nothing sensible is left to do if stderr itself is gone.
     let _ = std::io::stderr().lock().write_all(text.as_bytes());

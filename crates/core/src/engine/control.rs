@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::events::Change;
+use super::reload::ReloadPlan;
 use super::{Engine, Msg, gone_or_stuck, is_ready, settled_down};
 use crate::machine::{State, StopReason};
 
@@ -55,6 +57,21 @@ pub enum Request {
     /// Shut everything down, as SIGTERM would; `trigger` names who asked.
     Shutdown {
         trigger: String,
+    },
+    /// Read the configuration file again and apply it by difference.
+    Reload {
+        reply: oneshot::Sender<Result<ReloadPlan, String>>,
+    },
+    /// The configuration in force.
+    Config {
+        reply: oneshot::Sender<Box<herd_config::Config>>,
+    },
+    /// Answer once `name` is up (ready, or ran to completion), or is gone (a
+    /// reload removed it).
+    Wait {
+        name: String,
+        gone: bool,
+        reply: Reply,
     },
 }
 
@@ -99,6 +116,7 @@ pub struct ServiceStatus {
 #[derive(Clone)]
 pub struct Handle {
     pub(super) tx: mpsc::UnboundedSender<Msg>,
+    pub(super) events: tokio::sync::broadcast::Sender<Change>,
 }
 
 const GONE: &str = "herder has stopped";
@@ -159,12 +177,36 @@ impl Handle {
             trigger: trigger.to_string(),
         }));
     }
+
+    /// Every state change from now on (see [`Change`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.events.subscribe()
+    }
+
+    /// Reads the configuration file again and applies it by difference; answers
+    /// with what it does as soon as it has begun (or why nothing changes). The
+    /// services it starts and removes can then be waited on with [`Handle::wait`].
+    pub async fn reload(&self) -> Result<ReloadPlan, String> {
+        self.ask(|reply| Request::Reload { reply }).await?
+    }
+
+    /// The configuration in force.
+    pub async fn config(&self) -> Result<herd_config::Config, String> {
+        Ok(*self.ask(|reply| Request::Config { reply }).await?)
+    }
+
+    /// Answers once `name` is up (or why it will not be), or with `gone` once a
+    /// reload has removed it.
+    pub async fn wait(&self, name: &str, gone: bool) -> Result<String, String> {
+        let name = name.to_string();
+        self.ask(|reply| Request::Wait { name, gone, reply }).await?
+    }
 }
 
 /// A stop that waits for `after` (services requiring this one) to be down.
 #[derive(Debug)]
 pub(super) struct QueuedStop {
-    name: String,
+    pub(super) name: String,
     reason: StopReason,
     after: Vec<String>,
     /// A restart: these (the service and the dependents stopped for it) start
@@ -184,6 +226,8 @@ pub(super) struct Waiter {
 enum Want {
     Up,
     Down,
+    /// Removed by a reload.
+    Gone,
 }
 
 impl Engine {
@@ -197,6 +241,22 @@ impl Engine {
                 return;
             }
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),
+            Request::Reload { reply } => {
+                let _ = reply.send(self.reload_file("reload"));
+                return;
+            }
+            Request::Config { reply } => {
+                let _ = reply.send(Box::new(self.config.clone()));
+                return;
+            }
+            Request::Wait { name, gone, reply } => {
+                let r = if gone || self.svcs.contains_key(&name) {
+                    Ok(())
+                } else {
+                    Err(format!("no service named {name}"))
+                };
+                (name, if gone { Want::Gone } else { Want::Up }, reply, r)
+            }
             Request::Signal {
                 name,
                 signal,
@@ -211,12 +271,16 @@ impl Engine {
                 (name, Want::Up, reply, r)
             }
             Request::Stop { name, reply } => {
-                let r = self.stop_request(&name, false);
-                (name, Want::Down, reply, r)
+                let r = self
+                    .refuse(&name, "stopped")
+                    .and_then(|()| self.stop_request(&name, false, StopReason::Requested));
+                (name, Want::Down, reply, r.map(drop))
             }
             Request::Restart { name, reply } => {
-                let r = self.stop_request(&name, true);
-                (name, Want::Up, reply, r)
+                let r = self
+                    .refuse(&name, "restarted")
+                    .and_then(|()| self.stop_request(&name, true, StopReason::Restart));
+                (name, Want::Up, reply, r.map(drop))
             }
         };
         match result {
@@ -293,9 +357,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues the stop of `name` after everything that requires it, transitively.
-    fn stop_request(&mut self, name: &str, restart: bool) -> Result<(), String> {
-        self.refuse(name, if restart { "restarted" } else { "stopped" })?;
+    /// Queues the stop of `name` (for `reason`) after everything that requires it,
+    /// transitively; with `restart` they all start again once `name` is down.
+    /// Answers with the services it stops.
+    pub(super) fn stop_request(
+        &mut self,
+        name: &str,
+        restart: bool,
+        reason: StopReason,
+    ) -> Result<Vec<String>, String> {
         if self.stop_queue.iter().any(|q| q.name == name) {
             return Err(format!("{name} is already being stopped"));
         }
@@ -320,10 +390,10 @@ impl Engine {
                 .into_iter()
                 .filter(|d| set.contains(d))
                 .collect();
-            let reason = match (n == name, restart) {
-                (false, _) => StopReason::Dependency,
-                (true, false) => StopReason::Requested,
-                (true, true) => StopReason::Restart,
+            let reason = if n == name {
+                reason
+            } else {
+                StopReason::Dependency
             };
             self.svcs.get_mut(n).expect("known").rejoin = false;
             let rejoin = if restart && n == name {
@@ -338,24 +408,31 @@ impl Engine {
                 rejoin,
             });
         }
-        Ok(())
+        Ok(set.into_iter().chain([name.to_string()]).collect())
     }
 
     /// Fires queued stops whose dependents are down; answers settled waiters.
     /// Called on every turn of the loop outside a shutdown.
     pub(super) fn run_requests(&mut self) {
         loop {
+            // A service a reload removed may be gone from the table already.
             let due = self.stop_queue.iter().position(|q| {
-                q.after
-                    .iter()
-                    .all(|a| gone_or_stuck(&self.svcs[a]) && !self.svcs[a].rejoin)
+                q.after.iter().all(|a| {
+                    self.svcs
+                        .get(a)
+                        .is_none_or(|s| gone_or_stuck(s) && !s.rejoin)
+                })
             });
             let Some(i) = due else { break };
             let q = self.stop_queue.remove(i);
             let deadline = Instant::now() + self.svcs[&q.name].cfg.stop.timeout;
             self.stop_for(&q.name, q.reason, deadline);
             for n in &q.rejoin {
-                self.svcs.get_mut(n).expect("known").rejoin = true;
+                if let Some(s) = self.svcs.get_mut(n)
+                    && !s.remove
+                {
+                    s.rejoin = true;
+                }
             }
         }
         self.settle_waiters();
@@ -383,13 +460,21 @@ impl Engine {
                 "herder is shutting down; {name} was not {}",
                 match want {
                     Want::Up => "started",
-                    Want::Down => "stopped by this request",
+                    Want::Down | Want::Gone => "stopped by this request",
                 }
             )));
         }
-        let svc = &self.svcs[name];
-        let busy = svc.rejoin || self.stop_queue.iter().any(|q| q.name == name);
+        let Some(svc) = self.svcs.get(name) else {
+            return Some(match want {
+                Want::Gone | Want::Down => Ok(format!("{name} removed")),
+                Want::Up => Err(format!("{name} was removed")),
+            });
+        };
+        let busy = svc.rejoin
+            || svc.replace.is_some()
+            || self.stop_queue.iter().any(|q| q.name == name);
         match (want, &svc.m.state) {
+            (Want::Gone, _) => None,
             (Want::Down, s) if settled_down(s) && svc.unit.is_none() && !busy => {
                 Some(Ok(format!("{name} stopped")))
             }

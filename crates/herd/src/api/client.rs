@@ -1,9 +1,10 @@
-//! The client side of the control socket, for `herd ps`, `start`, `stop`, `restart`.
+//! The client side of the control socket, for the commands that talk to a running
+//! herder.
 
 use std::path::Path;
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
@@ -24,6 +25,39 @@ pub async fn request(
     method: Method,
     path: &str,
 ) -> Result<(StatusCode, Bytes), ClientError> {
+    let (status, body) = open(socket, method, path).await?;
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| ClientError::Io(socket.display().to_string(), e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Reads a streamed answer chunk by chunk until it ends or `each` says stop
+/// (returns false). Whether it ended is the answer.
+pub async fn read_stream(
+    socket: &Path,
+    mut body: Incoming,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> Result<bool, ClientError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Io(socket.display().to_string(), e.to_string()))?;
+        if let Some(data) = frame.data_ref()
+            && !each(data)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Sends a request; the status and the body still to be read.
+pub async fn open(
+    socket: &Path,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, Incoming), ClientError> {
     let at = socket.display().to_string();
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
         use std::io::ErrorKind as K;
@@ -46,9 +80,7 @@ pub async fn request(
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Invalid(path.to_string(), e.to_string()))?;
     let resp = sender.send_request(req).await.map_err(io_err)?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(io_err)?.to_bytes();
-    Ok((status, body))
+    Ok((resp.status(), resp.into_body()))
 }
 
 /// The `error` or `message` field of a JSON answer, or the body as text.

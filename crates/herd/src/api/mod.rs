@@ -3,16 +3,32 @@
 
 pub mod client;
 pub mod health;
+pub mod logs;
 pub mod server;
 
 use std::path::{Path, PathBuf};
 
 use herd_config::Config;
 
-/// The socket: `--socket`, else `supervisor.socket`, else `herd.sock` in the state
-/// directory.
+/// The socket: `--socket`, else `supervisor.socket`, else for a host's
+/// configuration (a file under /etc, which root runs) [`HOST_SOCKET`], else
+/// `herd.sock` in the project's state directory.
 pub fn socket_path(config: &Config, file: &Path, flag: Option<&Path>) -> PathBuf {
     flag.map(Path::to_path_buf)
         .or_else(|| config.supervisor.socket.clone())
-        .unwrap_or_else(|| crate::cmd::up::state_dir(config, file).join("herd.sock"))
+        .unwrap_or_else(|| {
+            if is_host_config(file) {
+                PathBuf::from(HOST_SOCKET)
+            } else {
+                crate::cmd::up::state_dir(config, file).join("herd.sock")
+            }
+        })
+}
+
+/// The socket of the host's herder.
+pub const HOST_SOCKET: &str = "/run/herd.sock";
+
+/// A configuration under /etc is the host's, not a project's.
+fn is_host_config(file: &Path) -> bool {
+    std::fs::canonicalize(file).is_ok_and(|p| p.starts_with("/etc"))
 }

@@ -18,22 +18,31 @@
 //! | GET | `/v1/services/NAME` | one service |
 //! | POST | `/v1/services/NAME/start`, `/stop`, `/restart` | `{"message"}` once done; `?timeout=10s` |
 //! | POST | `/v1/services/NAME/signal?signal=SIGHUP[&all=true]` | the main process, or every process |
+//! | GET | `/v1/services/NAME/logs?n=100[&follow=true]` | the log's last lines, then what follows |
+//! | GET | `/v1/events` | every state change, one JSON object a line (SSE with `Accept: text/event-stream`) |
+//! | POST | `/v1/reload` | the new file applied by difference; answers once done |
 //! | POST | `/v1/shutdown` | `202`, the shutdown has begun |
 //! | GET | `/v1/report` | the last shutdown report |
 //! | GET | `/v1/plan` | start and stop waves, deadlines |
+//!
+//! Streams (events, followed logs) end when herder does: once the engine has
+//! finished, [`drain`] ends them and lets the connections finish writing, within a
+//! bound, so a `herd down --wait` hears the last event.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
+use tokio::sync::watch;
 
-use herd_core::engine::{Handle, note};
+use herd_core::engine::{Change, Handle, note};
 
 /// How long an action is waited for unless `?timeout=` says otherwise.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -78,8 +87,45 @@ fn supplementary(pid: i32) -> Vec<u32> {
 pub struct Ctx {
     pub handle: Handle,
     pub state_dir: PathBuf,
-    /// `herd plan --json`'s document.
-    pub plan: serde_json::Value,
+    /// Turns true once the engine has finished: streams end, connections close.
+    closing: watch::Sender<bool>,
+    /// Connections being served.
+    open: watch::Sender<usize>,
+}
+
+impl Ctx {
+    pub fn new(handle: Handle, state_dir: PathBuf) -> Ctx {
+        Ctx {
+            handle,
+            state_dir,
+            closing: watch::Sender::new(false),
+            open: watch::Sender::new(0),
+        }
+    }
+}
+
+/// Ends the streams and waits, at most `limit`, for every connection to finish
+/// writing its answer (a stream's last event included).
+pub async fn drain(ctx: &Ctx, limit: Duration) {
+    ctx.closing.send_replace(true);
+    let mut open = ctx.open.subscribe();
+    let _ = tokio::time::timeout(limit, open.wait_for(|n| *n == 0)).await;
+}
+
+/// Counts a connection while it lives.
+struct Open(watch::Sender<usize>);
+
+impl Open {
+    fn new(ctx: &Ctx) -> Open {
+        ctx.open.send_modify(|n| *n += 1);
+        Open(ctx.open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Binds the socket at `path`: a stale file (nothing accepts on it) is replaced;
@@ -157,12 +203,23 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
             continue;
         }
         let ctx = ctx.clone();
+        let open = Open::new(&ctx);
+        let mut closing = ctx.closing.subscribe();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| route(req, ctx.clone()));
             // A client that sends garbage or goes away ends its own connection only.
-            let _ = http1()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let conn = http1().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let finished = tokio::select! {
+                _ = conn.as_mut() => true,
+                _ = closing.wait_for(|c| *c) => false,
+            };
+            if !finished {
+                // Idle connections close now; answers being written finish.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            drop(open);
         });
     }
 }
@@ -175,14 +232,31 @@ pub(super) fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, Infallible>>;
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
     let body = serde_json::to_vec(value).expect("plain data serialises");
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(Bytes::from(body)).boxed())
+        .expect("a valid response")
+}
+
+/// A streamed answer: what the task given the sender writes, as it writes it. The
+/// connection closes after it, so the end of the stream is the end of the answer.
+fn stream(
+    content_type: &str,
+    write: impl FnOnce(http_body_util::channel::Sender<Bytes>) -> tokio::task::JoinHandle<()>,
+) -> Answer {
+    let (tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(16);
+    write(tx);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache")
+        .header("connection", "close")
+        .body(body.boxed())
         .expect("a valid response")
 }
 
@@ -266,6 +340,32 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
                 ),
             }
         }
+        (&Method::GET, ["v1", "events"]) => {
+            let sse = parts
+                .headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            events(&ctx, sse)
+        }
+        (&Method::GET, ["v1", "services", name, "logs"]) => {
+            let n = match param(query, "n").map(str::parse::<usize>) {
+                None => None,
+                Some(Ok(n)) => Some(n),
+                Some(Err(_)) => {
+                    return Ok(error(StatusCode::BAD_REQUEST, "n: not a number of lines"));
+                }
+            };
+            let follow = param(query, "follow") == Some("true");
+            logs(&ctx, name, n, follow).await
+        }
+        (&Method::POST, ["v1", "reload"]) => {
+            let wait = match timeout(query) {
+                Ok(w) => w,
+                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e)),
+            };
+            reload(h, wait).await
+        }
         (&Method::POST, ["v1", "shutdown"]) => {
             h.shutdown("herd down");
             json(
@@ -277,7 +377,10 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
             Ok(r) => json(StatusCode::OK, &r),
             Err(_) => error(StatusCode::NOT_FOUND, "no shutdown report yet"),
         },
-        (&Method::GET, ["v1", "plan"]) => json(StatusCode::OK, &ctx.plan),
+        (&Method::GET, ["v1", "plan"]) => match h.config().await {
+            Ok(c) => json(StatusCode::OK, &crate::cmd::plan::document(&c)),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        },
         (_, ["v1", ..]) => error(
             StatusCode::NOT_FOUND,
             format!("no route {} {}", parts.method, parts.uri.path()),
@@ -288,6 +391,165 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
         ),
     };
     Ok(answer)
+}
+
+/// `/v1/events`: one JSON object a line (or a server-sent event each), until
+/// herder finishes; the last is `finished`, with the shutdown report.
+fn events(ctx: &Ctx, sse: bool) -> Answer {
+    // Subscribed before the answer's head goes out: a client that has the head
+    // hears every change after it.
+    let mut rx = ctx.handle.subscribe();
+    let mut closing = ctx.closing.subscribe();
+    let frame = move |line: String| {
+        Bytes::from(if sse {
+            format!("data: {line}\n\n")
+        } else {
+            format!("{line}\n")
+        })
+    };
+    stream(
+        if sse {
+            "text/event-stream"
+        } else {
+            "application/x-ndjson"
+        },
+        move |mut tx| {
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    // Events already published come before the end of the stream.
+                    let got = tokio::select! {
+                        biased;
+                        got = rx.recv() => got,
+                        _ = closing.wait_for(|c| *c) => return,
+                    };
+                    let (line, last) = match got {
+                        Ok(change) => {
+                            let last = matches!(change, Change::Finished { .. });
+                            (serde_json::to_string(&change).expect("plain data"), last)
+                        }
+                        Err(RecvError::Lagged(missed)) => (
+                            format!(r#"{{"event":"lagged","missed":{missed}}}"#),
+                            false,
+                        ),
+                        Err(RecvError::Closed) => return,
+                    };
+                    if tx.send_data(frame(line)).await.is_err() || last {
+                        return;
+                    }
+                }
+            })
+        },
+    )
+}
+
+/// `/v1/services/NAME/logs`: the last `n` lines (all of the current file without
+/// `n`), then with `follow` what is written after them.
+async fn logs(ctx: &Ctx, name: &str, n: Option<usize>, follow: bool) -> Answer {
+    let dir = ctx.state_dir.join("logs");
+    let file = super::logs::path(&dir, name);
+    let known = match ctx.handle.status().await {
+        Ok(list) => list.iter().any(|s| s.name == name),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    // A service removed by a reload still has its log.
+    if !known && !file.exists() {
+        return error(StatusCode::NOT_FOUND, format!("no service named {name}"));
+    }
+    // Set before the tail is read, so no write in between is missed.
+    let watch = if follow {
+        match herd_sys::watch::FileWatch::new(&dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot watch {}: {e}", dir.display()),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let (head, end) = match super::logs::tail(&file, n) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {}: {e}", file.display()),
+            );
+        }
+    };
+    let Some(watch) = watch else {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(head)).boxed())
+            .expect("a valid response");
+    };
+    let closing = ctx.closing.subscribe();
+    stream("text/plain; charset=utf-8", move |mut tx| {
+        tokio::spawn(async move {
+            if !head.is_empty() && tx.send_data(Bytes::from(head)).await.is_err() {
+                return;
+            }
+            super::logs::follow(watch, file, end, tx, closing).await;
+        })
+    })
+}
+
+/// `/v1/reload`: the new file applied; answers once the services it starts are
+/// up and those it removes are gone (or with why not), within `wait`.
+async fn reload(h: &Handle, wait: Duration) -> Answer {
+    let plan = match h.reload().await {
+        Ok(p) => p,
+        Err(e) if e.starts_with("herder") || e.starts_with("the last reload") => {
+            return error(StatusCode::CONFLICT, e);
+        }
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    let waits: Vec<(String, tokio::task::JoinHandle<Result<String, String>>)> = plan
+        .starting
+        .iter()
+        .map(|n| (n, false))
+        .chain(plan.removed.iter().map(|n| (n, true)))
+        .map(|(n, gone)| {
+            let (h, name) = (h.clone(), n.clone());
+            (n.clone(), tokio::spawn(async move { h.wait(&name, gone).await }))
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut results = Vec::new();
+    let mut failed = Vec::new();
+    for (name, task) in waits {
+        let r = match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{name}: not done after {}; it goes on",
+                herd_config::units::format_duration(wait)
+            )),
+        };
+        if let Err(e) = &r {
+            failed.push(e.clone());
+        }
+        results.push(serde_json::json!({
+            "service": name,
+            "ok": r.is_ok(),
+            "message": r.unwrap_or_else(|e| e),
+        }));
+    }
+    let body = serde_json::json!({
+        "message": format!("reloaded ({})", plan.summary()),
+        "plan": plan,
+        "results": results,
+    });
+    if failed.is_empty() {
+        json(StatusCode::OK, &body)
+    } else {
+        let mut body = body;
+        body["error"] = format!("reloaded ({}), but: {}", plan.summary(), failed.join("; ")).into();
+        json(StatusCode::CONFLICT, &body)
+    }
 }
 
 /// The value of `key` in a query string (values are plain words; no decoding).

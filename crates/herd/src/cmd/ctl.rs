@@ -1,10 +1,11 @@
 //! The commands that talk to a running herder over its control socket: `ps`,
-//! `start`, `stop`, `restart`, `signal`.
+//! `start`, `stop`, `restart`, `signal`, `logs`, `events`, `reload`.
 //!
 //! Exit codes: 0 done; 1 herder refused or could not do it (the reason is printed),
-//! or no herder runs at the socket.
+//! or no herder runs at the socket. A reader that goes away (`| head`) is not an
+//! error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hyper::Method;
@@ -29,25 +30,62 @@ pub enum Action<'a> {
         signal: &'a str,
         all: bool,
     },
+    Logs {
+        names: &'a [String],
+        follow: bool,
+        lines: Option<usize>,
+        json: bool,
+    },
+    Events {
+        json: bool,
+    },
+    Reload {
+        timeout: Option<std::time::Duration>,
+        json: bool,
+    },
+}
+
+/// The socket to talk to: `--socket`, else the configuration's.
+pub fn socket(file: &Path, flag: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    // With --socket the configuration is not needed (nor, perhaps, readable).
+    match flag {
+        Some(s) => Ok(s.to_path_buf()),
+        None => super::load_or_report(file).map(|c| crate::api::socket_path(&c, file, None)),
+    }
+}
+
+/// A runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the runtime: {e}")))
 }
 
 pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
-    // With --socket the configuration is not needed (nor, perhaps, readable).
-    let sock = match socket {
-        Some(s) => s.to_path_buf(),
-        None => match super::load_or_report(file) {
-            Ok(c) => crate::api::socket_path(&c, file, None),
-            Err(code) => return code,
-        },
+    let sock = match self::socket(file, socket) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+        Err(code) => return code,
     };
     let (method, path) = match &action {
+        Action::Logs {
+            names,
+            follow,
+            lines,
+            json,
+        } => return rt.block_on(logs(&sock, names, *follow, *lines, *json)),
+        Action::Events { json } => return rt.block_on(events(&sock, *json)),
+        Action::Reload { timeout, .. } => (
+            Method::POST,
+            format!(
+                "/v1/reload{}",
+                timeout.map_or(String::new(), |t| format!("?timeout={}ms", t.as_millis()))
+            ),
+        ),
         Action::Ps { .. } => (Method::GET, "/v1/services".to_string()),
         Action::Signal { name, signal, all } => (
             Method::POST,
@@ -72,6 +110,9 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
+    if let Action::Reload { json, .. } = action {
+        return reloaded(status, &body, json);
+    }
     if !status.is_success() {
         return fail(&client::message(&body));
     }
@@ -86,10 +127,279 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
         Action::Act { .. } | Action::Signal { .. } => {
             output::stdout(&(client::message(&body) + "\n"))
         }
+        Action::Logs { .. } | Action::Events { .. } | Action::Reload { .. } => {
+            unreachable!("answered above")
+        }
     }
 }
 
-fn fail(msg: &str) -> ExitCode {
+/// `herd reload`: what changed, and how each service it started or removed ended
+/// up; 1 if the file was refused or a service did not come up.
+fn reloaded(status: hyper::StatusCode, body: &[u8], json: bool) -> ExitCode {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if json && v.get("plan").is_some() {
+        let code = output::stdout(&(String::from_utf8_lossy(body).into_owned() + "\n"));
+        return if status.is_success() {
+            code
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    if v.get("plan").is_none() {
+        return fail(&client::message(body));
+    }
+    let mut out = format!(
+        "{}\n",
+        v["message"].as_str().unwrap_or("reloaded")
+    );
+    for note in v["plan"]["notes"].as_array().into_iter().flatten() {
+        out.push_str(&format!("note: {}\n", note.as_str().unwrap_or_default()));
+    }
+    for r in v["results"].as_array().into_iter().flatten() {
+        let ok = r["ok"].as_bool().unwrap_or(false);
+        out.push_str(&format!(
+            "{} {}\n",
+            if ok { " ok " } else { "FAIL" },
+            r["message"].as_str().unwrap_or_default()
+        ));
+    }
+    let code = output::stdout(&out);
+    if status.is_success() {
+        code
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `herd events`: every state change until herder finishes (or the reader goes).
+async fn events(sock: &Path, json: bool) -> ExitCode {
+    let (status, body) = match client::open(sock, Method::GET, "/v1/events").await {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if !status.is_success() {
+        return fail(&format!("herder answered {status}"));
+    }
+    let mut lines = Lines::default();
+    let read = client::read_stream(sock, body, |chunk| {
+        lines.feed(chunk, |line| {
+            let text = if json {
+                format!("{line}\n")
+            } else {
+                match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(v) => describe(&v),
+                    Err(_) => format!("{line}\n"),
+                }
+            };
+            output::emit(&text)
+        })
+    })
+    .await;
+    match read {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// One event as a line for people: `12:00:01.234Z web starting -> ready (pid 42)`.
+pub fn describe(v: &serde_json::Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let list = |k: &str| {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let at = clock(v["at_ms"].as_u64().unwrap_or(0));
+    let what = match v["event"].as_str().unwrap_or_default() {
+        "state" => {
+            let mut t = format!("{} {} -> {}", s("service"), s("from"), s("to"));
+            if let Some(d) = v["detail"].as_str() {
+                t.push_str(&format!(" ({d})"));
+            } else if let Some(p) = v["pid"].as_i64() {
+                t.push_str(&format!(" (pid {p})"));
+            }
+            t
+        }
+        "reload" => format!(
+            "reload: added [{}], removed [{}], changed [{}]",
+            list("added"),
+            list("removed"),
+            list("changed")
+        ),
+        "shutdown" => format!("shutdown ({})", s("trigger")),
+        "finished" => format!("finished, exit code {}", v["exit_code"]),
+        "lagged" => format!("({} events missed: this reader was too slow)", v["missed"]),
+        other => format!("{other}: {v}"),
+    };
+    format!("{at} {what}\n")
+}
+
+/// `HH:MM:SS.mmmZ` of a Unix time in milliseconds.
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        ms % 1000
+    )
+}
+
+/// Splits a byte stream into lines; a last line without its end is kept until
+/// [`Lines::finish`].
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Calls `each` with every whole line; false from it stops (and is returned).
+    fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str) -> bool) -> bool {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        let mut go_on = true;
+        while let Some(i) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&self.pending[start..start + i]).into_owned();
+            start += i + 1;
+            if !each(&line) {
+                go_on = false;
+                break;
+            }
+        }
+        self.pending.drain(..start);
+        go_on
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        (!self.pending.is_empty())
+            .then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())
+    }
+}
+
+/// `herd logs`: each service's last lines (all of its current log without `-n`),
+/// one service after the other; with `-f`, then every new line of all of them as
+/// it comes. Lines carry a `NAME | ` prefix when there is more than one service.
+async fn logs(
+    sock: &Path,
+    names: &[String],
+    follow: bool,
+    lines: Option<usize>,
+    json: bool,
+) -> ExitCode {
+    let names: Vec<String> = if names.is_empty() {
+        match client::request(sock, Method::GET, "/v1/services").await {
+            Ok((st, body)) if st.is_success() => {
+                match serde_json::from_slice::<Vec<ServiceStatus>>(&body) {
+                    Ok(list) => list.into_iter().map(|s| s.name).collect(),
+                    Err(e) => return fail(&format!("unexpected answer from herder: {e}")),
+                }
+            }
+            Ok((_, body)) => return fail(&client::message(&body)),
+            Err(e) => return fail(&e.to_string()),
+        }
+    } else {
+        names.to_vec()
+    };
+    let prefix = names.len() > 1;
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let query = {
+        let mut q = Vec::new();
+        if let Some(n) = lines {
+            q.push(format!("n={n}"));
+        }
+        if follow {
+            q.push("follow=true".into());
+        }
+        q.join("&")
+    };
+    // Every stream's lines go through one channel to the one writer.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, String), String>>(256);
+    let sock = sock.to_path_buf();
+    let fetch = move |name: String, tx: tokio::sync::mpsc::Sender<Result<(String, String), String>>| {
+        let sock = sock.clone();
+        let path = format!("/v1/services/{name}/logs?{query}");
+        async move {
+            let (status, body) = match client::open(&sock, Method::GET, &path).await {
+                Ok(r) => r,
+                Err(e) => return tx.send(Err(e.to_string())).await.is_ok(),
+            };
+            if !status.is_success() {
+                let body = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                return tx.send(Err(client::message(&body))).await.is_ok();
+            }
+            let mut split = Lines::default();
+            let mut body = body;
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                let Some(chunk) = frame.data_ref() else {
+                    continue;
+                };
+                let mut got = Vec::new();
+                split.feed(chunk, |line| {
+                    got.push(line.to_string());
+                    true
+                });
+                for line in got {
+                    if tx.send(Ok((name.clone(), line))).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+            match split.finish() {
+                Some(rest) => tx.send(Ok((name.clone(), rest))).await.is_ok(),
+                None => true,
+            }
+        }
+    };
+    if follow {
+        for n in names {
+            tokio::spawn(fetch(n, tx.clone()));
+        }
+    } else {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for n in names {
+                if !fetch(n, tx.clone()).await {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut failed = false;
+    while let Some(item) = rx.recv().await {
+        let text = match item {
+            Ok((name, line)) if json => {
+                serde_json::json!({ "service": name, "line": line }).to_string() + "\n"
+            }
+            Ok((name, line)) if prefix => format!("{name:>width$} | {line}\n"),
+            Ok((_, line)) => format!("{line}\n"),
+            Err(e) => {
+                failed = true;
+                output::stderr(&format!("herd: {e}\n"));
+                continue;
+            }
+        };
+        if !output::emit(&text) {
+            return ExitCode::SUCCESS;
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn fail(msg: &str) -> ExitCode {
     output::stderr(&format!("herd: {msg}\n"));
     ExitCode::from(1)
 }

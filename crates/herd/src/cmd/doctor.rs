@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use herd_contain::Kind;
 
-pub fn run(forced: Option<Kind>) -> ExitCode {
+pub fn run(forced: Option<Kind>, json: bool) -> ExitCode {
     let mut out = String::new();
     let probes = herd_contain::report();
     let chosen = match forced {
@@ -16,6 +16,19 @@ pub fn run(forced: Option<Kind>) -> ExitCode {
             .map(|p| p.kind),
         None => probes.iter().find(|p| p.result.is_ok()).map(|p| p.kind),
     };
+    if json {
+        let doc = serde_json::json!({
+            "backends": probes.iter().map(|p| serde_json::json!({
+                "name": p.kind.name(),
+                "available": p.result.is_ok(),
+                "detail": match &p.result { Ok(d) | Err(d) => d },
+                "guarantees": p.kind.guarantees(),
+            })).collect::<Vec<_>>(),
+            "chosen": chosen.map(Kind::name),
+        });
+        let code = crate::output::stdout(&format!("{doc:#}\n"));
+        return if chosen.is_some() { code } else { ExitCode::from(1) };
+    }
     out.push_str("containment backends, best first:\n");
     for p in &probes {
         let mark = if Some(p.kind) == chosen { "*" } else { " " };

@@ -1,87 +1,169 @@
-//! `herd down`: ask the herder running this configuration to shut down.
+//! `herd down`: ask the running herder to shut down.
 //!
-//! The herder is found through its state file (pid and start time, so a recycled
-//! pid is never signalled) and sent SIGTERM through a pidfd, exactly as Kubernetes
-//! or Docker would stop it. With `--wait`, the command returns once it has exited
-//! and prints its shutdown report.
+//! Over the control socket: `POST /v1/shutdown`. With `--wait` the command first
+//! subscribes to the event stream, then asks, and returns with the `finished`
+//! event, which carries the shutdown report: it prints the report and exits with
+//! herder's code.
+//!
+//! When nothing answers on the socket (removed by hand, say) but the state file
+//! names a live herder, that herder is sent SIGTERM through a pidfd (its pid and
+//! start time checked, so a recycled pid is never signalled), exactly as
+//! Kubernetes or Docker would stop it; `--wait` then waits on the pidfd and reads
+//! the report from the state directory.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use hyper::Method;
+
+use herd_core::report::Report;
 use herd_core::state::StateFile;
 use herd_sys::Pidfd;
 
-pub fn run(file: &Path, wait: bool, timeout: Option<Duration>) -> ExitCode {
-    let config = match super::load_or_report(file) {
-        Ok(c) => c,
+use super::ctl::fail;
+use crate::api::client::{self, ClientError};
+
+/// How long `--wait` waits when the configuration (and so its budget) is unknown.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+pub fn run(file: &Path, socket: Option<&Path>, wait: bool, timeout: Option<Duration>) -> ExitCode {
+    // With --socket the configuration is not needed; without it, it must load.
+    let config = match socket {
+        Some(_) => herd_config::load(file).ok(),
+        None => match super::load_or_report(file) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+    };
+    let sock = match socket {
+        Some(s) => s.to_path_buf(),
+        None => crate::api::socket_path(config.as_ref().expect("loaded"), file, None),
+    };
+    let limit = timeout.unwrap_or_else(|| {
+        config
+            .as_ref()
+            .map_or(DEFAULT_WAIT, |c| c.shutdown.timeout + Duration::from_secs(5))
+    });
+    let rt = match super::ctl::runtime() {
+        Ok(rt) => rt,
         Err(code) => return code,
     };
-    let dir = super::up::state_dir(&config, file);
-    let fail = |msg: String| {
-        crate::output::stderr(&format!("herd: {msg}\n"));
-        ExitCode::from(1)
+    match rt.block_on(over_socket(&sock, wait, limit)) {
+        Err(ClientError::NotRunning(at, why)) => match &config {
+            Some(c) => {
+                let dir = super::up::state_dir(c, file);
+                rt.block_on(by_signal(&dir, wait, limit))
+                    .unwrap_or_else(|_| fail(&format!("no herder is running at {at} ({why})")))
+            }
+            None => fail(&format!("no herder is running at {at} ({why})")),
+        },
+        Err(e) => fail(&e.to_string()),
+        Ok(code) => code,
+    }
+}
+
+async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCode, ClientError> {
+    // Subscribed before asking, so the end cannot be missed.
+    let events = if wait {
+        let (status, body) = client::open(sock, Method::GET, "/v1/events").await?;
+        if !status.is_success() {
+            return Ok(fail(&format!("herder answered {status} to /v1/events")));
+        }
+        Some(body)
+    } else {
+        None
     };
-    let herder = match StateFile::load(&dir) {
+    let (status, body) = client::request(sock, Method::POST, "/v1/shutdown").await?;
+    if !status.is_success() {
+        return Ok(fail(&client::message(&body)));
+    }
+    let pid = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["pid"].as_u64())
+        .map_or(String::new(), |p| format!(" (pid {p})"));
+    let Some(events) = events else {
+        return Ok(crate::output::stdout(&format!(
+            "herd{pid} is shutting down\n"
+        )));
+    };
+    let mut pending = Vec::new();
+    let mut report: Option<(u8, Report)> = None;
+    let read = client::read_stream(sock, events, |chunk| {
+        pending.extend_from_slice(chunk);
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            if let Ok(herd_core::engine::Change::Finished {
+                exit_code, report: r, ..
+            }) = serde_json::from_slice(&line)
+            {
+                report = Some((exit_code, *r));
+                return false;
+            }
+        }
+        true
+    });
+    match tokio::time::timeout(limit, read).await {
+        Err(_) => Ok(fail(&format!(
+            "herd{pid} is still shutting down after {}",
+            herd_config::units::format_duration(limit)
+        ))),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(_)) => Ok(match report {
+            Some((code, r)) => finish(&r, code),
+            None => fail(&format!("herd{pid} went away before its shutdown report")),
+        }),
+    }
+}
+
+/// Prints the report and passes on herder's exit code.
+fn finish(r: &Report, code: u8) -> ExitCode {
+    let out = crate::output::stdout(&r.table());
+    if out != ExitCode::SUCCESS {
+        return out;
+    }
+    ExitCode::from(code)
+}
+
+/// SIGTERM to the herder the state file in `dir` names; `Err` if there is none.
+async fn by_signal(dir: &Path, wait: bool, limit: Duration) -> Result<ExitCode, ()> {
+    let herder = match StateFile::load(dir) {
         Ok(Some(s)) => s.herder,
         Ok(None) => None,
         Err(e) => {
-            return fail(format!(
+            return Ok(fail(&format!(
                 "cannot read the state file in {}: {e}",
                 dir.display()
-            ));
+            )));
         }
     };
-    let Some(h) = herder else {
-        return fail(format!(
-            "no herder is running with the state directory {}",
-            dir.display()
-        ));
-    };
+    let Some(h) = herder else { return Err(()) };
     // Opened first, checked second: the pidfd then names the process checked.
     let fd = match Pidfd::open(h.pid) {
         Ok(fd) if h.alive() => fd,
-        _ => {
-            return fail(format!(
-                "no herder is running with the state directory {} (pid {} is gone)",
-                dir.display(),
-                h.pid
-            ));
-        }
+        _ => return Err(()),
     };
     if let Err(e) = fd.signal(libc::SIGTERM) {
-        return fail(format!("cannot signal herd (pid {}): {e}", h.pid));
+        return Ok(fail(&format!("cannot signal herd (pid {}): {e}", h.pid)));
     }
     if !wait {
-        return crate::output::stdout(&format!("herd (pid {}) is shutting down\n", h.pid));
+        return Ok(crate::output::stdout(&format!(
+            "herd (pid {}) is shutting down (signalled: its socket did not answer)\n",
+            h.pid
+        )));
     }
-    let limit = timeout.unwrap_or(config.shutdown.timeout + Duration::from_secs(5));
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
-    };
-    if rt
-        .block_on(async { tokio::time::timeout(limit, fd.exited()).await })
-        .is_err()
-    {
-        return fail(format!(
+    if tokio::time::timeout(limit, fd.exited()).await.is_err() {
+        return Ok(fail(&format!(
             "herd (pid {}) is still shutting down after {}",
             h.pid,
             herd_config::units::format_duration(limit)
-        ));
+        )));
     }
-    match herd_core::report::Report::load(&dir) {
+    Ok(match Report::load(dir) {
         Ok(r) => {
             let code = r.exit_code;
-            let out = crate::output::stdout(&r.table());
-            if out != ExitCode::SUCCESS {
-                return out;
-            }
-            ExitCode::from(code)
+            finish(&r, code)
         }
         Err(_) => crate::output::stdout(&format!("herd (pid {}) has exited\n", h.pid)),
-    }
+    })
 }

@@ -134,7 +134,6 @@ pub fn run(
             note(&format!("warning: services.{name}.{why}; not honoured"));
         }
     }
-    let plan = super::plan::document(&config);
     let opts = Options {
         state_dir: state_dir.clone(),
         config_file: Some(file.to_path_buf()),
@@ -149,14 +148,12 @@ pub fn run(
             });
             tokio::spawn(health::serve(l, ctx))
         });
-        let ctx = Arc::new(Ctx {
-            handle: engine.handle(),
-            state_dir,
-            plan,
-        });
-        let serving = tokio::spawn(server::serve(listener, access, ctx));
+        let ctx = Arc::new(Ctx::new(engine.handle(), state_dir));
+        let serving = tokio::spawn(server::serve(listener, access, ctx.clone()));
         let outcome = engine.run().await;
         serving.abort();
+        // Streams hear the end (`herd down --wait` its report) before herder exits.
+        server::drain(&ctx, STREAMS_DRAIN).await;
         if let Some(p) = probing {
             p.abort();
         }
@@ -189,6 +186,9 @@ pub fn run(
     note(&format!("exit code {code}"));
     ExitCode::from(code)
 }
+
+/// How long, at most, streaming clients get to receive the last event.
+const STREAMS_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Removes the control socket's file when `herd up` returns, however it returns.
 struct SocketFile(PathBuf);

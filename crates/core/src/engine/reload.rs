@@ -1,0 +1,282 @@
+//! Applying a new configuration by difference (`herd reload`, SIGHUP).
+//!
+//! # How it works
+//!
+//! The new file is parsed and validated first; a configuration with errors
+//! changes nothing. Then, service by service, against the configuration in force
+//! (where a service is defined — file and line — does not count as a change):
+//!
+//! - **added**: becomes pending and starts as soon as what it requires is ready;
+//! - **removed**: stopped (reason `reload`) after whatever requires it, and dropped
+//!   once every process of it is gone;
+//! - **changed** and running: restarted like `herd restart` — what requires it
+//!   stops first and comes back after it — with the new definition, applied while
+//!   it is down; changed but not running (pending, stopped, exited, failed): takes
+//!   the new definition and stays as it was;
+//! - **untouched**: keeps running, same processes.
+//!
+//! The shutdown plan (waves, budget) and `main` follow the new file at once.
+//! Settings that shape herder itself — the socket, the state directory, the
+//! containment backend, log rotation — take effect at the next `herd up`, and the
+//! reload says so. One reload is applied at a time: a second one is refused while
+//! services of the first are still being replaced or removed.
+
+use serde::{Deserialize, Serialize};
+
+use herd_config::{Config, Service};
+
+use super::events::{self, Change};
+use super::{Engine, Svc, gone_or_stuck, note, policy, settled_down};
+use crate::machine::{State, StopReason};
+
+/// What a reload does, service by service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadPlan {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Running services the reload stops and starts again: the changed ones and
+    /// what requires them.
+    pub restarted: Vec<String>,
+    /// Services the reload will start (added and restarted); they can be waited
+    /// on to be up.
+    pub starting: Vec<String>,
+    /// Settings of the new file that apply only at the next `herd up`.
+    pub notes: Vec<String>,
+}
+
+impl ReloadPlan {
+    /// `added: a; changed: b` or `no service changed`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (what, list) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{what}: {}", list.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "no service changed".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// The same service, wherever it is defined.
+fn same(a: &Service, b: &Service) -> bool {
+    let mut b = b.clone();
+    b.defined_in.clone_from(&a.defined_in);
+    b.line = a.line;
+    *a == b
+}
+
+/// What would change from `old` to `new`, without the running state.
+pub(super) fn diff(old: &Config, new: &Config) -> ReloadPlan {
+    let mut plan = ReloadPlan {
+        added: new
+            .services
+            .keys()
+            .filter(|n| !old.services.contains_key(*n))
+            .cloned()
+            .collect(),
+        removed: old
+            .services
+            .keys()
+            .filter(|n| !new.services.contains_key(*n))
+            .cloned()
+            .collect(),
+        changed: new
+            .services
+            .iter()
+            .filter(|(n, c)| old.services.get(*n).is_some_and(|o| !same(o, c)))
+            .map(|(n, _)| n.clone())
+            .collect(),
+        ..ReloadPlan::default()
+    };
+    if old.supervisor != new.supervisor {
+        plan.notes
+            .push("[supervisor] changed: it takes effect at the next herd up".into());
+    }
+    if old.logs != new.logs {
+        plan.notes
+            .push("[logs] changed: it takes effect at the next herd up".into());
+    }
+    plan
+}
+
+impl Engine {
+    /// Loads and validates the configuration file again, then applies it.
+    pub(super) fn reload_file(&mut self, why: &str) -> Result<ReloadPlan, String> {
+        let Some(file) = self.opts.config_file.clone() else {
+            return Err("no configuration file to reload".into());
+        };
+        let new = herd_config::load(&file).map_err(|diags| {
+            format!(
+                "{} is not valid; nothing changes:\n{}",
+                file.display(),
+                diags.to_string().trim_end()
+            )
+        })?;
+        self.reload(new, why)
+    }
+
+    /// Applies `new` by difference (see the module docs).
+    pub(super) fn reload(&mut self, new: Config, why: &str) -> Result<ReloadPlan, String> {
+        if self.shutdown.is_some() {
+            return Err("herder is shutting down: nothing is reloaded".into());
+        }
+        let busy: Vec<&String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.replace.is_some() || s.remove)
+            .map(|(n, _)| n)
+            .collect();
+        if !busy.is_empty() {
+            let names: Vec<&str> = busy.iter().map(|s| s.as_str()).collect();
+            return Err(format!(
+                "the last reload is still being applied ({}); try again once it is done",
+                names.join(", ")
+            ));
+        }
+        let mut plan = diff(&self.config, &new);
+        // A changed service that runs is restarted, with what requires it; one
+        // that does not takes its new definition now.
+        for name in plan.changed.clone() {
+            let cfg = new.services[&name].clone();
+            let svc = self.svcs.get_mut(&name).expect("changed services exist");
+            if matches!(svc.m.state, State::Stopping { .. } | State::Stuck { .. }) {
+                // Being stopped already: it stays stopped, with the new definition.
+                svc.replace = Some(Box::new(cfg));
+            } else if running(svc) {
+                svc.replace = Some(Box::new(cfg));
+                match self.stop_request(&name, true, StopReason::Reload) {
+                    Ok(stopped) => plan.restarted.extend(stopped),
+                    // Already going down as a dependent of another changed one.
+                    Err(e) if e.ends_with("already being stopped") => {}
+                    Err(e) => note(&format!("reload: {e}")),
+                }
+            } else {
+                svc.cfg = cfg;
+                svc.m.policy = policy(&svc.cfg);
+            }
+        }
+        for name in &plan.removed {
+            let svc = self.svcs.get_mut(name).expect("removed services exist");
+            svc.remove = true;
+            svc.rejoin = false;
+            if !gone_or_stuck(svc) {
+                match self.stop_request(name, false, StopReason::Reload) {
+                    Ok(_) => {}
+                    Err(e) if e.ends_with("already being stopped") => {}
+                    Err(e) => note(&format!("reload: {e}")),
+                }
+            }
+        }
+        // Where an untouched service is defined may have moved.
+        for (name, cfg) in &new.services {
+            if let Some(svc) = self.svcs.get_mut(name)
+                && svc.replace.is_none()
+                && same(&svc.cfg, cfg)
+            {
+                svc.cfg = cfg.clone();
+            }
+        }
+        for name in &plan.added {
+            let mut svc = Svc::new(&new.services[name], 0);
+            if let Err(e) = svc.listen(name, &self.tx) {
+                note(&format!(
+                    "{name}: cannot open its notify socket ({e}); its notifications will not be heard"
+                ));
+            }
+            self.svcs.insert(name.clone(), svc);
+        }
+        plan.restarted.sort();
+        plan.restarted.dedup();
+        plan.restarted.retain(|n| !plan.removed.contains(n));
+        plan.starting = plan
+            .added
+            .iter()
+            .chain(&plan.restarted)
+            .cloned()
+            .collect();
+        self.plan = herd_config::shutdown_plan(&new);
+        for (i, w) in self.plan.waves.iter().enumerate() {
+            for s in &w.services {
+                if let Some(svc) = self.svcs.get_mut(&s.name) {
+                    svc.stop_wave = i;
+                }
+            }
+        }
+        // A removed service still stopping goes in the first wave, should a
+        // shutdown begin before it is gone.
+        for name in &plan.removed {
+            if let Some(svc) = self.svcs.get_mut(name) {
+                svc.stop_wave = 0;
+            }
+        }
+        self.main = new.main.clone();
+        self.config = new;
+        note(&format!("{why}: reloading ({})", plan.summary()));
+        if !plan.restarted.is_empty() {
+            note(&format!("{why}: restarting {}", plan.restarted.join(", ")));
+        }
+        for n in &plan.notes {
+            note(&format!("{why}: {n}"));
+        }
+        let _ = self.events.send(Change::Reload {
+            at_ms: events::now_ms(),
+            added: plan.added.clone(),
+            removed: plan.removed.clone(),
+            changed: plan.changed.clone(),
+        });
+        self.apply_replacements();
+        self.run_requests();
+        self.state_dirty = true;
+        Ok(plan)
+    }
+
+    /// Services a reload changed or removed that are now down take their new
+    /// definition, or are dropped. Called on every turn of the loop.
+    pub(super) fn apply_replacements(&mut self) {
+        let checks = &self.checks;
+        let hooks = &self.hooks;
+        let down: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.replace.is_some() || s.remove)
+            .filter(|(_, s)| settled_down(&s.m.state) && s.unit.is_none())
+            .filter(|(n, _)| {
+                !checks.values().any(|c| &c.0 == *n) && !hooks.values().any(|h| h == *n)
+            })
+            .filter(|(n, _)| !self.stop_queue.iter().any(|q| q.name == **n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in down {
+            let svc = self.svcs.get_mut(&name).expect("listed above");
+            if svc.remove {
+                self.svcs.remove(&name);
+                self.timers.retain(|(_, n, _)| *n != name);
+                note(&format!("{name} removed"));
+                continue;
+            }
+            if let Some(cfg) = svc.replace.take() {
+                svc.cfg = *cfg;
+                svc.m.policy = policy(&svc.cfg);
+                if let Err(e) = svc.listen(&name, &self.tx) {
+                    note(&format!(
+                        "{name}: cannot open its notify socket ({e}); its notifications will not be heard"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether anything of the service runs or is about to.
+fn running(s: &Svc) -> bool {
+    !(settled_down(&s.m.state) && s.unit.is_none()) || s.rejoin
+}
