@@ -203,33 +203,6 @@ fn config_file(flag: Option<&Path>) -> PathBuf {
 
 const HOST_CONFIG: &str = "/etc/herd/herd.toml";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dash_f_after_logs_is_follow_and_names_the_file_before_it() {
-        let v = |args: &[&str]| -> Vec<String> {
-            follow_flag(args.iter().map(Into::into).collect())
-                .into_iter()
-                .map(|a| a.into_string().unwrap())
-                .collect()
-        };
-        assert_eq!(
-            v(&["herd", "-f", "x.toml", "logs", "-f", "web"]),
-            ["herd", "-f", "x.toml", "logs", "--follow", "web"]
-        );
-        // A file named `logs` is a file.
-        assert_eq!(v(&["herd", "-f", "logs", "ps"]), ["herd", "-f", "logs", "ps"]);
-        assert_eq!(v(&["herd", "up", "-f", "a"]), ["herd", "up", "-f", "a"]);
-        let cli = Cli::try_parse_from(v(&["herd", "logs", "-f", "-n", "3", "web"])).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Logs { follow: true, lines: Some(3), .. }
-        ));
-    }
-}
-
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     herd_config::units::parse_duration(s)
 }
@@ -277,16 +250,8 @@ fn main() -> ExitCode {
             containment,
             init,
             http,
-        } => cmd::up::run(
-            file,
-            socket,
-            containment.map(Into::into),
-            *init,
-            *http,
-        ),
-        Command::Ps { json } => {
-            cmd::ctl::run(file, socket, cmd::ctl::Action::Ps { json: *json })
-        }
+        } => cmd::up::run(file, socket, containment.map(Into::into), *init, *http),
+        Command::Ps { json } => cmd::ctl::run(file, socket, cmd::ctl::Action::Ps { json: *json }),
         Command::Start(a) => act(file, &cli, "start", a),
         Command::Stop(a) => act(file, &cli, "stop", a),
         Command::Restart(a) => act(file, &cli, "restart", a),
@@ -331,5 +296,39 @@ fn main() -> ExitCode {
             cmd::doctor::run(containment.map(Into::into), *json)
         }
         Command::Plan { json } => cmd::plan::run(file, *json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dash_f_after_logs_is_follow_and_names_the_file_before_it() {
+        let v = |args: &[&str]| -> Vec<String> {
+            follow_flag(args.iter().map(Into::into).collect())
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            v(&["herd", "-f", "x.toml", "logs", "-f", "web"]),
+            ["herd", "-f", "x.toml", "logs", "--follow", "web"]
+        );
+        // A file named `logs` is a file.
+        assert_eq!(
+            v(&["herd", "-f", "logs", "ps"]),
+            ["herd", "-f", "logs", "ps"]
+        );
+        assert_eq!(v(&["herd", "up", "-f", "a"]), ["herd", "up", "-f", "a"]);
+        let cli = Cli::try_parse_from(v(&["herd", "logs", "-f", "-n", "3", "web"])).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Logs {
+                follow: true,
+                lines: Some(3),
+                ..
+            }
+        ));
     }
 }

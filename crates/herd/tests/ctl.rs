@@ -169,10 +169,14 @@ fn another_uid_is_refused_and_changes_nothing() {
     let before = ps(&up);
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
     for args in [
-        ["--socket", s, "stop", "db"],
-        ["--socket", s, "ps", "--json"],
+        &["--socket", s, "stop", "db"][..],
+        &["--socket", s, "ps", "--json"],
+        &["--socket", s, "reload"],
+        &["--socket", s, "events"],
+        &["--socket", s, "logs", "-n", "1", "db"],
+        &["--socket", s, "down", "--wait"],
     ] {
-        let out = herd_as_nobody(&up, &args);
+        let out = herd_as_nobody(&up, args);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("uid 65534") && out.stdout.is_empty(),
@@ -466,5 +470,185 @@ fn a_socket_in_use_is_not_taken_over() {
     assert_eq!(service(&ps(&up), "db")["state"], "ready");
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(3));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+/// A child `herd` whose stdout lines arrive on a channel.
+struct Streaming {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Streaming {
+    fn start(dir: &std::path::Path, args: &[&str]) -> Streaming {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Streaming { child, lines }
+    }
+
+    /// The next line, within `LONG`.
+    #[track_caller]
+    fn next(&self) -> String {
+        self.lines.recv_timeout(LONG).expect("a line in time")
+    }
+
+    /// Every line until one satisfies `done`, that one included.
+    #[track_caller]
+    fn until(&self, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            let l = self.next();
+            let end = done(&l);
+            got.push(l);
+            if end {
+                return got;
+            }
+        }
+    }
+
+    /// Its exit code, within `LONG`.
+    #[track_caller]
+    fn exit(mut self) -> Option<i32> {
+        assert!(
+            wait_gone(&[self.child.id() as i32], LONG),
+            "herd did not exit"
+        );
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn logs_events_down_and_doctor_through_the_socket() {
+    let mut up = Up::start(
+        r#"
+[services.talk]
+shell = true
+command = "trap 'echo got usr1' USR1; echo one; echo two; echo ready; while :; do sleep 0.05; done"
+ready = { log = "ready" }
+
+[services.other]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#,
+    );
+    up.wait_for("herd: talk ready", LONG);
+    up.wait_for("herd: other ready", LONG);
+    let d = &up.dir.path().to_path_buf();
+
+    // The tail, and the whole current file without -n.
+    let out = herd(d, &["logs", "-n", "2", "talk"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nready\n");
+    let out = herd(d, &["logs", "talk"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nready\n");
+    // Every service, prefixed; --json parsed back.
+    let out = herd(d, &["logs", "-n", "1", "--json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"service": "other", "line": "ready"}),
+            serde_json::json!({"service": "talk", "line": "ready"}),
+        ]
+    );
+    let out = herd(d, &["logs", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service named nope"));
+
+    // Following: the last line, then what the service writes afterwards.
+    let follow = Streaming::start(d, &["logs", "-f", "-n", "1", "talk"]);
+    assert_eq!(follow.next(), "ready");
+    let events = Streaming::start(d, &["events", "--json"]);
+    assert!(herd(d, &["signal", "talk", "USR1"]).status.success());
+    assert_eq!(follow.next(), "got usr1");
+
+    // Events: a restart of other, as JSON lines. herd events may connect after
+    // the first restart; restarts go on until it has seen one whole.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        assert!(herd(d, &["restart", "other"]).status.success());
+        match events.lines.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => {
+                seen.push(l);
+                break;
+            }
+            Err(_) => continue,
+        }
+    }
+    assert!(!seen.is_empty(), "herd events printed nothing");
+    seen.extend(events.until(|l| l.contains(r#""to":"ready""#)));
+    let parsed: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = parsed.last().unwrap();
+    assert_eq!(last["event"], "state");
+    assert_eq!(last["service"], "other");
+    assert_eq!(last["from"], "starting");
+    assert!(last["pid"].as_i64().unwrap() > 0);
+    assert!(last["at_ms"].as_u64().unwrap() > 0);
+
+    // doctor --json names the backend up would use.
+    let out = herd(d, &["doctor", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["chosen"].is_string(), "{doc}");
+    assert_eq!(doc["backends"].as_array().unwrap().len(), 3);
+
+    // A reader that goes away ends `herd logs -f` quietly: drop the pipe, make
+    // the service write, and the command exits 0.
+    // (The reader thread ends at the next line it cannot pass on, closing the
+    // pipe; the line after that meets a closed pipe.)
+    let mut follow = follow;
+    follow.lines = std::sync::mpsc::channel().1;
+    let mut exited = None;
+    for _ in 0..50 {
+        assert!(herd(d, &["signal", "talk", "USR1"]).status.success());
+        if let Some(st) = follow.child.try_wait().unwrap() {
+            exited = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = exited.expect("herd logs -f ended once its reader had gone");
+    assert_eq!(st.code(), Some(0));
+
+    // herd down --wait over the socket: the report, herder's exit code; the event
+    // stream ends with `finished` and herd events exits 0.
+    let out = herd(d, &["down", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("shutdown: herd down"), "{text}");
+    let tail = events.until(|l| l.contains(r#""event":"finished""#));
+    let fin: serde_json::Value = serde_json::from_str(tail.last().unwrap()).unwrap();
+    assert_eq!(fin["exit_code"], 0);
+    assert_eq!(fin["report"]["trigger"], "herd down");
+    assert_eq!(events.exit(), Some(0));
+    assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }

@@ -328,16 +328,13 @@ ready = { log = "ready" }
     up.wait_for("is not valid; nothing changes", LONG);
     std::fs::write(
         up.path("herd.toml"),
-        good + "\n[services.extra]\ncommand = [\"true\"]\n",
+        good + "\n[services.extra]\nkind = \"oneshot\"\ncommand = [\"true\"]\n",
     )
     .unwrap();
+    // A valid one is applied (tests/reload.rs covers what it does in detail).
     up.signal(libc::SIGHUP);
-    // The valid file's own line says what would change, and that nothing did.
-    let line = up.wait_for("added: extra", LONG);
-    assert!(
-        line.contains("is valid") && line.contains("nothing changes"),
-        "{line}"
-    );
+    up.wait_for("herd: SIGHUP: reloading (added: extra)", LONG);
+    up.wait_for("herd: extra exited (exit code 0)", LONG);
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
@@ -368,7 +365,8 @@ ready = { log = "ready" }
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("shutdown: SIGTERM"), "{text}");
+    // Asked over the socket; the report came with the stream's last event.
+    assert!(text.contains("shutdown: herd down"), "{text}");
     assert!(text.contains("stopped"), "{text}");
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
@@ -376,6 +374,18 @@ ready = { log = "ready" }
     let out = herd(up.dir.path(), &["down"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no herder is running"));
+
+    // With its socket gone, herder is still found through the state file and
+    // sent SIGTERM.
+    up.relaunch(&[]);
+    up.wait_for("herd: a ready", LONG);
+    std::fs::remove_file(up.path(".herd/herd.sock")).unwrap();
+    let out = herd(up.dir.path(), &["down", "--wait"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text.contains("shutdown: SIGTERM"), "{text}");
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
 }
 
 /// herd is SIGKILLed with adversarial services running; the next `herd up` in the

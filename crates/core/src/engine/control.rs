@@ -199,7 +199,8 @@ impl Handle {
     /// reload has removed it.
     pub async fn wait(&self, name: &str, gone: bool) -> Result<String, String> {
         let name = name.to_string();
-        self.ask(|reply| Request::Wait { name, gone, reply }).await?
+        self.ask(|reply| Request::Wait { name, gone, reply })
+            .await?
     }
 }
 
@@ -470,9 +471,8 @@ impl Engine {
                 Want::Up => Err(format!("{name} was removed")),
             });
         };
-        let busy = svc.rejoin
-            || svc.replace.is_some()
-            || self.stop_queue.iter().any(|q| q.name == name);
+        let busy =
+            svc.rejoin || svc.replace.is_some() || self.stop_queue.iter().any(|q| q.name == name);
         match (want, &svc.m.state) {
             (Want::Gone, _) => None,
             (Want::Down, s) if settled_down(s) && svc.unit.is_none() && !busy => {

@@ -197,12 +197,7 @@ impl Engine {
         plan.restarted.sort();
         plan.restarted.dedup();
         plan.restarted.retain(|n| !plan.removed.contains(n));
-        plan.starting = plan
-            .added
-            .iter()
-            .chain(&plan.restarted)
-            .cloned()
-            .collect();
+        plan.starting = plan.added.iter().chain(&plan.restarted).cloned().collect();
         self.plan = herd_config::shutdown_plan(&new);
         for (i, w) in self.plan.waves.iter().enumerate() {
             for s in &w.services {

@@ -42,7 +42,8 @@ pub async fn read_stream(
     mut each: impl FnMut(&[u8]) -> bool,
 ) -> Result<bool, ClientError> {
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ClientError::Io(socket.display().to_string(), e.to_string()))?;
+        let frame =
+            frame.map_err(|e| ClientError::Io(socket.display().to_string(), e.to_string()))?;
         if let Some(data) = frame.data_ref()
             && !each(data)
         {

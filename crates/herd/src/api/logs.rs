@@ -62,7 +62,10 @@ pub fn tail(file: &Path, n: Option<usize>) -> std::io::Result<(Vec<u8>, u64)> {
     let mut lines = count_lines(&buf);
     let mut cut = 0;
     while lines > n {
-        cut += buf[cut..].iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        cut += buf[cut..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         lines -= 1;
     }
     buf.drain(..cut);
@@ -176,7 +179,10 @@ mod tests {
         std::fs::write(dir.path().join("svc.log.1"), "old 1\nold 2\n").unwrap();
         std::fs::write(&f, "new 1\nnew 2\n").unwrap();
         assert_eq!(tail(&f, Some(3)).unwrap().0, b"old 2\nnew 1\nnew 2\n");
-        assert_eq!(tail(&f, Some(9)).unwrap().0, b"old 1\nold 2\nnew 1\nnew 2\n");
+        assert_eq!(
+            tail(&f, Some(9)).unwrap().0,
+            b"old 1\nold 2\nnew 1\nnew 2\n"
+        );
 
         assert_eq!(tail(&dir.path().join("none.log"), Some(5)).unwrap().0, b"");
     }

@@ -428,10 +428,9 @@ fn events(ctx: &Ctx, sse: bool) -> Answer {
                             let last = matches!(change, Change::Finished { .. });
                             (serde_json::to_string(&change).expect("plain data"), last)
                         }
-                        Err(RecvError::Lagged(missed)) => (
-                            format!(r#"{{"event":"lagged","missed":{missed}}}"#),
-                            false,
-                        ),
+                        Err(RecvError::Lagged(missed)) => {
+                            (format!(r#"{{"event":"lagged","missed":{missed}}}"#), false)
+                        }
                         Err(RecvError::Closed) => return,
                     };
                     if tx.send_data(frame(line)).await.is_err() || last {
@@ -514,7 +513,10 @@ async fn reload(h: &Handle, wait: Duration) -> Answer {
         .chain(plan.removed.iter().map(|n| (n, true)))
         .map(|(n, gone)| {
             let (h, name) = (h.clone(), n.clone());
-            (n.clone(), tokio::spawn(async move { h.wait(&name, gone).await }))
+            (
+                n.clone(),
+                tokio::spawn(async move { h.wait(&name, gone).await }),
+            )
         })
         .collect();
     let deadline = tokio::time::Instant::now() + wait;

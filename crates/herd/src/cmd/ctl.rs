@@ -148,10 +148,7 @@ fn reloaded(status: hyper::StatusCode, body: &[u8], json: bool) -> ExitCode {
     if v.get("plan").is_none() {
         return fail(&client::message(body));
     }
-    let mut out = format!(
-        "{}\n",
-        v["message"].as_str().unwrap_or("reloaded")
-    );
+    let mut out = format!("{}\n", v["message"].as_str().unwrap_or("reloaded"));
     for note in v["plan"]["notes"].as_array().into_iter().flatten() {
         out.push_str(&format!("note: {}\n", note.as_str().unwrap_or_default()));
     }
@@ -178,7 +175,11 @@ async fn events(sock: &Path, json: bool) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     if !status.is_success() {
-        return fail(&format!("herder answered {status}"));
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return fail(&client::message(&body));
     }
     let mut lines = Lines::default();
     let read = client::read_stream(sock, body, |chunk| {
@@ -321,44 +322,45 @@ async fn logs(
     // Every stream's lines go through one channel to the one writer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, String), String>>(256);
     let sock = sock.to_path_buf();
-    let fetch = move |name: String, tx: tokio::sync::mpsc::Sender<Result<(String, String), String>>| {
-        let sock = sock.clone();
-        let path = format!("/v1/services/{name}/logs?{query}");
-        async move {
-            let (status, body) = match client::open(&sock, Method::GET, &path).await {
-                Ok(r) => r,
-                Err(e) => return tx.send(Err(e.to_string())).await.is_ok(),
-            };
-            if !status.is_success() {
-                let body = http_body_util::BodyExt::collect(body)
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                return tx.send(Err(client::message(&body))).await.is_ok();
-            }
-            let mut split = Lines::default();
-            let mut body = body;
-            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
-                let Some(chunk) = frame.data_ref() else {
-                    continue;
+    let fetch =
+        move |name: String, tx: tokio::sync::mpsc::Sender<Result<(String, String), String>>| {
+            let sock = sock.clone();
+            let path = format!("/v1/services/{name}/logs?{query}");
+            async move {
+                let (status, body) = match client::open(&sock, Method::GET, &path).await {
+                    Ok(r) => r,
+                    Err(e) => return tx.send(Err(e.to_string())).await.is_ok(),
                 };
-                let mut got = Vec::new();
-                split.feed(chunk, |line| {
-                    got.push(line.to_string());
-                    true
-                });
-                for line in got {
-                    if tx.send(Ok((name.clone(), line))).await.is_err() {
-                        return false;
+                if !status.is_success() {
+                    let body = http_body_util::BodyExt::collect(body)
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    return tx.send(Err(client::message(&body))).await.is_ok();
+                }
+                let mut split = Lines::default();
+                let mut body = body;
+                while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                    let Some(chunk) = frame.data_ref() else {
+                        continue;
+                    };
+                    let mut got = Vec::new();
+                    split.feed(chunk, |line| {
+                        got.push(line.to_string());
+                        true
+                    });
+                    for line in got {
+                        if tx.send(Ok((name.clone(), line))).await.is_err() {
+                            return false;
+                        }
                     }
                 }
+                match split.finish() {
+                    Some(rest) => tx.send(Ok((name.clone(), rest))).await.is_ok(),
+                    None => true,
+                }
             }
-            match split.finish() {
-                Some(rest) => tx.send(Ok((name.clone(), rest))).await.is_ok(),
-                None => true,
-            }
-        }
-    };
+        };
     if follow {
         for n in names {
             tokio::spawn(fetch(n, tx.clone()));

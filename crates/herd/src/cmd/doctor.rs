@@ -27,7 +27,11 @@ pub fn run(forced: Option<Kind>, json: bool) -> ExitCode {
             "chosen": chosen.map(Kind::name),
         });
         let code = crate::output::stdout(&format!("{doc:#}\n"));
-        return if chosen.is_some() { code } else { ExitCode::from(1) };
+        return if chosen.is_some() {
+            code
+        } else {
+            ExitCode::from(1)
+        };
     }
     out.push_str("containment backends, best first:\n");
     for p in &probes {

@@ -41,9 +41,9 @@ pub fn run(file: &Path, socket: Option<&Path>, wait: bool, timeout: Option<Durat
         None => crate::api::socket_path(config.as_ref().expect("loaded"), file, None),
     };
     let limit = timeout.unwrap_or_else(|| {
-        config
-            .as_ref()
-            .map_or(DEFAULT_WAIT, |c| c.shutdown.timeout + Duration::from_secs(5))
+        config.as_ref().map_or(DEFAULT_WAIT, |c| {
+            c.shutdown.timeout + Duration::from_secs(5)
+        })
     });
     let rt = match super::ctl::runtime() {
         Ok(rt) => rt,
@@ -68,7 +68,11 @@ async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCod
     let events = if wait {
         let (status, body) = client::open(sock, Method::GET, "/v1/events").await?;
         if !status.is_success() {
-            return Ok(fail(&format!("herder answered {status} to /v1/events")));
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Ok(fail(&client::message(&body)));
         }
         Some(body)
     } else {
@@ -94,7 +98,9 @@ async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCod
         while let Some(i) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=i).collect();
             if let Ok(herd_core::engine::Change::Finished {
-                exit_code, report: r, ..
+                exit_code,
+                report: r,
+                ..
             }) = serde_json::from_slice(&line)
             {
                 report = Some((exit_code, *r));
