@@ -32,3 +32,27 @@ pub const HOST_SOCKET: &str = "/run/herd.sock";
 fn is_host_config(file: &Path) -> bool {
     std::fs::canonicalize(file).is_ok_and(|p| p.starts_with("/etc"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_under_etc_gets_the_host_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herd.toml");
+        std::fs::write(&file, "[services.a]\ncommand = [\"true\"]\n").unwrap();
+        let config = herd_config::load(&file).unwrap();
+        assert_eq!(
+            socket_path(&config, &file, None),
+            dir.path().join(".herd/herd.sock")
+        );
+        // Any file that exists under /etc will do: only its place is looked at.
+        assert_eq!(
+            socket_path(&config, Path::new("/etc/passwd"), None),
+            PathBuf::from(HOST_SOCKET)
+        );
+        let flag = Path::new("/tmp/x.sock");
+        assert_eq!(socket_path(&config, &file, Some(flag)), flag);
+    }
+}
