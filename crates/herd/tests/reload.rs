@@ -85,6 +85,20 @@ fn names(v: &serde_json::Value) -> Vec<&str> {
         .collect()
 }
 
+/// A whole HTTP exchange on the control socket, as text.
+fn get(up: &Up, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(up.path(".herd/herd.sock")).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn reload_applies_the_difference_and_a_broken_file_changes_nothing() {
     let mut up = Up::start(V1);
@@ -127,9 +141,13 @@ fn reload_applies_the_difference_and_a_broken_file_changes_nothing() {
         env.split(|b| *b == 0).any(|v| v == b"VERSION=2"),
         "base was not restarted with its new definition"
     );
-    // The plan follows the new file.
-    let plan = herd(up.dir.path(), &["plan", "--json"]);
-    assert!(String::from_utf8_lossy(&plan.stdout).contains("\"new\""));
+    // The engine's plan (on the socket) follows the new file.
+    let plan = get(&up, "/v1/plan");
+    assert!(plan.starts_with("HTTP/1.1 200"), "{plan}");
+    assert!(
+        plan.contains("\"new\"") && !plan.contains("\"old\""),
+        "{plan}"
+    );
 
     // A broken file: refused with its errors (file:line:col), nothing changes.
     // --socket, so the client does not read the file itself.
