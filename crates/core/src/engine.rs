@@ -110,8 +110,6 @@ struct Svc {
     pidfd: Option<Pidfd>,
     /// The run's containment, until it is empty.
     unit: Option<Box<dyn Unit>>,
-    /// Forwards the unit's `cgroup.events` changes (cgroup v2).
-    unit_watch: Option<tokio::task::JoinHandle<()>>,
     /// What the current stop has done so far.
     stop: Option<StopLog>,
     /// The next pause between SIGKILLs of processes that survive them.
@@ -159,7 +157,6 @@ impl Svc {
             m: Machine::new(policy(cfg)),
             pidfd: None,
             unit: None,
-            unit_watch: None,
             stop: None,
             kill_backoff: FIRST_KILL_RETRY,
             run: 0,
@@ -204,13 +201,9 @@ impl Drop for Svc {
     /// A service removed by a reload leaves no task behind (its notify socket is
     /// closed with its listener).
     fn drop(&mut self) {
-        for t in [
-            self.notify_task.take(),
-            self.unit_watch.take(),
-            self.ready_task.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for t in [self.notify_task.take(), self.ready_task.take()]
+            .into_iter()
+            .flatten()
         {
             t.abort();
         }
@@ -372,6 +365,8 @@ pub struct Engine {
     /// Running `stop.exec` hooks: pid -> service.
     hooks: HashMap<i32, String>,
     backend: Box<dyn Backend>,
+    /// Watches every unit's `cgroup.events` (cgroup v2).
+    unit_watch: Option<Arc<herd_sys::watch::FileWatch>>,
     opts: Options,
     /// The service whose end ends the run.
     main: Option<String>,
@@ -458,6 +453,7 @@ impl Engine {
             checks: HashMap::new(),
             hooks: HashMap::new(),
             backend,
+            unit_watch: None,
             opts,
             main: config.main.clone(),
             main_ended: None,
@@ -465,6 +461,25 @@ impl Engine {
             stop_queue: Vec::new(),
             waiters: Vec::new(),
         })
+    }
+
+    /// The inotify instance watching every unit's `cgroup.events`, made (with the
+    /// task that forwards its wake-ups) the first time one is needed. A removed
+    /// cgroup drops its own watch.
+    fn unit_watch(&mut self) -> std::io::Result<&herd_sys::watch::FileWatch> {
+        if self.unit_watch.is_none() {
+            let watch = Arc::new(herd_sys::watch::FileWatch::empty()?);
+            let (w, tx) = (watch.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                while w.changed().await.is_ok() {
+                    if tx.send(Msg::UnitChanged).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.unit_watch = Some(watch);
+        }
+        Ok(self.unit_watch.as_deref().expect("made above"))
     }
 
     /// A handle for other tasks to send requests with.
@@ -755,26 +770,16 @@ impl Engine {
         };
         let pid = child.pid;
         unit.started(pid);
-        svc.unit_watch = unit.events().and_then(|path| {
-            let watch = match herd_sys::watch::FileWatch::new(&path) {
-                Ok(w) => w,
-                Err(e) => {
-                    note(&format!(
-                        "{name}: cannot watch {} ({e}); its end is noticed on SIGCHLD only",
-                        path.display()
-                    ));
-                    return None;
-                }
-            };
-            let tx = self.tx.clone();
-            Some(tokio::spawn(async move {
-                while watch.changed().await.is_ok() {
-                    if tx.send(Msg::UnitChanged).is_err() {
-                        return;
-                    }
-                }
-            }))
-        });
+        if let Some(path) = unit.events() {
+            // One inotify instance for every unit (see FileWatch for why).
+            if let Err(e) = self.unit_watch().and_then(|w| w.add(&path)) {
+                note(&format!(
+                    "{name}: cannot watch {} ({e}); its end is noticed on SIGCHLD only",
+                    path.display()
+                ));
+            }
+        }
+        let svc = self.svcs.get_mut(name).expect("known service");
         svc.unit = Some(unit);
         svc.invocation = invocation;
         // The read end now lives in the child only.
@@ -1082,9 +1087,6 @@ impl Engine {
                     "{name}: cannot remove its {}: {e}",
                     self.backend.kind()
                 ));
-            }
-            if let Some(w) = svc.unit_watch.take() {
-                w.abort();
             }
             let signal = svc.cfg.stop.signal.to_string();
             if let Some(log) = svc.stop.take()

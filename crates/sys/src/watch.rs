@@ -12,7 +12,13 @@ use rustix::fs::inotify;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// An inotify instance watching one file for modification.
+/// An inotify instance watching files for modification.
+///
+/// One instance can watch many files ([`FileWatch::add`]); prefer that to one
+/// instance per file: closing an inotify instance waits for an SRCU grace period
+/// in the kernel (about a millisecond), so 500 instances cost half a second to
+/// close. A watched file that is deleted (a removed cgroup) drops its watch by
+/// itself, with one last wake-up.
 #[derive(Debug)]
 pub struct FileWatch {
     fd: AsyncFd<OwnedFd>,
@@ -21,15 +27,28 @@ pub struct FileWatch {
 impl FileWatch {
     /// Watches `path`. Needs a tokio runtime.
     pub fn new(path: &Path) -> io::Result<FileWatch> {
+        let w = FileWatch::empty()?;
+        w.add(path)?;
+        Ok(w)
+    }
+
+    /// An instance watching nothing yet. Needs a tokio runtime.
+    pub fn empty() -> io::Result<FileWatch> {
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
-        inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY)?;
         // SAFETY: the AsyncFd owns the descriptor, so it stays open and names the
         // same inotify instance for the AsyncFd's whole life, as `register` requires.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
         Ok(FileWatch { fd })
     }
 
-    /// Resolves at the next modification (or at once if one is already queued).
+    /// Watches `path` too: its modifications wake [`FileWatch::changed`].
+    pub fn add(&self, path: &Path) -> io::Result<()> {
+        inotify::add_watch(self.fd.get_ref(), path, inotify::WatchFlags::MODIFY)?;
+        Ok(())
+    }
+
+    /// Resolves at the next modification of any watched file (or at once if one is
+    /// already queued).
     pub async fn changed(&self) -> io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
