@@ -84,6 +84,14 @@ pub async fn open(
     Ok((resp.status(), resp.into_body()))
 }
 
+/// The rest of an answer's body (empty if it breaks off), for its error message.
+pub async fn rest(body: Incoming) -> Bytes {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// The `error` or `message` field of a JSON answer, or the body as text.
 pub fn message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)

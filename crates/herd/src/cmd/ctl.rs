@@ -175,10 +175,7 @@ async fn events(sock: &Path, json: bool) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     if !status.is_success() {
-        let body = http_body_util::BodyExt::collect(body)
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = client::rest(body).await;
         return fail(&client::message(&body));
     }
     let mut lines = Lines::default();
@@ -332,10 +329,7 @@ async fn logs(
                     Err(e) => return tx.send(Err(e.to_string())).await.is_ok(),
                 };
                 if !status.is_success() {
-                    let body = http_body_util::BodyExt::collect(body)
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
+                    let body = client::rest(body).await;
                     return tx.send(Err(client::message(&body))).await.is_ok();
                 }
                 let mut split = Lines::default();

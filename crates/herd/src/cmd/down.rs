@@ -68,10 +68,7 @@ async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCod
     let events = if wait {
         let (status, body) = client::open(sock, Method::GET, "/v1/events").await?;
         if !status.is_success() {
-            let body = http_body_util::BodyExt::collect(body)
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = client::rest(body).await;
             return Ok(fail(&client::message(&body)));
         }
         Some(body)
