@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Up, herd, wait_gone};
+use common::{Up, herd, pids, ps, service, wait_gone};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -27,29 +27,6 @@ stop = { timeout = "300ms" }
 command = ["{helper}", "{dir}", "term-exit"]
 ready = { log = "ready" }
 "#;
-
-fn ps(up: &Up) -> serde_json::Value {
-    let out = herd(up.dir.path(), &["ps", "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn service<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap()
-}
-
-fn pids(s: &serde_json::Value) -> Vec<i32> {
-    s["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_i64().unwrap() as i32)
-        .collect()
-}
 
 #[test]
 fn ps_stop_start_restart_through_the_socket() {
@@ -481,6 +458,12 @@ struct Streaming {
 
 impl Streaming {
     fn start(dir: &std::path::Path, args: &[&str]) -> Streaming {
+        Streaming::reading(dir, args, usize::MAX)
+    }
+
+    /// Reads `limit` lines, then closes its end of the pipe: the channel
+    /// disconnects once it has.
+    fn reading(dir: &std::path::Path, args: &[&str], limit: usize) -> Streaming {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
             .args(args)
@@ -491,7 +474,7 @@ impl Streaming {
         let out = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for l in std::io::BufReader::new(out).lines() {
+            for l in std::io::BufReader::new(out).lines().take(limit) {
                 let Ok(l) = l else { return };
                 if tx.send(l).is_err() {
                     return;
@@ -581,7 +564,8 @@ ready = { log = "ready" }
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service named nope"));
 
     // Following: the last line, then what the service writes afterwards.
-    let follow = Streaming::start(d, &["logs", "-f", "-n", "1", "talk"]);
+    // It reads two lines and then closes its pipe (see the end of the test).
+    let follow = Streaming::reading(d, &["logs", "-f", "-n", "1", "talk"], 2);
     assert_eq!(follow.next(), "ready");
     let events = Streaming::start(d, &["events", "--json"]);
     assert!(herd(d, &["signal", "talk", "USR1"]).status.success());
@@ -620,23 +604,16 @@ ready = { log = "ready" }
     assert!(doc["chosen"].is_string(), "{doc}");
     assert_eq!(doc["backends"].as_array().unwrap().len(), 3);
 
-    // A reader that goes away ends `herd logs -f` quietly: drop the pipe, make
-    // the service write, and the command exits 0.
-    // (The reader thread ends at the next line it cannot pass on, closing the
-    // pipe; the line after that meets a closed pipe.)
-    let mut follow = follow;
-    follow.lines = std::sync::mpsc::channel().1;
-    let mut exited = None;
-    for _ in 0..50 {
-        assert!(herd(d, &["signal", "talk", "USR1"]).status.success());
-        if let Some(st) = follow.child.try_wait().unwrap() {
-            exited = Some(st);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let st = exited.expect("herd logs -f ended once its reader had gone");
-    assert_eq!(st.code(), Some(0));
+    // A reader that goes away ends `herd logs -f` quietly: once the reader has
+    // closed its pipe (after its two lines), the next line the service writes meets
+    // the closed pipe, and the command exits 0.
+    assert_eq!(
+        follow.lines.recv_timeout(LONG),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+        "the reader closed its pipe"
+    );
+    assert!(herd(d, &["signal", "talk", "USR1"]).status.success());
+    assert_eq!(follow.exit(), Some(0), "herd logs -f ended with its reader");
 
     // herd down --wait over the socket: the report, herder's exit code; the event
     // stream ends with `finished` and herd events exits 0.

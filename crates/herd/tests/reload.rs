@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Up, herd, wait_gone};
+use common::{Up, herd, pids, ps, service, wait_gone};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -50,33 +50,6 @@ ready = { log = "ready" }
         .replace("{helper}", common::helper())
 }
 
-fn ps(up: &Up) -> serde_json::Value {
-    // --socket: the file may be broken on purpose.
-    let out = herd(
-        up.dir.path(),
-        &["--socket", ".herd/herd.sock", "ps", "--json"],
-    );
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn field(list: &serde_json::Value, name: &str, key: &str) -> serde_json::Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .map_or(serde_json::Value::Null, |s| s[key].clone())
-}
-
-fn pids(list: &serde_json::Value, name: &str) -> Vec<i32> {
-    field(list, name, "pids")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_i64().unwrap() as i32)
-        .collect()
-}
-
 fn names(v: &serde_json::Value) -> Vec<&str> {
     v.as_array()
         .unwrap()
@@ -106,7 +79,7 @@ fn reload_applies_the_difference_and_a_broken_file_changes_nothing() {
         up.wait_for(&format!("herd: {s} ready"), LONG);
     }
     let before = ps(&up);
-    let old = pids(&before, "old");
+    let old = pids(service(&before, "old"));
     assert_eq!(old.len(), 4, "{before}");
 
     std::fs::write(up.path("herd.toml"), v2(&up)).unwrap();
@@ -125,17 +98,20 @@ fn reload_applies_the_difference_and_a_broken_file_changes_nothing() {
     // The answer came once it was all done: the removed tree is gone now.
     assert!(wait_gone(&old, Duration::ZERO), "old's processes survived");
     let after = ps(&up);
-    assert_eq!(field(&after, "old", "name"), serde_json::Value::Null);
-    assert_eq!(field(&after, "keep", "pid"), field(&before, "keep", "pid"));
-    assert_eq!(field(&after, "keep", "runs"), 1);
+    assert_eq!(service(&after, "old")["name"], serde_json::Value::Null);
+    assert_eq!(
+        service(&after, "keep")["pid"],
+        service(&before, "keep")["pid"]
+    );
+    assert_eq!(service(&after, "keep")["runs"], 1);
     for s in ["base", "dep"] {
-        assert_ne!(field(&after, s, "pid"), field(&before, s, "pid"), "{s}");
-        assert_eq!(field(&after, s, "state"), "ready", "{s}");
-        assert_eq!(field(&after, s, "runs"), 2, "{s}");
+        assert_ne!(service(&after, s)["pid"], service(&before, s)["pid"], "{s}");
+        assert_eq!(service(&after, s)["state"], "ready", "{s}");
+        assert_eq!(service(&after, s)["runs"], 2, "{s}");
     }
-    assert_eq!(field(&after, "new", "state"), "ready");
+    assert_eq!(service(&after, "new")["state"], "ready");
     // The restarted service runs with its new environment.
-    let base = field(&after, "base", "pid").as_i64().unwrap();
+    let base = service(&after, "base")["pid"].as_i64().unwrap();
     let env = std::fs::read(format!("/proc/{base}/environ")).unwrap();
     assert!(
         env.split(|b| *b == 0).any(|v| v == b"VERSION=2"),
@@ -169,8 +145,8 @@ fn reload_applies_the_difference_and_a_broken_file_changes_nothing() {
     assert!(err.contains("services.x"), "{err}");
     let same = ps(&up);
     for s in ["keep", "base", "dep", "new"] {
-        assert_eq!(field(&same, s, "pid"), field(&after, s, "pid"), "{s}");
-        assert_eq!(field(&same, s, "runs"), field(&after, s, "runs"), "{s}");
+        assert_eq!(service(&same, s)["pid"], service(&after, s)["pid"], "{s}");
+        assert_eq!(service(&same, s)["runs"], service(&after, s)["runs"], "{s}");
     }
 
     // SIGHUP applies a file as `herd reload` does.
@@ -190,8 +166,8 @@ fn reload_applies_the_difference_and_a_broken_file_changes_nothing() {
     // new requires keep: it comes back after it.
     up.wait_for("herd: new ready", LONG);
     let hup = ps(&up);
-    assert_ne!(field(&hup, "keep", "pid"), field(&after, "keep", "pid"));
-    assert_eq!(field(&hup, "base", "pid"), field(&after, "base", "pid"));
+    assert_ne!(service(&hup, "keep")["pid"], service(&after, "keep")["pid"]);
+    assert_eq!(service(&hup, "base")["pid"], service(&after, "base")["pid"]);
 
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));

@@ -38,14 +38,16 @@ pub struct ReloadPlan {
     /// Running services the reload stops and starts again: the changed ones and
     /// what requires them.
     pub restarted: Vec<String>,
-    /// Services the reload will start (added and restarted); they can be waited
-    /// on to be up.
-    pub starting: Vec<String>,
     /// Settings of the new file that apply only at the next `herd up`.
     pub notes: Vec<String>,
 }
 
 impl ReloadPlan {
+    /// The services the reload starts (added and restarted): wait on them to be up.
+    pub fn starting(&self) -> impl Iterator<Item = &String> {
+        self.added.iter().chain(&self.restarted)
+    }
+
     /// `added: a; changed: b` or `no service changed`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
@@ -187,17 +189,12 @@ impl Engine {
         }
         for name in &plan.added {
             let mut svc = Svc::new(&new.services[name], 0);
-            if let Err(e) = svc.listen(name, &self.tx) {
-                note(&format!(
-                    "{name}: cannot open its notify socket ({e}); its notifications will not be heard"
-                ));
-            }
+            listen_or_say(&mut svc, name, &self.tx);
             self.svcs.insert(name.clone(), svc);
         }
         plan.restarted.sort();
         plan.restarted.dedup();
         plan.restarted.retain(|n| !plan.removed.contains(n));
-        plan.starting = plan.added.iter().chain(&plan.restarted).cloned().collect();
         self.plan = herd_config::shutdown_plan(&new);
         for (i, w) in self.plan.waves.iter().enumerate() {
             for s in &w.services {
@@ -261,13 +258,19 @@ impl Engine {
             if let Some(cfg) = svc.replace.take() {
                 svc.cfg = *cfg;
                 svc.m.policy = policy(&svc.cfg);
-                if let Err(e) = svc.listen(&name, &self.tx) {
-                    note(&format!(
-                        "{name}: cannot open its notify socket ({e}); its notifications will not be heard"
-                    ));
-                }
+                listen_or_say(svc, &name, &self.tx);
             }
         }
+    }
+}
+
+/// Opens the service's notify socket if it needs one; a failure is said, and the
+/// service runs without (readiness by notify then times out, and says why).
+fn listen_or_say(svc: &mut Svc, name: &str, tx: &tokio::sync::mpsc::UnboundedSender<super::Msg>) {
+    if let Err(e) = svc.listen(name, tx) {
+        note(&format!(
+            "{name}: cannot open its notify socket ({e}); its notifications will not be heard"
+        ));
     }
 }
 

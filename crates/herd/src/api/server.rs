@@ -507,8 +507,7 @@ async fn reload(h: &Handle, wait: Duration) -> Answer {
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
     let waits: Vec<(String, tokio::task::JoinHandle<Result<String, String>>)> = plan
-        .starting
-        .iter()
+        .starting()
         .map(|n| (n, false))
         .chain(plan.removed.iter().map(|n| (n, true)))
         .map(|(n, gone)| {

@@ -252,13 +252,13 @@ fn clock(ms: u64) -> String {
 /// Splits a byte stream into lines; a last line without its end is kept until
 /// [`Lines::finish`].
 #[derive(Default)]
-struct Lines {
+pub struct Lines {
     pending: Vec<u8>,
 }
 
 impl Lines {
     /// Calls `each` with every whole line; false from it stops (and is returned).
-    fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str) -> bool) -> bool {
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str) -> bool) -> bool {
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
         let mut go_on = true;

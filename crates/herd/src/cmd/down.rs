@@ -88,23 +88,20 @@ async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCod
             "herd{pid} is shutting down\n"
         )));
     };
-    let mut pending = Vec::new();
+    let mut lines = super::ctl::Lines::default();
     let mut report: Option<(u8, Report)> = None;
     let read = client::read_stream(sock, events, |chunk| {
-        pending.extend_from_slice(chunk);
-        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            if let Ok(herd_core::engine::Change::Finished {
+        lines.feed(chunk, |line| match serde_json::from_str(line) {
+            Ok(herd_core::engine::Change::Finished {
                 exit_code,
                 report: r,
                 ..
-            }) = serde_json::from_slice(&line)
-            {
+            }) => {
                 report = Some((exit_code, *r));
-                return false;
+                false
             }
-        }
-        true
+            _ => true,
+        })
     });
     match tokio::time::timeout(limit, read).await {
         Err(_) => Ok(fail(&format!(

@@ -512,3 +512,35 @@ pub fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
     }
     ok
 }
+
+/// `herd ps --json` of the herder `up` runs, through its socket (so a broken
+/// herd.toml, on purpose, does not stop it).
+#[track_caller]
+pub fn ps(up: &Up) -> serde_json::Value {
+    let out = herd(
+        up.dir.path(),
+        &["--socket", ".herd/herd.sock", "ps", "--json"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One service of `ps`'s list; null when there is none of that name.
+pub fn service<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    static NONE: serde_json::Value = serde_json::Value::Null;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or(&NONE)
+}
+
+/// Every live process of a service, as `ps` lists them.
+pub fn pids(s: &serde_json::Value) -> Vec<i32> {
+    s["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect()
+}
