@@ -1,0 +1,665 @@
+#!/usr/bin/env python3
+"""herder against s6, runit and supervisord, scenario by scenario.
+
+Run through `bench/run`, which builds what this needs. Every figure is printed as
+one JSON line as soon as it is measured; a summary table with herder/peer ratios
+and the targets of issue 7 closes the run.
+
+How it measures, the same for every supervisor:
+- Each service is bench/svc.c. On start it sends its CLOCK_MONOTONIC time to a
+  datagram socket the harness holds, so "all N running" is the services' own word.
+- Stop and shutdown are timed from the request (each supervisor's documented
+  shutdown: SIGTERM to herd, s6-svscan and supervisord; SIGHUP to runsvdir, whose
+  SIGTERM leaves the services running) until the supervisor, its helper processes
+  (s6-supervise, runsv) and every service process have exited, watched with pidfds
+  opened before the request.
+- Survivors are processes with the run's marker in argv found by scanning /proc,
+  never by asking the supervisor. Everything left is SIGKILLed by pidfd.
+- CPU is the on-CPU nanoseconds of every thread of the supervisor and its helpers
+  (/proc/PID/task/TID/schedstat); memory is their summed PSS (smaps_rollup), so
+  shared libraries are counted once.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERD = os.path.join(ROOT, "target", "release", "herd")
+SVC = os.path.join(ROOT, "target", "bench", "svc")
+PEERS = ["s6", "runit", "supervisord"]
+SUPERVISORS = ["herder"] + PEERS
+BACKENDS = ["cgroup2", "freezer", "none"]
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def read(path, mode="r"):
+    try:
+        with open(path, mode) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def stat_fields(pid):
+    """(state, ppid, starttime) of pid, or None once it is gone."""
+    s = read(f"/proc/{pid}/stat")
+    if s is None:
+        return None
+    rest = s[s.rindex(")") + 2 :].split()
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def all_pids():
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def marked(marker):
+    """Live (not zombie) processes with `marker` in argv."""
+    needle = marker.encode()
+    out = []
+    for pid in all_pids():
+        cmd = read(f"/proc/{pid}/cmdline", "rb")
+        if cmd and needle in cmd:
+            st = stat_fields(pid)
+            if st and st[0] != "Z":
+                out.append(pid)
+    return out
+
+
+def descendants(root):
+    children = {}
+    for pid in all_pids():
+        st = stat_fields(pid)
+        if st:
+            children.setdefault(st[1], []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def zombies_under(root):
+    return [p for p in descendants(root) if (stat_fields(p) or ("",))[0] == "Z"]
+
+
+def cpu_ns(pids):
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            s = read(f"/proc/{pid}/task/{tid}/schedstat")
+            if s:
+                total += int(s.split()[0])
+    return total
+
+
+def memory_kb(pids, field):
+    total = 0
+    for pid in pids:
+        s = read(f"/proc/{pid}/smaps_rollup") or ""
+        for line in s.splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total
+
+
+class Watch:
+    """pidfds for a set of processes, opened before they are asked to stop."""
+
+    def __init__(self, pids):
+        self.fds = {}
+        for pid in set(pids):
+            try:
+                self.fds[os.pidfd_open(pid)] = pid
+            except OSError:
+                pass  # already gone
+
+    def wait(self, deadline):
+        """Waits until every process has exited or `deadline` (monotonic s);
+        returns the time the last one was seen to exit, or None."""
+        poll = select.poll()
+        for fd in self.fds:
+            poll.register(fd, select.POLLIN)
+        left, last = set(self.fds), time.monotonic()
+        while left:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return None
+            for fd, _ in poll.poll(timeout * 1000):
+                poll.unregister(fd)
+                left.discard(fd)
+            last = time.monotonic()
+        return last
+
+    def kill(self):
+        for fd in self.fds:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def close(self):
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = {}
+
+
+def kill_marked(marker):
+    w = Watch(marked(marker))
+    w.kill()
+    w.wait(time.monotonic() + 5)
+    w.close()
+
+
+# ---------------------------------------------------------------- services
+
+
+class Hello:
+    """The datagram socket services report their start to."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(path)
+
+    def collect(self, n, timeout):
+        """Start times (ns) of the next n services, fewer at the timeout."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                out.append(int(self.sock.recv(64)))
+            except socket.timeout:
+                break
+        return out
+
+    def drain(self, seconds):
+        return self.collect(10**9, seconds)
+
+    def close(self):
+        self.sock.close()
+
+
+class Service:
+    def __init__(self, name, mode, arg=None, stop_timeout=None):
+        self.name, self.mode, self.arg, self.stop_timeout = name, mode, arg, stop_timeout
+
+    def argv(self, marker, sock):
+        a = [SVC, marker, self.mode, sock]
+        return a + [str(self.arg)] if self.arg is not None else a
+
+
+def services(n, mode="wait", arg=None, stop_timeout=None):
+    return [Service(f"s{i:03}", mode, arg, stop_timeout) for i in range(n)]
+
+
+# ---------------------------------------------------------------- supervisors
+
+
+class Supervisor:
+    """One supervisor process over a set of services, in its own temp dir."""
+
+    def __init__(self, kind, svcs, tmp, marker, hello, backend=None, pid1=False):
+        self.kind, self.svcs, self.tmp, self.marker = kind, svcs, tmp, marker
+        self.hello, self.backend, self.pid1 = hello, backend, pid1
+        self.argv = getattr(self, "setup_" + kind)()
+        if pid1:
+            self.argv = ["unshare", "--pid", "--fork", "--mount-proc", "--"] + self.argv
+        self.proc = None
+
+    def svc_argv(self, s):
+        return s.argv(self.marker, self.hello.path)
+
+    def setup_herder(self):
+        conf = os.path.join(self.tmp, "herd.toml")
+        self.socket = os.path.join(self.tmp, "herd.sock")
+        lines = ["[supervisor]", f'state_dir = "{self.tmp}/state"', f'socket = "{self.socket}"']
+        if self.backend:
+            lines.append(f'containment = "{self.backend}"')
+        for s in self.svcs:
+            lines += ["", f"[services.{s.name}]", f"command = {json.dumps(self.svc_argv(s))}"]
+            if s.stop_timeout:
+                lines.append(f'stop = {{ timeout = "{int(s.stop_timeout * 1000)}ms" }}')
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return [HERD, "up", "-f", conf]
+
+    def service_dirs(self, run):
+        scan = os.path.join(self.tmp, "scan")
+        os.mkdir(scan)
+        for s in self.svcs:
+            d = os.path.join(scan, s.name)
+            os.mkdir(d)
+            with open(os.path.join(d, "run"), "w") as f:
+                f.write(run(s))
+            os.chmod(os.path.join(d, "run"), 0o755)
+            if s.stop_timeout and self.kind == "s6":
+                with open(os.path.join(d, "timeout-kill"), "w") as f:
+                    f.write(f"{int(s.stop_timeout * 1000)}\n")
+        return scan
+
+    def setup_s6(self):
+        # execline is s6's own script language and what its documentation uses.
+        self.scan = self.service_dirs(
+            lambda s: "#!/usr/bin/execlineb -P\n" + " ".join(self.svc_argv(s)) + "\n"
+        )
+        return ["s6-svscan", self.scan]
+
+    def setup_runit(self):
+        self.scan = self.service_dirs(
+            lambda s: "#!/bin/sh\nexec " + " ".join(self.svc_argv(s)) + "\n"
+        )
+        return ["runsvdir", "-P", self.scan]
+
+    def setup_supervisord(self):
+        conf = os.path.join(self.tmp, "supervisord.conf")
+        logs = os.path.join(self.tmp, "logs")
+        os.mkdir(logs)
+        lines = [
+            "[supervisord]",
+            "nodaemon=true",
+            f"logfile={self.tmp}/supervisord.log",
+            f"pidfile={self.tmp}/supervisord.pid",
+            f"childlogdir={logs}",
+            "minfds=16384",
+            "minprocs=4096",
+        ]
+        for s in self.svcs:
+            lines += ["", f"[program:{s.name}]", "command=" + " ".join(self.svc_argv(s))]
+            if s.stop_timeout:
+                lines.append(f"stopwaitsecs={max(1, round(s.stop_timeout))}")
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return ["supervisord", "-n", "-c", conf]
+
+    # -- running
+
+    def start(self):
+        log = open(os.path.join(self.tmp, "supervisor.log"), "wb")
+        t0 = time.monotonic_ns()
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            cwd=self.tmp,
+        )
+        log.close()
+        return t0
+
+    def main_pid(self):
+        """The supervisor itself: under unshare, the namespace's PID 1."""
+        if not self.pid1:
+            return self.proc.pid
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            kids = [p for p in all_pids() if (stat_fields(p) or (0, 0))[1] == self.proc.pid]
+            if kids:
+                return kids[0]
+            time.sleep(0.001)
+        raise RuntimeError("no PID 1 under unshare")
+
+    def helpers(self):
+        """The supervisor and its helper processes (not the services)."""
+        sup = self.main_pid()
+        svc = set(marked(self.marker))
+        return [sup] + [p for p in descendants(sup) if p not in svc]
+
+    def stop_request(self):
+        sig = signal.SIGHUP if self.kind == "runit" else signal.SIGTERM
+        if self.kind == "runit" and any(s.stop_timeout for s in self.svcs):
+            # runsv never escalates on its own; `sv force-shutdown` is runit's
+            # "TERM, then KILL after -w seconds".
+            w = max(s.stop_timeout for s in self.svcs)
+            dirs = [os.path.join(self.scan, s.name) for s in self.svcs]
+            subprocess.run(["sv", "-w", str(w), "force-shutdown"] + dirs,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.kill(self.main_pid(), sig)
+
+    def stop(self, deadline_s):
+        """Asks for a shutdown; returns (seconds until everything exited or None,
+        survivors found by marker)."""
+        watch = Watch(self.helpers() + marked(self.marker) + [self.proc.pid])
+        t0 = time.monotonic()
+        self.stop_request()
+        last = watch.wait(t0 + deadline_s)
+        watch.close()
+        survivors = marked(self.marker)
+        return (None if last is None else last - t0), survivors
+
+    def cleanup(self):
+        """SIGKILLs whatever of this run is left, by pid."""
+        if self.proc and self.proc.poll() is None:
+            w = Watch([self.proc.pid] + descendants(self.proc.pid))
+            w.kill()
+            w.wait(time.monotonic() + 5)
+            w.close()
+        kill_marked(self.marker)
+        if self.proc:
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.results = []
+        self.seq = 0
+
+    def emit(self, scenario, supervisor, metric, value, unit, **extra):
+        rec = {"scenario": scenario, "supervisor": supervisor, "metric": metric,
+               "value": value, "unit": unit}
+        rec.update(extra)
+        self.results.append(rec)
+        print(json.dumps(rec), flush=True)
+
+    def run(self, kind, svcs, backend=None, pid1=False, body=None):
+        """Starts `kind` over `svcs`, waits until all are running, runs `body`."""
+        self.seq += 1
+        marker = f"hbench{os.getpid()}x{self.seq}"
+        tmp = tempfile.mkdtemp(prefix=f"hb-{kind}-")
+        hello = Hello(os.path.join(tmp, "hello.sock"))
+        sup = Supervisor(kind, svcs, tmp, marker, hello, backend, pid1)
+        try:
+            t0 = sup.start()
+            return body(sup, t0)
+        finally:
+            sup.cleanup()
+            hello.close()
+            if not self.args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def label(self, kind, backend):
+        return f"{kind}/{backend}" if backend else kind
+
+    def wait_running(self, sup, t0, n, timeout=120):
+        starts = sup.hello.collect(n, timeout)
+        if len(starts) < n:
+            raise RuntimeError(f"{sup.kind}: only {len(starts)} of {n} services started")
+        return (max(starts) - t0) / 1e9
+
+    # 1 and 2
+    def start_stop(self):
+        for n in self.args.sizes:
+            for kind in self.kinds():
+                starts, stops = [], []
+                for _ in range(self.args.repeat):
+                    def body(sup, t0):
+                        starts.append(self.wait_running(sup, t0, n))
+                        took, surv = sup.stop(30)
+                        stops.append(took if took is not None else float("nan"))
+                        if surv:
+                            self.emit("stop", kind, "survivors", len(surv), "processes", n=n)
+                    self.run(kind, services(n), body=body)
+                self.emit("start", kind, "seconds", statistics.median(starts), "s", n=n,
+                          runs=[round(x, 4) for x in starts])
+                self.emit("stop", kind, "seconds", statistics.median(stops), "s", n=n,
+                          runs=[round(x, 4) for x in stops])
+
+    # 3
+    def stubborn(self):
+        for kind in self.kinds():
+            def body(sup, t0):
+                self.wait_running(sup, t0, 20)
+                took, surv = sup.stop(10)
+                self.emit("stubborn", kind, "seconds", took, "s", n=20)
+                self.emit("stubborn", kind, "survivors", len(surv), "processes", n=20)
+            self.run(kind, services(20, "stubborn", stop_timeout=1.0), body=body)
+
+    # 4 and 5
+    def survivors(self, scenario, svcs, procs, deadline=10):
+        for kind, backend in self.kinds_backends():
+            def body(sup, t0):
+                self.wait_running(sup, t0, len(svcs))
+                # The escaped daemons and tree leaves exist once every main said hello,
+                # but give a slow fork a moment: wait until all are seen.
+                limit = time.monotonic() + 10
+                while len(marked(sup.marker)) < procs and time.monotonic() < limit:
+                    time.sleep(0.01)
+                took, surv = sup.stop(deadline)
+                label = self.label(kind, backend)
+                self.emit(scenario, label, "seconds", took, "s", processes=procs)
+                self.emit(scenario, label, "survivors", len(surv), "processes", processes=procs)
+            self.run(kind, svcs, backend=backend, body=body)
+
+    def escape(self):
+        self.survivors("escape", services(10, "escape"), 20, deadline=5)
+
+    def tree(self):
+        self.survivors("tree 5x50", services(5, "tree", 50), 250)
+        self.survivors("tree 1x1000", services(1, "tree", 1000), 1000)
+
+    # 6
+    def idle(self):
+        for kind in self.kinds():
+            def body(sup, t0):
+                self.wait_running(sup, t0, 100)
+                time.sleep(1)  # let start-up settle
+                pids = sup.helpers()
+                c0 = cpu_ns(pids)
+                time.sleep(self.args.idle)
+                c1 = cpu_ns(pids)
+                self.emit("idle", kind, "cpu", (c1 - c0) / 1e9, "s", n=100,
+                          seconds=self.args.idle, processes=len(pids))
+                self.emit("idle", kind, "pss", memory_kb(pids, "Pss") / 1024, "MB", n=100)
+                self.emit("idle", kind, "rss", memory_kb(pids, "Rss") / 1024, "MB", n=100)
+                sup.stop(30)
+            self.run(kind, services(100), body=body)
+
+    # 7
+    def crashloop(self):
+        for kind in self.kinds():
+            def body(sup, t0):
+                starts = sup.hello.drain(self.args.idle)
+                gaps = [(b - a) / 1e6 for a, b in zip(starts, starts[1:])]
+                self.emit("crashloop", kind, "starts", len(starts), "starts",
+                          seconds=self.args.idle)
+                if gaps:
+                    self.emit("crashloop", kind, "gap", statistics.median(gaps), "ms",
+                              min=round(min(gaps), 1), max=round(max(gaps), 1))
+                sup.stop(30)
+            self.run(kind, services(1, "crash"), body=body)
+
+    # 8
+    def pid1(self):
+        for kind in self.kinds():
+            def body(sup, t0):
+                self.wait_running(sup, t0, 10)
+                init = sup.main_pid()
+                time.sleep(0.5)  # the orphans exit 20 ms after they are made
+                zombies = zombies_under(init)
+                took, surv = sup.stop(10)
+                self.emit("pid1", kind, "zombies", len(zombies), "processes", orphans=100)
+                self.emit("pid1", kind, "seconds", took, "s", n=10)
+                self.emit("pid1", kind, "survivors", len(surv), "processes", n=10)
+            self.run(kind, services(10, "orphans", 10), pid1=True, body=body)
+
+    # 9
+    def control(self):
+        def body(sup, t0):
+            self.wait_running(sup, t0, 100)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(sup.socket) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seq = [ps_request(sup.socket) for _ in range(1000)]
+            self.emit_latency("control seq", seq)
+            conc = asyncio.run(concurrent_ps(sup.socket, 100))
+            self.emit_latency("control 100x", conc)
+            sup.stop(30)
+        self.run("herder", services(100), body=body)
+
+    def emit_latency(self, scenario, samples):
+        s = sorted(samples)
+        pct = lambda p: s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000
+        for p in (50, 99):
+            self.emit(scenario, "herder", f"p{p}", pct(p), "ms", requests=len(s))
+        self.emit(scenario, "herder", "max", s[-1] * 1000, "ms", requests=len(s))
+
+    def kinds(self):
+        return [k for k in SUPERVISORS if k in self.args.supervisors]
+
+    def kinds_backends(self):
+        for kind in self.kinds():
+            if kind == "herder":
+                for b in self.args.backends:
+                    yield kind, b
+            else:
+                yield kind, None
+
+
+REQUEST = b"GET /v1/services HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n"
+
+
+def ps_request(path):
+    t = time.perf_counter()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(REQUEST)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    took = time.perf_counter() - t
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"ps: {data[:80]!r}")
+    return took
+
+
+async def concurrent_ps(path, n):
+    async def one():
+        t = time.perf_counter()
+        r, w = await asyncio.open_unix_connection(path)
+        w.write(REQUEST)
+        data = await r.read()
+        w.close()
+        took = time.perf_counter() - t
+        if not data.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"ps: {data[:80]!r}")
+        return took
+
+    return await asyncio.gather(*(one() for _ in range(n)))
+
+
+# ---------------------------------------------------------------- summary
+
+TARGETS = {
+    # (scenario, metric, n): (bound, "abs" | ratio-to-s6 bound)
+    ("start", "seconds", 500): (0.4, 0.5),
+    ("stop", "seconds", 500): (0.15, 1 / 3),
+    ("stubborn", "seconds", None): (1.02, None),
+    ("stubborn", "survivors", None): (0, None),
+    ("idle", "cpu", None): (0.0005, None),
+    ("idle", "pss", None): (4.0, None),
+    ("pid1", "zombies", None): (0, None),
+    ("pid1", "seconds", None): (0.005, None),
+    ("control seq", "p99", None): (5.0, None),
+    ("control 100x", "p99", None): (5.0, None),
+}
+
+
+def summary(results):
+    rows = {}
+    for r in results:
+        sup = r["supervisor"]
+        base = sup.split("/")[0]
+        key = (r["scenario"], r["metric"], r.get("n"), r["unit"])
+        rows.setdefault(key, {})[sup if base == "herder" else base] = r["value"]
+
+    def fmt(v, unit):
+        if v is None:
+            return "timeout"
+        if isinstance(v, float) and v != v:
+            return "nan"
+        if unit == "s":
+            return f"{v:.3f}"
+        if unit in ("ms", "MB"):
+            return f"{v:.2f}"
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    herder_cols = sorted({s for r in rows.values() for s in r if s.startswith("herder")})
+    head = ["scenario", "metric", "unit"] + herder_cols + PEERS + ["herder/s6", "target"]
+    table = []
+    for (scenario, metric, n, unit), vals in rows.items():
+        name = f"{scenario} {n}" if n and scenario in ("start", "stop") else scenario
+        h = vals.get("herder") or vals.get("herder/cgroup2")
+        s6 = vals.get("s6")
+        ratio = f"{h / s6:.2f}" if isinstance(h, (int, float)) and s6 and h == h else ""
+        t = TARGETS.get((scenario, metric, n)) or TARGETS.get((scenario, metric, None))
+        target = ""
+        if t:
+            bound, rel = t
+            ok = h is not None and h == h and h <= bound
+            if rel is not None and s6:
+                ok = ok and h <= rel * s6
+                target = f"<= {bound:g} and <= {rel:.2f}x s6"
+            else:
+                target = f"<= {bound:g}"
+            target += " ok" if ok else " MISSED"
+        table.append([name, metric, unit] + [fmt(vals.get(c), unit) if c in vals else "-"
+                                              for c in herder_cols + PEERS] + [ratio, target])
+    widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    print()
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in table:
+        print(line(r))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenarios", default="start,stubborn,escape,tree,idle,crashloop,pid1,control")
+    ap.add_argument("--supervisors", default=",".join(SUPERVISORS))
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--sizes", default="10,100,500")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of start/stop (median kept)")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle and crashloop")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    args = ap.parse_args()
+    args.supervisors = args.supervisors.split(",")
+    args.backends = args.backends.split(",")
+    args.sizes = [int(n) for n in args.sizes.split(",")]
+    bench = Bench(args)
+    print(json.dumps({"machine": machine()}), flush=True)
+    for name in args.scenarios.split(","):
+        {"start": bench.start_stop, "stop": bench.start_stop, "stubborn": bench.stubborn,
+         "escape": bench.escape, "tree": bench.tree, "idle": bench.idle,
+         "crashloop": bench.crashloop, "pid1": bench.pid1, "control": bench.control}[name]()
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in bench.results:
+                f.write(json.dumps(r) + "\n")
+    summary(bench.results)
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in (read("/proc/cpuinfo") or "").splitlines()
+                if l.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": os.uname().release,
+            "herder": subprocess.run([HERD, "--version"], capture_output=True, text=True).stdout.strip()}
+
+
+if __name__ == "__main__":
+    main()
