@@ -157,6 +157,8 @@ pub(crate) struct Leaf {
     pub dir: PathBuf,
     pub path: String,
     pub procs: Arc<OwnedFd>,
+    /// The cgroup's directory (O_PATH), for reads that need no path walk.
+    pub dirfd: OwnedFd,
 }
 
 /// Makes `services/NAME`; `setup` writes limits before anything joins.
@@ -176,7 +178,13 @@ pub(crate) fn leaf(
         .write(true)
         .open(dir.join("cgroup.procs"))?
         .into();
+    let dirfd = rustix::fs::open(
+        &dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
     Ok(Leaf {
+        dirfd,
         path: format!("{}/services/{leaf}", t.path.trim_end_matches('/')),
         dir,
         procs: Arc::new(procs),

@@ -147,6 +147,13 @@ impl Backend for Cgroup2 {
             dir: leaf.dir,
             path: leaf.path,
             procs: leaf.procs,
+            reader: rustix::fs::openat(
+                &leaf.dirfd,
+                "cgroup.procs",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?,
+            dirfd: leaf.dirfd,
         }))
     }
 
@@ -178,6 +185,41 @@ struct Cgroup2Unit {
     /// The cgroup as /proc/PID/cgroup names it.
     path: String,
     procs: Arc<OwnedFd>,
+    /// The cgroup's directory (O_PATH), and its cgroup.procs open for reading.
+    dirfd: OwnedFd,
+    reader: OwnedFd,
+}
+
+/// The pids in a `cgroup.procs` opened for reading. A read from offset 0
+/// restarts the kernel's walk of the cgroup, so one descriptor, kept, gives a
+/// fresh list each time: one pread for a service's few pids, no open or close.
+fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut partial = 0i32;
+    let mut offset = 0u64;
+    loop {
+        let n = rustix::io::pread(file, &mut buf, offset)?;
+        // Lines may straddle reads: digits accumulate until their newline.
+        for &b in &buf[..n] {
+            match b {
+                b'0'..=b'9' => partial = partial * 10 + i32::from(b - b'0'),
+                b'\n' => pids.push(std::mem::take(&mut partial)),
+                _ => {}
+            }
+        }
+        // seq_file fills the buffer while there is more: a short read is the end.
+        if n < buf.len() {
+            return Ok(pids);
+        }
+        offset += n as u64;
+    }
+}
+
+/// Whether the cgroup whose directory `dir` is has cgroups below it: kernfs
+/// keeps a directory's link count at 2 + its subdirectories, so one fstat tells.
+fn has_children(dir: &OwnedFd) -> bool {
+    rustix::fs::fstat(dir).map_or(true, |st| st.st_nlink > 2)
 }
 
 impl Unit for Cgroup2Unit {
@@ -196,7 +238,15 @@ impl Unit for Cgroup2Unit {
     }
 
     fn pids(&mut self) -> Vec<i32> {
-        procs_below(&self.dir)
+        // `herd ps` asks this of every unit, so the common case is one read:
+        // services rarely make cgroups of their own, and with none below,
+        // cgroup.procs is the whole unit, with no walk of the directory. The
+        // check comes second: with no cgroup below then, none held a process when
+        // cgroup.procs was read (a cgroup is removed only once empty).
+        match procs_from(&self.reader) {
+            Ok(pids) if !has_children(&self.dirfd) => pids,
+            _ => procs_below(&self.dir),
+        }
     }
 
     fn is_empty(&mut self) -> bool {

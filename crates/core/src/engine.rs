@@ -357,6 +357,9 @@ pub struct Engine {
     out: Output,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
+    /// A message taken from `rx` while answering a burst of status requests,
+    /// handled on the loop's next turn.
+    deferred: Option<Msg>,
     timers: BTreeSet<(Instant, String, Wake)>,
     shutdown: Option<Shutdown>,
     killed: BTreeSet<String>,
@@ -447,6 +450,7 @@ impl Engine {
             out: Output::start(width, Some(log_dir), config.logs.max_size, config.logs.keep),
             tx,
             rx,
+            deferred: None,
             timers: BTreeSet::new(),
             shutdown: None,
             killed: BTreeSet::new(),
@@ -524,6 +528,10 @@ impl Engine {
                     note(&problem);
                 }
                 return Ok(outcome);
+            }
+            if let Some(msg) = self.deferred.take() {
+                self.on_msg(msg);
+                continue;
             }
             let next = self.timers.first().map(|(t, _, _)| *t);
             tokio::select! {

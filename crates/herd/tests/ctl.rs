@@ -97,6 +97,44 @@ fn ps_stop_start_restart_through_the_socket() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no herder is running at"));
 }
 
+/// `ps` lists a service's processes as they are now, under every backend: after
+/// one look, a process forked later is in the next (cgroup v2 keeps cgroup.procs
+/// open and reads it again from the start).
+#[test]
+fn ps_sees_processes_forked_since_the_last_look() {
+    for backend in ["cgroup2", "freezer", "none"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("go");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a plain system call on a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut up = Up::start(&format!(
+            r#"
+[supervisor]
+containment = "{backend}"
+
+[services.grow]
+shell = true
+command = "echo ready; read x < {fifo}; sleep 1000 & touch forked; wait"
+ready = {{ log = "ready" }}
+stop = {{ timeout = "300ms" }}
+"#,
+            fifo = fifo.display()
+        ));
+        up.wait_for("herd: grow ready", LONG);
+        let one = pids(service(&ps(&up), "grow"));
+        assert_eq!(one.len(), 1, "{backend}: {one:?}");
+        std::fs::write(&fifo, "go\n").unwrap();
+        up.wait_file_exists("forked", LONG);
+        let two = pids(service(&ps(&up), "grow"));
+        assert_eq!(two.len(), 2, "{backend}: {two:?}");
+        assert!(two.contains(&one[0]), "{backend}: {one:?} {two:?}");
+        up.signal(libc::SIGTERM);
+        assert_eq!(up.wait_exit(LONG), Some(0), "{backend}");
+        assert!(wait_gone(&two, Duration::ZERO), "{backend}");
+    }
+}
+
 /// Runs the herd binary as uid/gid 65534 (nobody), from a copy it can reach.
 fn herd_as_nobody(up: &Up, args: &[&str]) -> std::process::Output {
     use std::os::unix::fs::PermissionsExt;

@@ -17,6 +17,7 @@
 //! - While a shutdown runs every request but status is refused: herder drains.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +34,7 @@ type Reply = oneshot::Sender<Result<String, String>>;
 #[derive(Debug)]
 pub enum Request {
     Status {
-        reply: oneshot::Sender<Overview>,
+        reply: oneshot::Sender<Arc<Overview>>,
     },
     Start {
         name: String,
@@ -132,11 +133,13 @@ impl Handle {
 
     /// Every service, by name.
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, String> {
-        Ok(self.overview().await?.services)
+        Ok(self.overview().await?.services.clone())
     }
 
-    /// Every service, and whether herder is shutting down.
-    pub async fn overview(&self) -> Result<Overview, String> {
+    /// Every service, and whether herder is shutting down. Requests that reach
+    /// the engine together share one snapshot (the same `Arc`), so a caller can
+    /// keep what it derives from one (serialised JSON) for the others.
+    pub async fn overview(&self) -> Result<Arc<Overview>, String> {
         self.ask(|reply| Request::Status { reply }).await
     }
 
@@ -235,10 +238,26 @@ impl Engine {
     pub(super) fn on_request(&mut self, req: Request) {
         let (name, want, reply, result) = match req {
             Request::Status { reply } => {
-                let _ = reply.send(Overview {
+                let overview = Arc::new(Overview {
                     shutting_down: self.shutdown.is_some(),
                     services: self.status(),
                 });
+                // Status requests already queued get the same snapshot: the
+                // engine's state cannot have changed since they were sent (it does
+                // one thing at a time, and was doing this), and a burst of
+                // `herd ps` or a dashboard's polling costs one walk of the units.
+                while let Ok(msg) = self.rx.try_recv() {
+                    match msg {
+                        Msg::Control(Request::Status { reply }) => {
+                            let _ = reply.send(Arc::clone(&overview));
+                        }
+                        other => {
+                            self.deferred = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(overview);
                 return;
             }
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),

@@ -42,7 +42,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use herd_core::engine::{Change, Handle, note};
+use herd_core::engine::{Change, Handle, Overview, note};
 
 /// How long an action is waited for unless `?timeout=` says otherwise.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -91,6 +91,9 @@ pub struct Ctx {
     closing: watch::Sender<bool>,
     /// Connections being served.
     open: watch::Sender<usize>,
+    /// The last service list sent, as JSON, with the snapshot it was made from:
+    /// requests answered from one snapshot are serialised once.
+    services_json: std::sync::Mutex<Option<(Arc<Overview>, Bytes)>>,
 }
 
 impl Ctx {
@@ -100,6 +103,7 @@ impl Ctx {
             state_dir,
             closing: watch::Sender::new(false),
             open: watch::Sender::new(0),
+            services_json: std::sync::Mutex::new(None),
         }
     }
 }
@@ -236,10 +240,14 @@ type Answer = Response<BoxBody<Bytes, Infallible>>;
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
     let body = serde_json::to_vec(value).expect("plain data serialises");
+    json_body(status, Bytes::from(body))
+}
+
+fn json_body(status: StatusCode, body: Bytes) -> Answer {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)).boxed())
+        .body(Full::new(body).boxed())
         .expect("a valid response")
 }
 
@@ -278,8 +286,8 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
     let query = parts.uri.query().unwrap_or("");
     let h = &ctx.handle;
     let answer = match (&parts.method, segs.as_slice()) {
-        (&Method::GET, ["v1", "services"]) => match h.status().await {
-            Ok(list) => json(StatusCode::OK, &list),
+        (&Method::GET, ["v1", "services"]) => match h.overview().await {
+            Ok(ov) => services_json(&ctx, ov),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
         (&Method::GET, ["v1", "services", name]) => match h.status().await {
@@ -391,6 +399,20 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
         ),
     };
     Ok(answer)
+}
+
+/// `GET /v1/services`, serialised once per engine snapshot.
+fn services_json(ctx: &Ctx, ov: Arc<Overview>) -> Answer {
+    let mut last = ctx.services_json.lock().unwrap_or_else(|e| e.into_inner());
+    let body = match &*last {
+        Some((seen, body)) if Arc::ptr_eq(seen, &ov) => body.clone(),
+        _ => {
+            let body = Bytes::from(serde_json::to_vec(&ov.services).expect("plain data"));
+            *last = Some((ov, body.clone()));
+            body
+        }
+    };
+    json_body(StatusCode::OK, body)
 }
 
 /// `/v1/events`: one JSON object a line (or a server-sent event each), until
