@@ -42,6 +42,6 @@ pub mod units;
 
 pub use diag::{Diagnostic, Diagnostics, Position};
 pub use graph::DepGraph;
-pub use load::load;
+pub use load::{load, load_str};
 pub use plan::{ShutdownPlan, shutdown_plan};
 pub use schema::*;

@@ -57,8 +57,19 @@ const LOGS_KEYS: &[&str] = &["max_size", "keep"];
 ///
 /// On failure the [`Diagnostics`] hold every problem found, in file order.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    finish(path, None)
+}
+
+/// As [`load`], with the main file's text given rather than read: for
+/// configuration that does not come from a file, and for the fuzzer. Includes
+/// are still read from disk, relative to `path`.
+pub fn load_str(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+    finish(path, Some(text.to_string()))
+}
+
+fn finish(path: &Path, text: Option<String>) -> Result<Config, Diagnostics> {
     let mut loader = Loader::default();
-    let config = loader.run(path);
+    let config = loader.run(path, text);
     let mut diags = Diagnostics(loader.diags);
     if diags.is_empty() {
         return Ok(config);
@@ -143,13 +154,15 @@ struct Top {
 }
 
 impl Loader {
-    fn run(&mut self, path: &Path) -> Config {
+    fn run(&mut self, path: &Path, text: Option<String>) -> Config {
         let mut files = vec![path.to_path_buf()];
         let mut parsed = Vec::new();
         let mut top = Top::default();
-        let main_src = self
-            .read(path, None)
-            .filter(|src| self.file(src, true, &mut top, &mut parsed));
+        let main_src = match text {
+            Some(text) => Some(Source::new(path.to_path_buf(), text)),
+            None => self.read(path, None),
+        }
+        .filter(|src| self.file(src, true, &mut top, &mut parsed));
         if let Some(src) = &main_src {
             let mut seen: HashSet<PathBuf> = [canonical(path)].into_iter().collect();
             for (pattern, span) in std::mem::take(&mut top.includes) {

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod health;
 pub mod logs;
+pub mod request;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -37,15 +37,16 @@ use std::time::Duration;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use herd_core::engine::{Change, Handle, Overview, note};
 
-/// How long an action is waited for unless `?timeout=` says otherwise.
-const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+use super::request::{self, Action, Call};
+
+/// No route takes a body; one larger than this is refused, not read.
 const MAX_BODY: usize = 64 << 10;
 /// A client that has not sent a whole request head by then is dropped, so a
 /// half-sent request cannot hold a connection (and its task) forever.
@@ -281,64 +282,46 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
             format!("request bodies are limited to {MAX_BODY} bytes"),
         ));
     }
-    let path = parts.uri.path().trim_end_matches('/');
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    let query = parts.uri.query().unwrap_or("");
+    let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok());
+    let call = match request::parse(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        accept,
+    ) {
+        Ok(call) => call,
+        Err(refusal) => return Ok(error(refusal.status, refusal.message)),
+    };
     let h = &ctx.handle;
-    let answer = match (&parts.method, segs.as_slice()) {
-        (&Method::GET, ["v1", "services"]) => match h.overview().await {
+    let answer = match call {
+        Call::List => match h.overview().await {
             Ok(ov) => services_json(&ctx, ov),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (&Method::GET, ["v1", "services", name]) => match h.status().await {
-            Ok(list) => match list.iter().find(|s| s.name == *name) {
+        Call::Show(name) => match h.status().await {
+            Ok(list) => match list.iter().find(|s| s.name == name) {
                 Some(s) => json(StatusCode::OK, s),
                 None => error(StatusCode::NOT_FOUND, format!("no service named {name}")),
             },
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (&Method::POST, ["v1", "services", name, "signal"]) => {
-            let Some(sig) = param(query, "signal") else {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "signal: missing (?signal=SIGHUP)",
-                ));
-            };
-            let sig = match herd_config::units::Signal::parse(sig) {
-                Ok(s) => s,
-                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("signal: {e}"))),
-            };
-            let all = param(query, "all") == Some("true");
-            match h.signal(name, sig.0, all).await {
-                Ok(msg) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
-                Err(e) if e.starts_with("no service named") => error(StatusCode::NOT_FOUND, e),
-                Err(e) => error(StatusCode::CONFLICT, e),
-            }
-        }
-        (&Method::POST, ["v1", "services", name, action]) => {
-            let wait = match timeout(query) {
-                Ok(w) => w,
-                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e)),
-            };
-            let name = name.to_string();
+        Call::Signal { name, signal, all } => match h.signal(name, signal, all).await {
+            Ok(msg) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
+            Err(e) if e.starts_with("no service named") => error(StatusCode::NOT_FOUND, e),
+            Err(e) => error(StatusCode::CONFLICT, e),
+        },
+        Call::Act { name, action, wait } => {
             let run = async {
-                match *action {
-                    "start" => Some(h.start(&name).await),
-                    "stop" => Some(h.stop(&name).await),
-                    "restart" => Some(h.restart(&name).await),
-                    _ => None,
+                match action {
+                    Action::Start => h.start(name).await,
+                    Action::Stop => h.stop(name).await,
+                    Action::Restart => h.restart(name).await,
                 }
             };
             match tokio::time::timeout(wait, run).await {
-                Ok(Some(Ok(msg))) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
-                Ok(Some(Err(e))) if e.starts_with("no service named") => {
-                    error(StatusCode::NOT_FOUND, e)
-                }
-                Ok(Some(Err(e))) => error(StatusCode::CONFLICT, e),
-                Ok(None) => error(
-                    StatusCode::NOT_FOUND,
-                    format!("unknown action {action:?}: start, stop or restart"),
-                ),
+                Ok(Ok(msg)) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
+                Ok(Err(e)) if e.starts_with("no service named") => error(StatusCode::NOT_FOUND, e),
+                Ok(Err(e)) => error(StatusCode::CONFLICT, e),
                 Err(_) => error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -348,55 +331,24 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
                 ),
             }
         }
-        (&Method::GET, ["v1", "events"]) => {
-            let sse = parts
-                .headers
-                .get("accept")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/event-stream"));
-            events(&ctx, sse)
-        }
-        (&Method::GET, ["v1", "services", name, "logs"]) => {
-            let n = match param(query, "n").map(str::parse::<usize>) {
-                None => None,
-                Some(Ok(n)) => Some(n),
-                Some(Err(_)) => {
-                    return Ok(error(StatusCode::BAD_REQUEST, "n: not a number of lines"));
-                }
-            };
-            let follow = param(query, "follow") == Some("true");
-            logs(&ctx, name, n, follow).await
-        }
-        (&Method::POST, ["v1", "reload"]) => {
-            let wait = match timeout(query) {
-                Ok(w) => w,
-                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e)),
-            };
-            reload(h, wait).await
-        }
-        (&Method::POST, ["v1", "shutdown"]) => {
+        Call::Events { sse } => events(&ctx, sse),
+        Call::Logs { name, n, follow } => logs(&ctx, name, n, follow).await,
+        Call::Reload { wait } => reload(h, wait).await,
+        Call::Shutdown => {
             h.shutdown("herd down");
             json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({ "message": "shutting down", "pid": std::process::id() }),
             )
         }
-        (&Method::GET, ["v1", "report"]) => match herd_core::report::Report::load(&ctx.state_dir) {
+        Call::Report => match herd_core::report::Report::load(&ctx.state_dir) {
             Ok(r) => json(StatusCode::OK, &r),
             Err(_) => error(StatusCode::NOT_FOUND, "no shutdown report yet"),
         },
-        (&Method::GET, ["v1", "plan"]) => match h.config().await {
+        Call::Plan => match h.config().await {
             Ok(c) => json(StatusCode::OK, &crate::cmd::plan::document(&c)),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (_, ["v1", ..]) => error(
-            StatusCode::NOT_FOUND,
-            format!("no route {} {}", parts.method, parts.uri.path()),
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            format!("no route {}; the API is under /v1/", parts.uri.path()),
-        ),
     };
     Ok(answer)
 }
@@ -572,20 +524,5 @@ async fn reload(h: &Handle, wait: Duration) -> Answer {
         let mut body = body;
         body["error"] = format!("reloaded ({}), but: {}", plan.summary(), failed.join("; ")).into();
         json(StatusCode::CONFLICT, &body)
-    }
-}
-
-/// The value of `key` in a query string (values are plain words; no decoding).
-fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// `timeout=10s` from a query string; the default otherwise.
-fn timeout(query: &str) -> Result<Duration, String> {
-    match param(query, "timeout") {
-        Some(v) => herd_config::units::parse_duration(v).map_err(|e| format!("timeout: {e}")),
-        None => Ok(DEFAULT_WAIT),
     }
 }
