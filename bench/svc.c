@@ -16,6 +16,7 @@
  *   tree      wait, after forking a tree of ARG processes in all (itself counted)
  *   crash     exit 1 at once
  *   orphans   wait, after leaving ARG orphans that exit 20 ms later
+ *   flaky     exit 1 after a random 20-500 ms (for the soak test)
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -94,6 +95,12 @@ int main(int argc, char **argv)
     signal(SIGCHLD, SIG_IGN);
     if (strcmp(mode, "crash") == 0) {
         hello(argv[3]);
+        return 1;
+    }
+    if (strcmp(mode, "flaky") == 0) {
+        hello(argv[3]);
+        srand((unsigned)getpid());
+        usleep((useconds_t)(20000 + rand() % 480000));
         return 1;
     }
     if (strcmp(mode, "stubborn") == 0) {
