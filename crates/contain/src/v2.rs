@@ -192,7 +192,7 @@ struct Cgroup2Unit {
 
 /// The pids in a `cgroup.procs` opened for reading. A read from offset 0
 /// restarts the kernel's walk of the cgroup, so one descriptor, kept, gives a
-/// fresh list each time: one pread for a service's few pids, no open or close.
+/// fresh list each time: two preads for a service's few pids, no open or close.
 fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
     let mut pids = Vec::new();
     let mut buf = [0u8; 4096];
@@ -200,6 +200,11 @@ fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
     let mut offset = 0u64;
     loop {
         let n = rustix::io::pread(file, &mut buf, offset)?;
+        // A short read is not the end (seq_file hands out what it formatted so
+        // far): only 0 is.
+        if n == 0 {
+            return Ok(pids);
+        }
         // Lines may straddle reads: digits accumulate until their newline.
         for &b in &buf[..n] {
             match b {
@@ -207,10 +212,6 @@ fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
                 b'\n' => pids.push(std::mem::take(&mut partial)),
                 _ => {}
             }
-        }
-        // seq_file fills the buffer while there is more: a short read is the end.
-        if n < buf.len() {
-            return Ok(pids);
         }
         offset += n as u64;
     }

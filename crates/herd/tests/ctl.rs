@@ -135,6 +135,28 @@ stop = {{ timeout = "300ms" }}
     }
 }
 
+/// A list longer than one read of cgroup.procs (1,200 pids, ~6 KiB) is whole.
+#[test]
+fn ps_lists_every_process_of_a_big_tree() {
+    let mut up = Up::start(
+        r#"
+[supervisor]
+containment = "cgroup2"
+
+[services.big]
+command = ["{helper}", "{dir}", "tree", "1200"]
+ready = { log = "ready" }
+stop = { timeout = "300ms" }
+"#,
+    );
+    up.wait_for("herd: big ready", LONG);
+    let all = pids(service(&ps(&up), "big"));
+    assert_eq!(all.len(), 1200);
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+    assert!(wait_gone(&all, Duration::ZERO));
+}
+
 /// Runs the herd binary as uid/gid 65534 (nobody), from a copy it can reach.
 fn herd_as_nobody(up: &Up, args: &[&str]) -> std::process::Output {
     use std::os::unix::fs::PermissionsExt;
