@@ -157,8 +157,6 @@ pub(crate) struct Leaf {
     pub dir: PathBuf,
     pub path: String,
     pub procs: Arc<OwnedFd>,
-    /// The cgroup's directory (O_PATH), for reads that need no path walk.
-    pub dirfd: OwnedFd,
 }
 
 /// Makes `services/NAME`; `setup` writes limits before anything joins.
@@ -178,13 +176,7 @@ pub(crate) fn leaf(
         .write(true)
         .open(dir.join("cgroup.procs"))?
         .into();
-    let dirfd = rustix::fs::open(
-        &dir,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
     Ok(Leaf {
-        dirfd,
         path: format!("{}/services/{leaf}", t.path.trim_end_matches('/')),
         dir,
         procs: Arc::new(procs),

@@ -143,17 +143,25 @@ impl Backend for Cgroup2 {
             }
             Ok(())
         })?;
+        // Held for `pids`, which `herd ps` calls for every unit: reads through
+        // them need no path walk (freezer units have no such fast path).
+        let dirfd = rustix::fs::open(
+            &leaf.dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let reader = rustix::fs::openat(
+            &dirfd,
+            "cgroup.procs",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
         Ok(Box::new(Cgroup2Unit {
             dir: leaf.dir,
             path: leaf.path,
             procs: leaf.procs,
-            reader: rustix::fs::openat(
-                &leaf.dirfd,
-                "cgroup.procs",
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )?,
-            dirfd: leaf.dirfd,
+            dirfd,
+            reader,
         }))
     }
 

@@ -159,10 +159,8 @@ fn timeout(query: &str) -> Result<Duration, Refusal> {
 mod tests {
     use super::*;
 
-    fn get(path: &str, query: &str) -> Result<Call<'static>, Refusal> {
-        let (p, q): (&'static str, &'static str) =
-            (Box::leak(path.into()), Box::leak(query.into()));
-        parse(&Method::GET, p, q, None)
+    fn get(path: &'static str, query: &'static str) -> Result<Call<'static>, Refusal> {
+        parse(&Method::GET, path, query, None)
     }
 
     fn post(path: &'static str, query: &'static str) -> Result<Call<'static>, Refusal> {
