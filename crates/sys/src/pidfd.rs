@@ -28,6 +28,11 @@ impl Pidfd {
         Ok(Pidfd { fd, pid })
     }
 
+    /// A pidfd the kernel handed over with the process (`CLONE_PIDFD`).
+    pub(crate) fn from_owned(fd: OwnedFd, pid: i32) -> Pidfd {
+        Pidfd { fd, pid }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

@@ -269,3 +269,55 @@ fn process_groups_below_two_are_never_signalled() {
     assert!(herd_sys::pidfd::signal_group(0, libc::SIGTERM).is_err());
     assert!(herd_sys::pidfd::signal_group(-1, libc::SIGTERM).is_err());
 }
+
+/// Our children that are zombies, from /proc (not from herder's reaper).
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let f: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            f[0] == "Z" && f[1] == me
+        })
+        .collect()
+}
+
+/// Failures between clone and exec (here a rejected rlimit, and an exec the kernel
+/// refuses) come back as the child's errno, and the child is not left a zombie.
+#[test]
+fn failures_after_the_clone_are_reported_and_the_child_reaped() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"\x7fELF not really").unwrap();
+    std::fs::set_permissions(
+        &garbage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut too_many = spec(&["true"]);
+    // Above fs.nr_open (at most 2^30 by the kernel's own limit): refused even to root.
+    too_many.rlimits = vec![(Rlimit::Nofile, 1 << 31)];
+    let cases = [
+        (too_many, "Operation not permitted (os error 1)"),
+        (
+            spec(&[garbage.to_str().unwrap()]),
+            "Exec format error (os error 8)",
+        ),
+    ];
+    for (s, reason) in cases {
+        let err = spawn(&s).unwrap_err().to_string();
+        assert!(err.starts_with("cannot start "), "{err}");
+        assert!(err.ends_with(reason), "{err}");
+        assert_eq!(zombie_children(), Vec::<i32>::new());
+    }
+}
