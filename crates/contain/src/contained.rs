@@ -222,9 +222,10 @@ impl Drop for Contained {
 pub(crate) async fn wait_empty(unit: &mut dyn Unit, until: Instant) -> bool {
     loop {
         // The watch is set up before the check, so no change falls in between.
-        let watch = unit
-            .events()
-            .and_then(|p| herd_sys::watch::FileWatch::new(&p).ok());
+        let watch = unit.events().and_then(|fd| {
+            let w = herd_sys::watch::PriorityWatch::new().ok()?;
+            w.add(fd).ok().map(|()| w)
+        });
         if unit.is_empty() {
             return true;
         }

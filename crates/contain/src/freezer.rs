@@ -30,7 +30,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,7 +137,7 @@ impl Backend for Freezer {
     }
 
     fn create(&self, name: &str, _limits: &Limits) -> io::Result<Box<dyn Unit>> {
-        let leaf = tree::leaf(&self.tree, name, |_| Ok(()))?;
+        let leaf = tree::leaf(&self.tree, name, rustix::fs::OFlags::WRONLY, |_| Ok(()))?;
         Ok(Box::new(FreezerUnit {
             dir: leaf.dir,
             path: leaf.path,
@@ -179,7 +179,7 @@ impl Unit for FreezerUnit {
         Some(self.dir.clone())
     }
 
-    fn events(&self) -> Option<PathBuf> {
+    fn events(&self) -> Option<BorrowedFd<'_>> {
         None
     }
 

@@ -25,7 +25,7 @@
 //!   attribute.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -143,8 +143,9 @@ pub trait Unit: Send + std::fmt::Debug {
     /// A process started into this unit (its main process, a hook, a check).
     fn started(&mut self, pid: i32);
 
-    /// A file whose modification means the unit may have become empty.
-    fn events(&self) -> Option<PathBuf>;
+    /// A descriptor that signals `POLLPRI` when the unit may have become empty
+    /// (a cgroup's `cgroup.events`; watch it with [`herd_sys::watch::PriorityWatch`]).
+    fn events(&self) -> Option<BorrowedFd<'_>>;
 
     /// The unit's cgroup directory, if it has one (for the state file, so a later
     /// run can find what this one left).

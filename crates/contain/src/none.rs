@@ -41,8 +41,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use herd_sys::Pidfd;
@@ -284,7 +284,7 @@ impl Unit for TreeUnit {
         }
     }
 
-    fn events(&self) -> Option<PathBuf> {
+    fn events(&self) -> Option<BorrowedFd<'_>> {
         None
     }
 

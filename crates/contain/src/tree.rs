@@ -1,12 +1,14 @@
 //! What the two cgroup backends share: where their subtree goes, claiming it at
 //! start-up, and a service's leaf.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
 
 use crate::mounts::{self, Mount};
 use crate::{Limits, dir_name, procs_below, remove_tree};
@@ -156,29 +158,47 @@ fn make_dir(p: &Path) -> io::Result<()> {
 pub(crate) struct Leaf {
     pub dir: PathBuf,
     pub path: String,
+    /// The directory itself (`O_PATH`), for opening files in it without a path walk.
+    pub dirfd: OwnedFd,
     pub procs: Arc<OwnedFd>,
 }
 
-/// Makes `services/NAME`; `setup` writes limits before anything joins.
+/// Makes `services/NAME`; `setup` writes limits before anything joins. Its
+/// `cgroup.procs` is opened with `access` (write-only, or read-write for a unit
+/// that also lists its processes through it).
 pub(crate) fn leaf(
     t: &Subtree,
     name: &str,
+    access: OFlags,
     setup: impl FnOnce(&Path) -> io::Result<()>,
 ) -> io::Result<Leaf> {
     let leaf = dir_name(name);
     let dir = t.dir.join("services").join(&leaf);
-    // A previous run's cgroup is removed once empty; one still here is empty, or
-    // the caller would not start a new run.
-    remove_tree(&dir)?;
-    fs::create_dir(&dir)?;
+    match fs::create_dir(&dir) {
+        // A previous run's cgroup is removed once empty; one still here is empty,
+        // or the caller would not start a new run.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_tree(&dir)?;
+            fs::create_dir(&dir)?;
+        }
+        made => made?,
+    }
     setup(&dir)?;
-    let procs: OwnedFd = OpenOptions::new()
-        .write(true)
-        .open(dir.join("cgroup.procs"))?
-        .into();
+    let dirfd = rustix::fs::open(
+        &dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let procs = rustix::fs::openat(
+        &dirfd,
+        "cgroup.procs",
+        access | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     Ok(Leaf {
         path: format!("{}/services/{leaf}", t.path.trim_end_matches('/')),
         dir,
+        dirfd,
         procs: Arc::new(procs),
     })
 }

@@ -17,7 +17,7 @@
 //!
 //! A child joins its cgroup between fork and exec, so nothing of it ever runs
 //! outside. `cgroup.kill` SIGKILLs the whole subtree atomically with respect to
-//! forks; `cgroup.events` changes (`populated 0`) are watched with inotify.
+//! forks; `cgroup.events` changes (`populated 0`) are watched with epoll (`POLLPRI`).
 //!
 //! At start-up, cgroups under `services/` with processes in them are what an earlier
 //! run left behind (it was SIGKILLed): they are killed and removed, and herder says
@@ -34,7 +34,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -107,10 +107,12 @@ impl Cgroup2 {
     }
 }
 
-fn populated(dir: &Path) -> bool {
-    fs::read_to_string(dir.join("cgroup.events"))
-        .map(|t| t.lines().any(|l| l == "populated 1"))
-        .unwrap_or(false)
+/// Whether `cgroup.events`, open for reading, says `populated 1`. Reading it also
+/// re-arms its `POLLPRI`.
+fn populated(events: &OwnedFd) -> bool {
+    let mut buf = [0u8; 128];
+    rustix::io::pread(events, &mut buf, 0)
+        .is_ok_and(|n| buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 1"))
 }
 
 impl Backend for Cgroup2 {
@@ -136,32 +138,26 @@ impl Backend for Cgroup2 {
             let quota = ((c * period as f64).round() as u64).max(1_000);
             settings.push(("cpu.max", format!("{quota} {period}")));
         }
-        let leaf = tree::leaf(&self.tree, name, |dir| {
+        let rdwr = rustix::fs::OFlags::RDWR;
+        let leaf = tree::leaf(&self.tree, name, rdwr, |dir| {
             for (file, value) in settings {
                 fs::write(dir.join(file), &value)
                     .map_err(|e| io::Error::new(e.kind(), format!("{file} = {value}: {e}")))?;
             }
             Ok(())
         })?;
-        // Held for `pids`, which `herd ps` calls for every unit: reads through
-        // them need no path walk (freezer units have no such fast path).
-        let dirfd = rustix::fs::open(
-            &leaf.dir,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
-        let reader = rustix::fs::openat(
-            &dirfd,
-            "cgroup.procs",
+        let events = rustix::fs::openat(
+            &leaf.dirfd,
+            "cgroup.events",
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )?;
         Ok(Box::new(Cgroup2Unit {
             dir: leaf.dir,
             path: leaf.path,
+            dirfd: leaf.dirfd,
             procs: leaf.procs,
-            dirfd,
-            reader,
+            events,
         }))
     }
 
@@ -192,10 +188,13 @@ struct Cgroup2Unit {
     dir: PathBuf,
     /// The cgroup as /proc/PID/cgroup names it.
     path: String,
-    procs: Arc<OwnedFd>,
-    /// The cgroup's directory (O_PATH), and its cgroup.procs open for reading.
+    /// The cgroup's directory (O_PATH).
     dirfd: OwnedFd,
-    reader: OwnedFd,
+    /// Its cgroup.procs, read-write: the child joins through it, and `pids`
+    /// reads it, with no path walk either way.
+    procs: Arc<OwnedFd>,
+    /// Its cgroup.events, read-only: watched for POLLPRI, read for `populated`.
+    events: OwnedFd,
 }
 
 /// The pids in a `cgroup.procs` opened for reading. A read from offset 0
@@ -242,8 +241,8 @@ impl Unit for Cgroup2Unit {
         Some(self.dir.clone())
     }
 
-    fn events(&self) -> Option<PathBuf> {
-        Some(self.dir.join("cgroup.events"))
+    fn events(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.events.as_fd())
     }
 
     fn pids(&mut self) -> Vec<i32> {
@@ -252,14 +251,14 @@ impl Unit for Cgroup2Unit {
         // cgroup.procs is the whole unit, with no walk of the directory. The
         // check comes second: with no cgroup below then, none held a process when
         // cgroup.procs was read (a cgroup is removed only once empty).
-        match procs_from(&self.reader) {
+        match procs_from(&self.procs) {
             Ok(pids) if !has_children(&self.dirfd) => pids,
             _ => procs_below(&self.dir),
         }
     }
 
     fn is_empty(&mut self) -> bool {
-        !populated(&self.dir)
+        !populated(&self.events)
     }
 
     fn owns(&mut self, pid: i32) -> bool {

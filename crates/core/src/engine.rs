@@ -37,7 +37,7 @@
 //!   cannot attribute every double-forked escapee to its service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -369,7 +369,7 @@ pub struct Engine {
     hooks: HashMap<i32, String>,
     backend: Box<dyn Backend>,
     /// Watches every unit's `cgroup.events` (cgroup v2).
-    unit_watch: Option<Arc<herd_sys::watch::FileWatch>>,
+    unit_watch: Option<Arc<herd_sys::watch::PriorityWatch>>,
     opts: Options,
     /// The service whose end ends the run.
     main: Option<String>,
@@ -467,12 +467,12 @@ impl Engine {
         })
     }
 
-    /// The inotify instance watching every unit's `cgroup.events`, made (with the
-    /// task that forwards its wake-ups) the first time one is needed. A removed
-    /// cgroup drops its own watch.
-    fn unit_watch(&mut self) -> std::io::Result<&herd_sys::watch::FileWatch> {
+    /// The epoll set watching every unit's `cgroup.events`, made (with the task
+    /// that forwards its wake-ups) the first time one is needed. A unit's
+    /// descriptor leaves it when the unit is dropped.
+    fn unit_watch(&mut self) -> std::io::Result<&herd_sys::watch::PriorityWatch> {
         if self.unit_watch.is_none() {
-            let watch = Arc::new(herd_sys::watch::FileWatch::empty()?);
+            let watch = Arc::new(herd_sys::watch::PriorityWatch::new()?);
             let (w, tx) = (watch.clone(), self.tx.clone());
             tokio::spawn(async move {
                 while w.changed().await.is_ok() {
@@ -736,7 +736,10 @@ impl Engine {
         let pipe = if svc.cfg.stop.notify {
             match event_pipe() {
                 Ok((r, w)) => {
-                    extra.push(("HERD_EVENTS_FD".into(), r.as_raw_fd().to_string()));
+                    extra.push((
+                        "HERD_EVENTS_FD".into(),
+                        herd_sys::spawn::FIRST_INHERITED_FD.to_string(),
+                    ));
                     Some((Arc::new(r), w))
                 }
                 Err(e) => {
@@ -778,12 +781,10 @@ impl Engine {
         };
         let pid = child.pid;
         unit.started(pid);
-        if let Some(path) = unit.events() {
-            // One inotify instance for every unit (see FileWatch for why).
-            if let Err(e) = self.unit_watch().and_then(|w| w.add(&path)) {
+        if let Some(fd) = unit.events() {
+            if let Err(e) = self.unit_watch().and_then(|w| w.add(fd)) {
                 note(&format!(
-                    "{name}: cannot watch {} ({e}); its end is noticed on SIGCHLD only",
-                    path.display()
+                    "{name}: cannot watch its cgroup.events ({e}); its end is noticed on SIGCHLD only"
                 ));
             }
         }

@@ -7,9 +7,10 @@
 //! `NotFound` for either), users and groups are looked up, argv and the environment
 //! are built as C strings, the stdout/stderr pipes are made.
 //!
-//! The child is made with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, as
-//! `posix_spawn` does: it runs on a stack of its own in herder's memory, herder's
-//! spawning thread is suspended until it execs, and the pidfd arrives with the pid.
+//! The child is made with `clone(CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_PIDFD)`,
+//! much as `posix_spawn` does: it runs on a stack of its own in herder's memory,
+//! herder's spawning thread is suspended until it execs, and the pidfd arrives with
+//! the pid.
 //! A plain fork would copy herder's page tables and make every page copy-on-write,
 //! which herder then pays for in faults: with 500 services that was most of the
 //! ~0.5 ms herder spent per start. Because the memory is shared, the child allocates
@@ -23,8 +24,11 @@
 //! 3. every signal disposition back to default (an ignored signal would otherwise be
 //!    inherited across exec); herder blocks every signal around the clone, so none
 //!    of its handlers can run in the child first;
-//! 4. stdin, stdout and stderr; descriptors the program is meant to have
-//!    (`Spec::inherit`) lose close-on-exec; the working directory;
+//! 4. its own descriptor table: it shares herder's until here (`CLONE_FILES`), then
+//!    keeps a private copy of only a few low numbers (see `Slots`), so the start
+//!    costs the same whether herder holds ten descriptors or ten thousand; stdin,
+//!    stdout and stderr, then `Spec::inherit` as 3, 4, …, and nothing else;
+//!    the working directory;
 //! 5. the rlimits;
 //! 6. supplementary groups, gid, uid — last, so that rlimits above the current hard
 //!    limit can still be set while the child is privileged;
@@ -37,18 +41,16 @@
 //!
 //! - The child is never waited for here: exactly one place reaps, [`crate::reap`].
 //!   The returned pid stays valid (not recyclable) until that reaper collects it.
-//! - Nothing closes inherited descriptors one by one; herder opens its own with
-//!   close-on-exec, as Rust does by default, and exec closes them.
 //! - A child that fails before exec is reaped here, since it never became the
 //!   service.
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rustix::fs::{Access, Mode, OFlags, access};
 use rustix::pipe::{PipeFlags, pipe_with as pipe};
@@ -69,8 +71,9 @@ pub struct Spec {
     pub discard_output: bool,
     /// A `cgroup.procs` file, open for writing, that the child joins before exec.
     pub cgroup: Option<Arc<OwnedFd>>,
-    /// Descriptors the program keeps across exec, at the same numbers (herder's
-    /// event pipe); every other descriptor of herder's is close-on-exec.
+    /// Descriptors the program is given as 3, 4, … in this order
+    /// ([`FIRST_INHERITED_FD`]; herder's event pipe); at most [`MAX_INHERIT`]. No
+    /// other descriptor of herder's reaches it.
     pub inherit: Vec<Arc<OwnedFd>>,
 }
 
@@ -167,11 +170,13 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         let (err_r, err_w) = pipe(PipeFlags::CLOEXEC).map_err(|e| fail(e.into()))?;
         (Some(out_r), Some(err_r), Some(out_w), Some(err_w))
     };
-    let stdio = [
-        null.as_raw_fd(),
-        out_w.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd()),
-        err_w.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd()),
-    ];
+    if spec.inherit.len() > MAX_INHERIT {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many inherited descriptors",
+        );
+        return Err(fail(e));
+    }
     let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = spec
         .rlimits
         .iter()
@@ -183,21 +188,35 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
             (r.resource(), limit)
         })
         .collect();
-    let inherit: Vec<i32> = spec.inherit.iter().map(|fd| fd.as_raw_fd()).collect();
+    // What the child gets, in order: stdin, stdout, stderr, then `inherit`.
+    let sources: Vec<BorrowedFd> = [
+        null.as_fd(),
+        out_w.as_ref().map_or(null.as_fd(), |f| f.as_fd()),
+        err_w.as_ref().map_or(null.as_fd(), |f| f.as_fd()),
+    ]
+    .into_iter()
+    .chain(spec.inherit.iter().map(|fd| fd.as_fd()))
+    .collect();
+    let slots = Slots::lock(sources.len(), null).map_err(fail)?;
+    let placed = slots.place(&sources, null).map_err(fail)?.to_vec();
     let args = ChildArgs {
         program: c_program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         workdir: c_workdir.as_ptr(),
-        stdio,
         cgroup: spec.cgroup.as_ref().map(|fd| fd.as_raw_fd()),
-        inherit: &inherit,
+        keep_below: slots.end(),
+        stdio: [placed[0], placed[1], placed[2]],
+        inherit: &placed[3..],
         rlimits: &rlimits,
         credentials: spec.credentials.as_ref(),
         error: AtomicI32::new(0),
     };
-
-    let (pid, pidfd) = clone_vfork(&args).map_err(fail)?;
+    let cloned = clone_vfork(&args);
+    // The slots let go of the pipes, so that the child's exit is their EOF.
+    slots.clear(null);
+    drop(slots);
+    let (pid, pidfd) = cloned.map_err(fail)?;
     let errno = args.error.load(Ordering::Acquire);
     if errno != 0 {
         // The child reported why it could not exec, then exited; it was never
@@ -221,9 +240,11 @@ struct ChildArgs<'a> {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     workdir: *const libc::c_char,
-    /// The descriptors that become 0, 1 and 2.
-    stdio: [i32; 3],
     cgroup: Option<i32>,
+    /// The child's own descriptor table keeps only descriptors below this.
+    keep_below: i32,
+    /// The slots holding what becomes 0, 1 and 2, and 3, 4, … (`inherit`).
+    stdio: [i32; 3],
     inherit: &'a [i32],
     rlimits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
     credentials: Option<&'a Credentials>,
@@ -231,12 +252,78 @@ struct ChildArgs<'a> {
     error: AtomicI32,
 }
 
+/// The most descriptors a program can be given besides stdin, stdout and stderr.
+pub const MAX_INHERIT: usize = 16;
+
+/// The number the program finds the first of `Spec::inherit` at; the others follow.
+pub const FIRST_INHERITED_FD: i32 = 3;
+
+/// Descriptor numbers reserved low in herder's table, holding /dev/null while no
+/// spawn uses them.
+///
+/// # Why
+/// The child shares herder's descriptor table (`CLONE_FILES`) and then takes a
+/// private copy of only the numbers below the highest slot
+/// (`close_range(.., CLOSE_RANGE_UNSHARE)`), so what it must keep is first
+/// duplicated into the slots. Without this, every child copied herder's whole table
+/// and exec then closed each descriptor one by one: with 500 services (~3,000
+/// descriptors) that was most of the CPU time of a start, growing with every
+/// service. Slots stay occupied, so no other thread's open can take their numbers.
+struct Slots {
+    guard: MutexGuard<'static, Vec<i32>>,
+}
+
+impl Slots {
+    /// At least `n` slots, for this thread alone until dropped.
+    fn lock(n: usize, null: &OwnedFd) -> io::Result<Slots> {
+        static SLOTS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+        let mut guard = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        // Reserved together the first time, while herder's table is small, so
+        // they are low: the child's copy is as short as the highest slot.
+        let want = n.max(3 + 4);
+        while guard.len() < want {
+            let fd = rustix::io::fcntl_dupfd_cloexec(null, 3)?;
+            guard.push(fd.into_raw_fd());
+        }
+        Ok(Slots { guard })
+    }
+
+    /// Duplicates `sources` into the slots, in order; returns the slots used.
+    fn place<'s>(&'s self, sources: &[BorrowedFd], null: &OwnedFd) -> io::Result<&'s [i32]> {
+        let used = &self.guard[..sources.len()];
+        for (&slot, src) in used.iter().zip(sources) {
+            // SAFETY: `slot` is ours (reserved above, never closed) and `src` is
+            // open; dup3 atomically replaces what the slot held.
+            if unsafe { libc::dup3(src.as_raw_fd(), slot, libc::O_CLOEXEC) } < 0 {
+                let e = io::Error::last_os_error();
+                self.clear(null);
+                return Err(e);
+            }
+        }
+        Ok(used)
+    }
+
+    /// Every slot back to /dev/null.
+    fn clear(&self, null: &OwnedFd) {
+        for &slot in self.guard.iter() {
+            // SAFETY: as in `place`.
+            unsafe { libc::dup3(null.as_raw_fd(), slot, libc::O_CLOEXEC) };
+        }
+    }
+
+    /// One past the highest slot.
+    fn end(&self) -> i32 {
+        self.guard.iter().max().map_or(3, |m| m + 1)
+    }
+}
+
 const CHILD_STACK: usize = 64 * 1024;
 
-/// clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD): the child borrows herder's memory
-/// until it execs, so nothing is copied (a fork of a process holding thousands of
-/// descriptors and pages costs ~0.5 ms of page-table copying and copy-on-write
-/// faults, paid by herder on every start), and the pidfd comes with the pid.
+/// clone(CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_PIDFD): the child borrows
+/// herder's memory and descriptor table until it execs, so nothing is copied (a
+/// fork of a process holding thousands of descriptors and pages costs ~0.5 ms of
+/// page-table copying and copy-on-write faults, paid by herder on every start),
+/// and the pidfd comes with the pid.
 ///
 /// Returns once the child has exec'd or exited.
 fn clone_vfork(args: &ChildArgs) -> io::Result<(i32, OwnedFd)> {
@@ -244,6 +331,8 @@ fn clone_vfork(args: &ChildArgs) -> io::Result<(i32, OwnedFd)> {
     // The stack grows down from its 16-byte aligned top.
     let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
     let mut pidfd: libc::c_int = -1;
+    let flags =
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::CLONE_PIDFD | libc::SIGCHLD;
     // SAFETY: `all`/`old` are plain sigsets; every signal is blocked across the
     // clone so that none runs one of herder's handlers on the child's stack before
     // the child has reset them, and the mask is restored right after. The child
@@ -258,7 +347,7 @@ fn clone_vfork(args: &ChildArgs) -> io::Result<(i32, OwnedFd)> {
         let pid = libc::clone(
             child_main,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            flags,
             args as *const ChildArgs as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
         );
@@ -312,27 +401,47 @@ unsafe fn child_setup(a: &ChildArgs) -> i32 {
             return errno();
         }
         reset_dispositions();
-        // Move any source out of 0..=2 first, so that no dup2 below overwrites a
-        // descriptor still to be duplicated (herder started with one closed).
-        let mut stdio = a.stdio;
-        for fd in stdio.iter_mut() {
-            if *fd < 3 {
-                *fd = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
-                if *fd < 0 {
-                    return errno();
-                }
-            }
+        // Until here the descriptor table was herder's own: nothing above touched
+        // it but the cgroup write. Now a private copy of just the numbers below the
+        // highest slot; before Linux 5.9, a copy of all of it.
+        let range = libc::syscall(
+            libc::SYS_close_range,
+            a.keep_below as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_UNSHARE,
+        );
+        if range < 0 && libc::unshare(libc::CLONE_FILES) < 0 {
+            return errno();
         }
-        for (target, fd) in (0..).zip(stdio) {
+        // Slots are all >= 3, so none is overwritten before it is duplicated.
+        for (target, fd) in (0..).zip(a.stdio) {
             if libc::dup2(fd, target) < 0 {
                 return errno();
             }
         }
-        for &fd in a.inherit {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+        // The inherited ones go to 3, 4, …: first out of the way of those
+        // numbers, then into them (dup2 leaves the copy without close-on-exec).
+        let above = FIRST_INHERITED_FD + a.inherit.len() as i32;
+        let mut moved = [0i32; MAX_INHERIT];
+        for (m, &fd) in moved.iter_mut().zip(a.inherit) {
+            *m = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+            if *m < 0 {
                 return errno();
             }
         }
+        for (target, &fd) in (FIRST_INHERITED_FD..).zip(moved.iter().take(a.inherit.len())) {
+            if libc::dup2(fd, target) < 0 {
+                return errno();
+            }
+        }
+        // The private table is short: closing the rest of it is cheap, and also
+        // drops descriptors herder itself inherited without close-on-exec.
+        libc::syscall(
+            libc::SYS_close_range,
+            above as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
         if libc::chdir(a.workdir) < 0 {
             return errno();
         }

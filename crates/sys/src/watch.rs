@@ -1,13 +1,14 @@
-//! Waiting, without polling, for a file to change: inotify, driven by tokio.
-//!
-//! herder watches a cgroup's `cgroup.events`; the kernel signals a modification of it
-//! whenever `populated` or `frozen` changes, so each wake-up is a real change.
+//! Waiting, without polling, for a file to change, driven by tokio: inotify
+//! ([`FileWatch`]) for ordinary files and directories, epoll's `EPOLLPRI`
+//! ([`PriorityWatch`]) for kernfs files such as a cgroup's `cgroup.events`, which the
+//! kernel signals whenever `populated` or `frozen` changes.
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use rustix::event::{Timespec, epoll};
 use rustix::fs::inotify;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -60,6 +61,75 @@ impl FileWatch {
                     Ok((filled, _)) if !filled.is_empty() => got = true,
                     Ok(_) => break,
                     Err(rustix::io::Errno::AGAIN) => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if got {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Waiting, without polling, for any of many kernfs files to change: epoll with
+/// `EPOLLPRI`, driven by tokio.
+///
+/// kernfs (cgroupfs, sysfs) tells poll(2) of a change to a file such as
+/// `cgroup.events` with `POLLPRI`, as it tells inotify of a modification. For
+/// cgroup.events herder uses this rather than [`FileWatch`]: a descriptor added to
+/// an epoll set needs no path lookup, and closing an epoll set is immediate, while
+/// closing an inotify instance waits for fsnotify's SRCU grace period, which was a
+/// good part of a PID 1's shutdown. Descriptors are edge-triggered: each change
+/// wakes once, and the file need not be read to re-arm. A descriptor leaves the
+/// set by itself when it is closed.
+#[derive(Debug)]
+pub struct PriorityWatch {
+    epoll: AsyncFd<OwnedFd>,
+}
+
+impl PriorityWatch {
+    /// A set watching nothing yet. Needs a tokio runtime.
+    pub fn new() -> io::Result<PriorityWatch> {
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open and names the
+        // same epoll set for the AsyncFd's whole life, as `register` requires.
+        let epoll = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        Ok(PriorityWatch { epoll })
+    }
+
+    /// Watches `fd` too, until it is closed. The first wait may wake once at once:
+    /// kernfs reports a file never read as changed.
+    pub fn add(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let flags = epoll::EventFlags::PRI | epoll::EventFlags::ET;
+        epoll::add(
+            self.epoll.get_ref(),
+            fd,
+            epoll::EventData::new_u64(0),
+            flags,
+        )?;
+        Ok(())
+    }
+
+    /// Resolves at the next change of any watched file (or at once if one is
+    /// already pending).
+    pub async fn changed(&self) -> io::Result<()> {
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            let mut guard = self.epoll.readable().await?;
+            let mut events = [MaybeUninit::<epoll::Event>::uninit(); 64];
+            let mut got = false;
+            // Drain everything pending: one wake-up per batch of changes.
+            loop {
+                match epoll::wait(self.epoll.get_ref(), &mut events, Some(&now)) {
+                    Ok((ready, _)) if !ready.is_empty() => got = true,
+                    Ok(_) => {
                         guard.clear_ready();
                         break;
                     }

@@ -321,3 +321,33 @@ fn failures_after_the_clone_are_reported_and_the_child_reaped() {
         assert_eq!(zombie_children(), Vec::<i32>::new());
     }
 }
+
+/// The child has 0, 1, 2 and the inherited descriptors at 3, 4, … in order, and
+/// nothing else of ours, even descriptors we hold without close-on-exec.
+#[test]
+fn only_stdio_and_the_inherited_descriptors_reach_the_program() {
+    let _g = serial();
+    let (r1, w1) = rustix::pipe::pipe().unwrap();
+    let (r2, w2) = rustix::pipe::pipe().unwrap();
+    rustix::io::write(&w1, b"first").unwrap();
+    rustix::io::write(&w2, b"second").unwrap();
+    drop((w1, w2));
+    // Held without close-on-exec, as a herder started by a careless parent would.
+    let leaky: Vec<OwnedFd> = (0..50)
+        .map(|_| rustix::io::fcntl_dupfd_cloexec(&r1, 3).unwrap())
+        .inspect(|fd| rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).unwrap())
+        .collect();
+    let mut s = spec(&[
+        "sh",
+        "-c",
+        // ls lists the shell's descriptors (a glob in the shell would open one).
+        "ls /proc/$$/fd; read -r a <&3; echo \"$a\"; read -r b <&4; echo \"$b\"",
+    ]);
+    s.inherit = vec![std::sync::Arc::new(r1), std::sync::Arc::new(r2)];
+    let c = spawn(&s).unwrap();
+    let stdout = c.stdout.as_ref().unwrap().try_clone().unwrap();
+    assert_eq!(wait(&c, Duration::from_secs(10)), ExitStatus::Code(0));
+    drop(c);
+    drop(leaky);
+    assert_eq!(read_all(stdout), "0\n1\n2\n3\n4\nfirst\nsecond\n");
+}
