@@ -93,6 +93,31 @@ def descendants(root):
     return out
 
 
+def cgroup2_mount():
+    for line in (read("/proc/self/mountinfo") or "").splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ")[0] == "cgroup2":
+            return left.split(" ")[4]
+    raise RuntimeError("no cgroup2 mount")
+
+
+def remove_cgroup(top):
+    """Removes a container cgroup this run made, sub-cgroups first, as a runtime
+    does; whatever still runs in it (nothing should) is SIGKILLed by pidfd first."""
+    for _ in range(50):
+        pids = []
+        for d, _, _ in os.walk(top):
+            pids += [int(p) for p in (read(os.path.join(d, "cgroup.procs")) or "").split()]
+        if not pids:
+            break
+        w = Watch(pids)
+        w.kill()
+        w.wait(time.monotonic() + 5)
+        w.close()
+    for d, _, _ in sorted(os.walk(top), key=lambda e: -e[0].count("/")):
+        os.rmdir(d)
+
+
 def zombies_under(root):
     return [p for p in descendants(root) if (stat_fields(p) or ("",))[0] == "Z"]
 
@@ -226,7 +251,19 @@ class Supervisor:
         self.kind, self.svcs, self.tmp, self.marker = kind, svcs, tmp, marker
         self.hello, self.backend, self.pid1 = hello, backend, pid1
         self.argv = getattr(self, "setup_" + kind)()
-        if pid1:
+        self.container = None
+        if pid1 == "container":
+            # As a container runtime starts an entrypoint: a cgroup of its own, and
+            # pid, mount and cgroup namespaces with cgroup2 mounted afresh, so the
+            # container's cgroup is the root it sees. Removed with everything below
+            # it after the run, as runc and crun do.
+            mount = cgroup2_mount()
+            self.container = os.path.join(mount, f"hb-ctr-{os.getpid()}-{os.path.basename(tmp)}")
+            os.mkdir(self.container)
+            remount = f'umount {mount} && mount -t cgroup2 cgroup2 {mount} && exec "$@"'
+            self.argv = ["unshare", "--pid", "--fork", "--mount-proc", "--cgroup", "--",
+                         "sh", "-c", remount, "sh"] + self.argv
+        elif pid1:
             self.argv = ["unshare", "--pid", "--fork", "--mount-proc", "--"] + self.argv
         self.proc = None
 
@@ -299,10 +336,17 @@ class Supervisor:
 
     def start(self):
         log = open(os.path.join(self.tmp, "supervisor.log"), "wb")
+        enter = None
+        if self.container:
+            procs = os.path.join(self.container, "cgroup.procs")
+
+            def enter():
+                with open(procs, "w") as f:
+                    f.write("0")
         t0 = time.monotonic_ns()
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            cwd=self.tmp,
+            cwd=self.tmp, preexec_fn=enter,
         )
         log.close()
         return t0
@@ -357,6 +401,8 @@ class Supervisor:
         kill_marked(self.marker)
         if self.proc:
             self.proc.wait()
+        if self.container:
+            remove_cgroup(self.container)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -485,17 +531,23 @@ class Bench:
 
     # 8
     def pid1(self):
-        for kind in self.kinds():
+        # "pid1": a container's entrypoint (pid, mount and cgroup namespaces, a
+        # cgroup of its own). "pid1 pidns": herder in a pid namespace alone, still
+        # in the host's cgroup namespace, where it also removes its own cgroups.
+        runs = [(kind, "pid1", "container") for kind in self.kinds()]
+        if "herder" in self.kinds():
+            runs.append(("herder", "pid1 pidns", "pidns"))
+        for kind, scenario, mode in runs:
             def body(sup, t0):
                 self.wait_running(sup, t0, 10)
                 init = sup.main_pid()
                 time.sleep(0.5)  # the orphans exit 20 ms after they are made
                 zombies = zombies_under(init)
                 took, surv = sup.stop(10)
-                self.emit("pid1", kind, "zombies", len(zombies), "processes", orphans=100)
-                self.emit("pid1", kind, "seconds", took, "s", n=10)
-                self.emit("pid1", kind, "survivors", len(surv), "processes", n=10)
-            self.run(kind, services(10, "orphans", 10), pid1=True, body=body)
+                self.emit(scenario, kind, "zombies", len(zombies), "processes", orphans=100)
+                self.emit(scenario, kind, "seconds", took, "s", n=10)
+                self.emit(scenario, kind, "survivors", len(surv), "processes", n=10)
+            self.run(kind, services(10, "orphans", 10), pid1=mode, body=body)
 
     # 9
     def control(self):

@@ -156,6 +156,10 @@ impl Backend for Freezer {
         self.notices.clone()
     }
 
+    fn begin_close(&self) {
+        tree::begin_release(&self.tree);
+    }
+
     fn close(&self) -> Vec<String> {
         tree::release(&self.tree, &[])
     }

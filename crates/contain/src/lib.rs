@@ -128,6 +128,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
 
+    /// The supervisor is shutting down: [`Backend::close`] will follow once every
+    /// unit is gone. Lets a backend begin slow parts of its close early.
+    fn begin_close(&self) {}
+
     /// Removes what the backend made at start-up; called once, at exit. Returns
     /// what could not be removed, for the operator.
     fn close(&self) -> Vec<String> {

@@ -5,7 +5,8 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
@@ -23,6 +24,8 @@ pub(crate) struct Subtree {
     pub origin: PathBuf,
     /// Whether `dir` is `herd/`, made by herder below the hierarchy's root.
     pub made: bool,
+    /// The move back to `origin`, begun before the exit ([`begin_release`]).
+    pub leaving: Mutex<Option<JoinHandle<io::Result<()>>>>,
 }
 
 /// herder's own cgroup in `mount`, or `herd/` below it when herder sits at the root.
@@ -58,13 +61,55 @@ pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtre
         path,
         origin,
         made,
+        leaving: Mutex::new(None),
     })
 }
 
+/// When a shutdown begins: moves this process back where it came from, on a thread
+/// of its own. A cgroup migration waits for an RCU grace period (5-10 ms here), and
+/// begun now it passes while the services stop instead of after them, which is
+/// what a PID 1's exit waits on. Only when herder made `herd/`: then `origin` holds
+/// none of the controllers herder enabled and can take the process back at once
+/// (otherwise [`release`] first disables them, once the services are gone).
+pub(crate) fn begin_release(t: &Subtree) {
+    if !t.made || left_to_the_runtime(t) {
+        return;
+    }
+    let mut leaving = t.leaving.lock().unwrap_or_else(|e| e.into_inner());
+    if leaving.is_some() {
+        return;
+    }
+    let procs = t.origin.join("cgroup.procs");
+    // Writing "0" moves the writer's whole process, whichever thread writes it. If
+    // no thread can be made, `release` moves it as before.
+    *leaving = std::thread::Builder::new()
+        .name("herd-release".into())
+        .spawn(move || fs::write(procs, "0"))
+        .ok();
+}
+
+/// Whether `supervisor/` and `herd/` are left for the container runtime: herder is
+/// PID 1 in a cgroup namespace of its own, and made `herd/` at that namespace's
+/// root, the container's cgroup. The container ends with herder's exit and its
+/// runtime removes the container's cgroup with everything below it (runc, crun and
+/// systemd all remove sub-cgroups first), while moving herder back out would cost
+/// its exit an RCU grace period (5-10 ms) for cgroups about to go anyway. The
+/// services' cgroups are still removed one by one, since each was checked empty.
+fn left_to_the_runtime(t: &Subtree) -> bool {
+    /// The initial cgroup namespace's inode number (PROC_CGROUP_INIT_INO).
+    const INITIAL_CGROUP_NS: u64 = 0xEFFF_FFFB;
+    t.made
+        && std::process::id() == 1
+        && fs::metadata("/proc/self/ns/cgroup")
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) != INITIAL_CGROUP_NS)
+}
+
 /// At exit: removes the services' cgroups, moves this process back where it came
-/// from and removes `supervisor/` (and `herd/` if herder made it), so nothing named
-/// after herder is left. `controllers` were enabled in `dir` and are disabled first,
-/// since a cgroup that distributes controllers cannot take a process back.
+/// from (or waits for [`begin_release`] to have done so) and removes `supervisor/`
+/// (and `herd/` if herder made it), so nothing named after herder is left; as a
+/// container's PID 1, the last two are the runtime's (`left_to_the_runtime`).
+/// `controllers` were enabled in `dir` and are disabled first, since a cgroup that
+/// distributes controllers cannot take a process back.
 pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     let services = t.dir.join("services");
@@ -76,7 +121,20 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
             let _ = fs::write(t.dir.join("cgroup.subtree_control"), format!("-{c}"));
         }
     }
-    if let Err(e) = fs::write(t.origin.join("cgroup.procs"), "0") {
+    if left_to_the_runtime(t) {
+        return problems;
+    }
+    let early = t
+        .leaving
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("the move panicked")))
+        });
+    let moved = early.unwrap_or_else(|| fs::write(t.origin.join("cgroup.procs"), "0"));
+    if let Err(e) = moved {
         problems.push(format!(
             "cannot move back to {}: {e}; leaving {} in place",
             t.origin.display(),

@@ -178,6 +178,10 @@ impl Backend for Cgroup2 {
         self.notices.clone()
     }
 
+    fn begin_close(&self) {
+        tree::begin_release(&self.tree);
+    }
+
     fn close(&self) -> Vec<String> {
         tree::release(&self.tree, &self.enabled)
     }

@@ -1463,6 +1463,7 @@ impl Engine {
         });
         self.timers
             .insert((now + self.plan.budget, String::new(), Wake::Budget));
+        self.backend.begin_close();
         self.begin_wave();
     }
 

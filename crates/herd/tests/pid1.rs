@@ -127,3 +127,61 @@ requires = ["db"]
     assert_eq!(up.wait_exit(LONG), Some(5), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+/// As a container's entrypoint: pid, mount and cgroup namespaces, cgroup2 mounted
+/// afresh, so the test's cgroup is the container's and the root herder sees. herder
+/// makes `herd/` there; at exit it removes the services' cgroups and leaves `herd/`
+/// and `herd/supervisor/` (empty) to the runtime, which removes the container's
+/// cgroup with everything below it (this test's cleanup does, as runc would).
+#[test]
+fn as_a_containers_pid1_its_own_cgroups_are_left_to_the_runtime() {
+    let Some(mount) = herd_contain::mounts::cgroup2() else {
+        return;
+    };
+    let remount = format!(
+        "umount {m} && mount -t cgroup2 cgroup2 {m} && exec \"$@\"",
+        m = mount.point.display()
+    );
+    let wrap = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--cgroup",
+        "--",
+        "sh",
+        "-c",
+        &remount,
+        "sh",
+    ];
+    let mut up = Up::with(
+        r#"
+[supervisor]
+containment = "cgroup2"
+
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+
+[services.forks]
+command = ["{helper}", "{dir}", "orphans", "3", "100000"]
+ready = { log = "ready" }
+"#,
+        Opts {
+            wrap: &wrap,
+            ..Opts::default()
+        },
+    );
+    let container = up.cgroups.v2.clone().expect("root runs this test");
+    up.wait_for("herd: plain ready", LONG);
+    up.wait_for("herd: forks ready", LONG);
+    assert!(container.join("herd/services/plain").is_dir());
+    let herd = up.herd_pid(LONG);
+    // SAFETY: signalling the herd this test started, by its pid.
+    unsafe { libc::kill(herd, libc::SIGTERM) };
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    assert_eq!(up.cgroups.procs(), Vec::<i32>::new());
+    assert!(!container.join("herd/services").exists());
+    assert!(container.join("herd/supervisor").is_dir());
+}
