@@ -15,6 +15,10 @@ How it measures, the same for every supervisor:
   opened before the request.
 - Survivors are processes with the run's marker in argv found by scanning /proc,
   never by asking the supervisor. Everything left is SIGKILLed by pidfd.
+- pid1 runs each supervisor as a container's entrypoint (a cgroup of its own; pid,
+  mount and cgroup namespaces; cgroup2 mounted afresh), and removes that cgroup
+  with everything below it afterwards, as runc does. "pid1 pidns" is herder in a
+  pid namespace alone, where it removes its own cgroups before it exits.
 - CPU is the on-CPU nanoseconds of every thread of the supervisor and its helpers
   (/proc/PID/task/TID/schedstat); memory is their summed PSS (smaps_rollup), so
   shared libraries are counted once.
