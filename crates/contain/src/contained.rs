@@ -23,7 +23,7 @@
 //!
 //! 1. The signal (SIGTERM unless asked otherwise) by [`Mode`].
 //! 2. Wait until the unit is empty or the deadline passes. The wait is driven by
-//!    events: `cgroup.events` through inotify for cgroup v2, else the exit of a
+//!    events: `cgroup.events` through epoll for cgroup v2, else the exit of a
 //!    member, through its pidfd (the unit cannot be empty while that member lives;
 //!    when it ends, the unit is checked again).
 //! 3. At the deadline, SIGKILL everything ([`Unit::kill`]); then wait again. If

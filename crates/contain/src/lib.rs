@@ -6,7 +6,7 @@
 //!
 //! | backend | contains | kill | emptiness event | limits |
 //! |---|---|---|---|---|
-//! | [`Kind::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via inotify | `memory.max`, `pids.max`, `cpu.max` where enabled |
+//! | [`Kind::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled |
 //! | [`Kind::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | none |
 //! | [`Kind::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | the caller's SIGCHLD or pidfds | none |
 //!
@@ -67,7 +67,7 @@ impl Kind {
             Kind::Cgroup2 => &[
                 "every process of a service, setsid and double-fork escapees included, stays in its cgroup",
                 "SIGKILL through cgroup.kill: no pid is read, so none can be recycled",
-                "emptiness from cgroup.events (inotify): no polling",
+                "emptiness from cgroup.events (epoll): no polling",
                 "memory.max, pids.max, cpu.max where the controllers are enabled",
             ],
             Kind::Freezer => &[

@@ -14,7 +14,7 @@
 //!   a process tree tracked through /proc. Readiness checks and `stop.exec` hooks run
 //!   in the service's unit too.
 //! - **Emptiness**: once a service's main process has gone, its unit is checked on
-//!   every event that can empty it: a change of `cgroup.events` (cgroup v2, inotify)
+//!   every event that can empty it: a change of `cgroup.events` (cgroup v2, epoll)
 //!   and every SIGCHLD (herder is the subreaper, so the last process of a unit to exit
 //!   is a child of herder's or of the unit's own). An empty unit is removed and is
 //!   the `Empty` event. No polling.

@@ -6,7 +6,7 @@
 //! - [`pidfd`]: signals that cannot hit a recycled pid;
 //! - [`user`]: user and group lookups, done before fork;
 //! - [`notify`]: the sd_notify socket, with kernel-attested sender credentials;
-//! - [`watch`]: inotify under tokio, for `cgroup.events`.
+//! - [`watch`]: inotify and epoll under tokio: files, and `cgroup.events` (`POLLPRI`).
 //!
 //! Containment itself (cgroups, process tracking) is the `herd-contain` crate.
 
