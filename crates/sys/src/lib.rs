@@ -1,10 +1,11 @@
 //! herder's system layer: the only crate with `unsafe`.
 //!
 //! - [`spawn`](mod@spawn): start a process in its own session, with default signal
-//!   dispositions, an empty mask, rlimits and credentials set between fork and exec;
+//!   dispositions, an empty mask, rlimits and credentials set between clone and
+//!   exec, and only the descriptors it is given;
 //! - [`reap`](mod@reap): the one reaper, and subreaper duty;
 //! - [`pidfd`]: signals that cannot hit a recycled pid;
-//! - [`user`]: user and group lookups, done before fork;
+//! - [`user`]: user and group lookups, done before the clone;
 //! - [`notify`]: the sd_notify socket, with kernel-attested sender credentials;
 //! - [`watch`]: inotify and epoll under tokio: files, and `cgroup.events` (`POLLPRI`).
 //!

@@ -39,7 +39,7 @@
 //!
 //! # Caveats
 //!
-//! - The child is never waited for here: exactly one place reaps, [`crate::reap`].
+//! - The child is never waited for here: exactly one place reaps, [`reap`](mod@crate::reap).
 //!   The returned pid stays valid (not recyclable) until that reaper collects it.
 //! - A child that fails before exec is reaped here, since it never became the
 //!   service.

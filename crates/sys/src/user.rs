@@ -1,5 +1,5 @@
-//! Looking up users and groups, in the parent before fork (NSS lookups allocate and
-//! take locks, so they cannot run between fork and exec).
+//! Looking up users and groups, in the parent before the clone (NSS lookups allocate and
+//! take locks, so they cannot run in the child, which shares herder's memory).
 
 use std::ffi::{CStr, CString};
 
