@@ -39,10 +39,10 @@
 //!
 //! # Caveats
 //!
-//! - The child is never waited for here: exactly one place reaps, [`reap`](mod@crate::reap).
-//!   The returned pid stays valid (not recyclable) until that reaper collects it.
-//! - A child that fails before exec is reaped here, since it never became the
-//!   service.
+//! - A started child is never waited for here: exactly one place reaps,
+//!   [`reap`](mod@crate::reap). The returned pid stays valid (not recyclable) until
+//!   that reaper collects it. Only a child that failed before exec is reaped here,
+//!   since it never became the service.
 
 use std::ffi::{CString, OsStr};
 use std::io;
