@@ -203,19 +203,15 @@ struct Cgroup2Unit {
 
 /// The pids in a `cgroup.procs` opened for reading. A read from offset 0
 /// restarts the kernel's walk of the cgroup, so one descriptor, kept, gives a
-/// fresh list each time: two preads for a service's few pids, no open or close.
+/// fresh list each time, with no open or close: for a service's few pids, one
+/// pread (see [`READ_ENDS_LIST`]).
 fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
     let mut pids = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; PROCS_READ];
     let mut partial = 0i32;
     let mut offset = 0u64;
     loop {
         let n = rustix::io::pread(file, &mut buf, offset)?;
-        // A short read is not the end (seq_file hands out what it formatted so
-        // far): only 0 is.
-        if n == 0 {
-            return Ok(pids);
-        }
         // Lines may straddle reads: digits accumulate until their newline.
         for &b in &buf[..n] {
             match b {
@@ -224,9 +220,26 @@ fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
                 _ => {}
             }
         }
+        if n <= READ_ENDS_LIST {
+            return Ok(pids);
+        }
         offset += n as u64;
     }
 }
+
+/// How much `procs_from` asks of each read: at most a page, whatever the
+/// architecture's page size, for [`READ_ENDS_LIST`] to hold.
+const PROCS_READ: usize = 4096;
+
+/// A read of cgroup.procs this short ended at the end of the list. cgroup files
+/// are seq_files, and a seq_file read goes on adding lines until the caller's
+/// buffer is full, its own buffer (a page, or more once grown) cannot take the
+/// next line, or the list ends (fs/seq_file.c, the same since Linux 2.6). A
+/// line is at most 8 bytes (a pid below 2^22, and a newline), so a read that
+/// stopped more than a line short of a page stopped at the end, and the second
+/// read that would return 0 is not needed: `herd ps` reads every service's
+/// cgroup, and this halves its reads. Longer reads go on to that 0.
+const READ_ENDS_LIST: usize = PROCS_READ - 8;
 
 /// Whether the cgroup whose directory `dir` is has cgroups below it: kernfs
 /// keeps a directory's link count at 2 + its subdirectories, so one fstat tells.

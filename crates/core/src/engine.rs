@@ -543,7 +543,16 @@ impl Engine {
                 _ = sig.usr1.recv() => self.forward(libc::SIGUSR1, "SIGUSR1"),
                 _ = sig.usr2.recv() => self.forward(libc::SIGUSR2, "SIGUSR2"),
                 _ = sig.winch.recv() => self.forward(libc::SIGWINCH, "SIGWINCH"),
-                Some(msg) = self.rx.recv() => self.on_msg(msg),
+                Some(msg) = self.rx.recv() => {
+                    if matches!(msg, Msg::Control(control::Request::Status { .. })) {
+                        // `herd ps` from many clients at once reaches the engine
+                        // over several wake-ups. Letting the tasks already woken
+                        // run first puts their requests in the queue too, and one
+                        // walk of the units (a read of each cgroup) answers them all.
+                        tokio::task::yield_now().await;
+                    }
+                    self.on_msg(msg)
+                }
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
             }
         }

@@ -161,6 +161,33 @@ fn unprivileged_herder_uses_none_and_stops_every_adversary() {
 
 const NOBODY: u32 = 65534;
 
+/// `ps` lists every process of a service whose cgroup.procs takes more than one
+/// read (1,000 pids are over 4 KiB): the same pids /proc shows with the test's
+/// marker, none missed at a read's boundary.
+#[test]
+fn cgroup2_lists_every_process_of_a_large_service() {
+    let mut up = Up::with(
+        r#"
+[services.tree]
+command = ["{helper}", "{dir}", "tree", "1000"]
+ready = { log = "^ready$" }
+stop = { timeout = "1s" }
+"#,
+        opts(&["--containment", "cgroup2"]),
+    );
+    up.wait_for("containment: cgroup2", LONG);
+    up.wait_for("herd: tree ready", LONG);
+    let mut seen = up.survivors();
+    seen.sort_unstable();
+    assert_eq!(seen.len(), 1000);
+    let mut listed = common::pids(common::service(&common::ps(&up), "tree"));
+    listed.sort_unstable();
+    assert_eq!(listed, seen);
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
+    assert!(up.survivors().is_empty());
+}
+
 fn opts<'a>(args: &'a [&'a str]) -> Opts<'a> {
     Opts {
         args,

@@ -246,6 +246,8 @@ impl Engine {
                 // engine's state cannot have changed since they were sent (it does
                 // one thing at a time, and was doing this), and a burst of
                 // `herd ps` or a dashboard's polling costs one walk of the units.
+                // The first asked first: it has waited longest.
+                let _ = reply.send(Arc::clone(&overview));
                 while let Ok(msg) = self.rx.try_recv() {
                     match msg {
                         Msg::Control(Request::Status { reply }) => {
@@ -257,7 +259,6 @@ impl Engine {
                         }
                     }
                 }
-                let _ = reply.send(overview);
                 return;
             }
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),

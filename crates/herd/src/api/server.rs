@@ -359,7 +359,12 @@ fn services_json(ctx: &Ctx, ov: Arc<Overview>) -> Answer {
     let body = match &*last {
         Some((seen, body)) if Arc::ptr_eq(seen, &ov) => body.clone(),
         _ => {
-            let body = Bytes::from(serde_json::to_vec(&ov.services).expect("plain data"));
+            // Sized like the last one (about 200 bytes a service): a Vec grown
+            // from empty would copy the list over and over as it doubles.
+            let size = last.as_ref().map_or(4096, |(_, b)| b.len() + b.len() / 8);
+            let mut buf = Vec::with_capacity(size);
+            serde_json::to_writer(&mut buf, &ov.services).expect("plain data");
+            let body = Bytes::from(buf);
             *last = Some((ov, body.clone()));
             body
         }
