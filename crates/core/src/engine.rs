@@ -545,16 +545,31 @@ impl Engine {
                 _ = sig.winch.recv() => self.forward(libc::SIGWINCH, "SIGWINCH"),
                 Some(msg) = self.rx.recv() => {
                     if matches!(msg, Msg::Control(control::Request::Status { .. })) {
-                        // `herd ps` from many clients at once reaches the engine
-                        // over several wake-ups. Letting the tasks already woken
-                        // run first puts their requests in the queue too, and one
-                        // walk of the units (a read of each cgroup) answers them all.
-                        tokio::task::yield_now().await;
+                        self.gather_status_requests().await;
                     }
                     self.on_msg(msg)
                 }
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
             }
+        }
+    }
+
+    /// `herd ps` from many clients at once reaches the engine over several
+    /// wake-ups, and each answer costs a read of every service's cgroup. Before
+    /// that walk, the tasks already woken run, and I/O that has arrived is taken
+    /// in, for as long as that brings more requests (a few rounds at most): one
+    /// walk then answers the whole burst. Each request is still answered with a
+    /// snapshot taken after it was made.
+    async fn gather_status_requests(&mut self) {
+        const ROUNDS: usize = 8;
+        let mut queued = self.rx.len();
+        for _ in 0..ROUNDS {
+            tokio::task::yield_now().await;
+            let now = self.rx.len();
+            if now == queued {
+                break;
+            }
+            queued = now;
         }
     }
 
