@@ -1,4 +1,4 @@
-//! Status requests through [`Handle`] (what `herd ps` asks), in a test binary of
+//! Status requests through `Handle` (what `herd ps` asks), in a test binary of
 //! its own: an engine reaps every child of its process, so two cannot share one.
 
 use herd_core::engine::{Engine, Options};
