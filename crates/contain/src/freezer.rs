@@ -61,9 +61,7 @@ pub(crate) fn probe() -> Result<String, String> {
 impl Freezer {
     pub fn open() -> Result<Freezer, String> {
         let t = locate()?;
-        let notices = tree::claim(&t, |dir| {
-            let _ = freeze_kill(dir);
-        })?;
+        let notices = tree::claim(&t, freeze_kill)?;
         Ok(Freezer { tree: t, notices })
     }
 }

@@ -156,9 +156,12 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
 
 /// Creates the subtree and moves this process into `supervisor/`; refuses a
 /// subtree another live supervisor uses. Cgroups with processes that an earlier run
-/// left in `services/` are killed with `kill` and removed; what was done is returned
-/// for the operator.
-pub(crate) fn claim(t: &Subtree, kill: impl Fn(&Path)) -> Result<Vec<String>, String> {
+/// left in `services/` are killed with `kill` and removed; what was done, and any
+/// process that outlived it, is returned for the operator.
+pub(crate) fn claim(
+    t: &Subtree,
+    kill: impl Fn(&Path) -> io::Result<()>,
+) -> Result<Vec<String>, String> {
     let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     fs::create_dir_all(&t.dir).map_err(|e| err("cannot create", &t.dir, e))?;
     let supervisor = t.dir.join("supervisor");
@@ -186,23 +189,64 @@ pub(crate) fn claim(t: &Subtree, kill: impl Fn(&Path)) -> Result<Vec<String>, St
     {
         let left = procs_below(&dir);
         if !left.is_empty() {
-            kill(&dir);
-            // Start-up, not a stop path: a short bounded wait for the kernel.
-            let until = Instant::now() + Duration::from_secs(2);
-            while !procs_below(&dir).is_empty() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
+            if let Err(e) = kill(&dir) {
+                notices.push(format!("cannot kill in {}: {e}", dir.display()));
             }
-            notices.push(format!(
-                "killed {} process(es) left by an earlier run in {}",
-                left.len(),
-                dir.display()
-            ));
+            let still = wait_gone(&dir, STALE_KILL_WAIT);
+            notices.push(if still.is_empty() {
+                format!(
+                    "killed {} process(es) left by an earlier run in {}",
+                    left.len(),
+                    dir.display()
+                )
+            } else {
+                format!(
+                    "processes left by an earlier run in {} are still there {} s after SIGKILL: pids {still:?}",
+                    dir.display(),
+                    STALE_KILL_WAIT.as_secs()
+                )
+            });
         }
         if let Err(e) = remove_tree(&dir) {
             notices.push(format!("cannot remove {}: {e}", dir.display()));
         }
     }
     Ok(notices)
+}
+
+/// How long start-up waits for an earlier run's killed processes to exit.
+const STALE_KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits, at most `limit`, until no process is left in `dir` or below, woken by
+/// their pidfds (readable once a process has exited) rather than by polling; the
+/// pids still there at the limit. The list is read again after each exit, so a
+/// process forked meanwhile is waited for too, and a recycled pid whose pidfd
+/// names a stranger is dropped once it no longer shows in the cgroup.
+fn wait_gone(dir: &Path, limit: Duration) -> Vec<i32> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let until = Instant::now() + limit;
+    loop {
+        let left = procs_below(dir);
+        // A pid that cannot be opened has already exited.
+        let fds: Vec<herd_sys::Pidfd> = left
+            .iter()
+            .filter_map(|&p| herd_sys::Pidfd::open(p).ok())
+            .collect();
+        let now = Instant::now();
+        if fds.is_empty() {
+            return Vec::new();
+        }
+        if now >= until {
+            return left;
+        }
+        let mut polls: Vec<PollFd> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
+        let rest = Timespec::try_from(until - now).unwrap_or(Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        });
+        // EINTR and the rest: the next round reads the list again.
+        let _ = poll(&mut polls, Some(&rest));
+    }
 }
 
 fn make_dir(p: &Path) -> io::Result<()> {

@@ -83,7 +83,25 @@ impl Cgroup2 {
     pub fn open() -> Result<Cgroup2, String> {
         let t = locate()?;
         let notices = tree::claim(&t, |dir| {
-            let _ = fs::write(dir.join("cgroup.kill"), "1");
+            match fs::write(dir.join("cgroup.kill"), "1") {
+                // Before Linux 5.14: SIGKILL round after round, by pidfd, until
+                // no new process shows up, as a unit's kill does.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    for _ in 0..64 {
+                        let pids = procs_below(dir);
+                        if pids.is_empty() {
+                            break;
+                        }
+                        for pid in pids {
+                            if let Ok(fd) = herd_sys::Pidfd::open(pid) {
+                                fd.signal(libc::SIGKILL)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+                r => r,
+            }
         })?;
         let services = t.dir.join("services");
         let mut enabled = Vec::new();

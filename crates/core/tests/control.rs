@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herd_core::engine::{Engine, Handle, Options, ServiceStatus};
+mod common;
+
+use herd_core::engine::{Handle, ServiceStatus};
 
 /// A service that logs `term NAME NS` / `exit NAME NS` to `stamps`, taking `delay`
 /// to stop.
@@ -58,70 +60,52 @@ fn stop_start_and_restart_follow_the_dependencies() {
         service(d, "other", "0", &[]),
     ]
     .concat();
-    let file = d.join("herd.toml");
-    std::fs::write(&file, toml).unwrap();
-    let config = herd_config::load(&file).unwrap();
-    let backend = herd_contain::detect(Some(herd_contain::Kind::None)).unwrap();
-    let opts = Options {
-        state_dir: d.join(".herd"),
-        ..Options::default()
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let engine = Engine::new(&config, opts, backend).unwrap();
-        let h = engine.handle();
-        let test = async {
-            let steps = async {
-                // A start of a service on its way up answers when it is ready.
-                assert!(h.start("web").await.unwrap().starts_with("web is ready"));
-                assert!(h.start("other").await.is_ok());
-                let before = state(&h).await;
+    let outcome = common::run_engine(d, &toml, |h| async move {
+        let steps = async {
+            // A start of a service on its way up answers when it is ready.
+            assert!(h.start("web").await.unwrap().starts_with("web is ready"));
+            assert!(h.start("other").await.is_ok());
+            let before = state(&h).await;
 
-                assert_eq!(h.stop("db").await, Ok("db stopped".to_string()));
-                let now = state(&h).await;
-                for s in ["db", "api", "web"] {
-                    assert_eq!(now[s].state, "stopped", "{:?}", now[s]);
-                    assert!(now[s].pids.is_empty());
-                }
-                assert_eq!(now["other"].state, "ready");
-                assert_eq!(now["other"].pid, before["other"].pid, "other untouched");
-                let st = stamps(d);
-                let at = |w: &str, n: &str| st[&(w.to_string(), n.to_string())][0];
-                assert!(at("exit", "web") <= at("term", "api"), "{st:?}");
-                assert!(at("exit", "api") <= at("term", "db"), "{st:?}");
+            assert_eq!(h.stop("db").await, Ok("db stopped".to_string()));
+            let now = state(&h).await;
+            for s in ["db", "api", "web"] {
+                assert_eq!(now[s].state, "stopped", "{:?}", now[s]);
+                assert!(now[s].pids.is_empty());
+            }
+            assert_eq!(now["other"].state, "ready");
+            assert_eq!(now["other"].pid, before["other"].pid, "other untouched");
+            let st = stamps(d);
+            let at = |w: &str, n: &str| st[&(w.to_string(), n.to_string())][0];
+            assert!(at("exit", "web") <= at("term", "api"), "{st:?}");
+            assert!(at("exit", "api") <= at("term", "db"), "{st:?}");
 
-                // Starting web brings up what it requires.
-                assert!(h.start("web").await.unwrap().starts_with("web is ready"));
-                let now = state(&h).await;
-                for s in ["db", "api", "web"] {
-                    assert_eq!(now[s].state, "ready", "{:?}", now[s]);
-                    assert_eq!(now[s].runs, 2);
-                }
+            // Starting web brings up what it requires.
+            assert!(h.start("web").await.unwrap().starts_with("web is ready"));
+            let now = state(&h).await;
+            for s in ["db", "api", "web"] {
+                assert_eq!(now[s].state, "ready", "{:?}", now[s]);
+                assert_eq!(now[s].runs, 2);
+            }
 
-                // A restart of db takes api and web down first and brings all back.
-                assert!(h.restart("db").await.unwrap().starts_with("db is ready"));
-                assert!(h.start("web").await.unwrap().starts_with("web is ready"));
-                let now = state(&h).await;
-                for s in ["db", "api", "web"] {
-                    assert_eq!(now[s].runs, 3, "{:?}", now[s]);
-                }
-                assert_eq!(now["other"].runs, 1);
-                assert_eq!(now["other"].pid, before["other"].pid);
+            // A restart of db takes api and web down first and brings all back.
+            assert!(h.restart("db").await.unwrap().starts_with("db is ready"));
+            assert!(h.start("web").await.unwrap().starts_with("web is ready"));
+            let now = state(&h).await;
+            for s in ["db", "api", "web"] {
+                assert_eq!(now[s].runs, 3, "{:?}", now[s]);
+            }
+            assert_eq!(now["other"].runs, 1);
+            assert_eq!(now["other"].pid, before["other"].pid);
 
-                assert_eq!(h.stop("nope").await, Err("no service named nope".into()));
-                h.shutdown("test");
-                let late = h.stop("other").await;
-                assert!(late.unwrap_err().contains("shutting down"));
-            };
-            tokio::time::timeout(Duration::from_secs(30), steps)
-                .await
-                .expect("requests answered in time");
+            assert_eq!(h.stop("nope").await, Err("no service named nope".into()));
+            h.shutdown("test");
+            let late = h.stop("other").await;
+            assert!(late.unwrap_err().contains("shutting down"));
         };
-        let (outcome, ()) = tokio::join!(engine.run(), test);
-        let outcome = outcome.unwrap();
-        assert!(outcome.killed.is_empty(), "{:?}", outcome.killed);
+        tokio::time::timeout(Duration::from_secs(30), steps)
+            .await
+            .expect("requests answered in time");
     });
+    assert!(outcome.killed.is_empty(), "{:?}", outcome.killed);
 }

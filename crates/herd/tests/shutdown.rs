@@ -460,3 +460,51 @@ fn recovery_freezer() {
 fn recovery_none() {
     recovers_after_herder_was_killed("none");
 }
+
+/// herd is SIGKILLed and its state file lost: the next `herd up` still finds the
+/// earlier run's processes in its cgroups at start-up, kills them and says so;
+/// none is left, as seen from /proc.
+fn cgroups_left_without_a_state_file_are_emptied(containment: &str) {
+    let toml = r#"
+[services.tree]
+command = ["{helper}", "{dir}", "tree", "20"]
+ready = { log = "ready" }
+stop = { timeout = "1s" }
+"#;
+    let args = ["--containment", containment];
+    let mut up = Up::with(
+        toml,
+        Opts {
+            args: &args,
+            ..Opts::default()
+        },
+    );
+    up.wait_for("herd: tree ready", LONG);
+    up.signal(libc::SIGKILL);
+    up.wait_exit(LONG);
+    let left = up.survivors();
+    assert_eq!(left.len(), 20, "the killed herd left its service: {left:?}");
+    std::fs::remove_file(up.path(".herd/state.json")).unwrap();
+
+    up.relaunch(&args);
+    let line = up.wait_for("left by an earlier run", LONG);
+    assert!(line.contains("killed 20 process(es)"), "{line}");
+    assert!(
+        wait_gone(&left, LONG),
+        "the earlier run's processes are gone"
+    );
+    up.wait_for("herd: tree ready", LONG);
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn stale_cgroups_cgroup2() {
+    cgroups_left_without_a_state_file_are_emptied("cgroup2");
+}
+
+#[test]
+fn stale_cgroups_freezer() {
+    cgroups_left_without_a_state_file_are_emptied("freezer");
+}
