@@ -1133,7 +1133,14 @@ impl Engine {
                     svc.report = Some(service_report(&name, svc, &log, Some(now), sd.started));
                 }
             }
-            self.state_dirty = true;
+            // While shutting down the file only loses entries, and a stale one costs
+            // a recovery nothing (each recorded process is checked to still be that
+            // process): it is written once, when the shutdown ends. Rewriting it
+            // here replaced a file on disk per wake-up, and on ext4 mounted with
+            // `discard` freeing the old file's blocks waits for the device.
+            if self.shutdown.is_none() {
+                self.state_dirty = true;
+            }
             match self.svcs[&name].m.state {
                 State::Stopping { .. } | State::Stuck { .. } => self.step(&name, Event::Empty),
                 State::Backoff { until } if until <= now.into_std() => self.end_backoff(&name),

@@ -6,7 +6,10 @@
 //! herder writes what it runs each time a run starts or its unit is removed: its own
 //! pid and start time, and per running service the run's invocation id
 //! (`HERD_INVOCATION`, also in the service's environment), its main pid and start
-//! time, and its cgroup if it has one. A clean exit removes the file.
+//! time, and its cgroup if it has one. During a shutdown the file only loses
+//! entries, so it is written once, at the end: a herder killed half-way leaves
+//! entries for services already stopped, which recovery finds gone. A clean exit
+//! removes the file.
 //!
 //! When `herd up` finds the file, either its herder is still alive (same pid, same
 //! start time): then it refuses to start a second one; or it died without stopping
