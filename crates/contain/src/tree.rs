@@ -2,7 +2,7 @@
 //! start-up, and a service's leaf.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -308,7 +308,26 @@ pub(crate) fn leaf(
 /// Whether /proc/PID/cgroup puts `pid` in `path` or below, in the hierarchy whose
 /// controller list satisfies `hierarchy`.
 pub(crate) fn in_cgroup(pid: i32, hierarchy: impl Fn(&str) -> bool, path: &str) -> bool {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+    // Asked once per process signalled. The file is one seq_file record, which a
+    // read with room for all of it returns whole (fs/seq_file.c): one read into a
+    // page, not read_to_string's statx and growing reads; longer files read on.
+    let Ok(mut f) = fs::File::open(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let mut page = [0u8; 4096];
+    let mut long = Vec::new();
+    let bytes = match f.read(&mut page) {
+        Ok(n) if n < page.len() => &page[..n],
+        Ok(n) => {
+            long.extend_from_slice(&page[..n]);
+            if f.read_to_end(&mut long).is_err() {
+                return false;
+            }
+            &long[..]
+        }
+        Err(_) => return false,
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
         return false;
     };
     let below = format!("{path}/");
@@ -332,4 +351,117 @@ pub(crate) fn wanted(limits: &Limits) -> Vec<&'static str> {
     .filter(|(_, set)| *set)
     .map(|(c, _)| c)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::process::{Child, Command};
+
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags, mkdirat, openat, unlinkat};
+
+    use super::*;
+
+    /// A chain of cgroups nested under a test-owned one, and a process in the
+    /// deepest; all removed when dropped, whatever the test did.
+    struct Deep {
+        /// The mount's directory, then one per level (the last is the deepest).
+        dirs: Vec<OwnedFd>,
+        names: Vec<String>,
+        child: Option<Child>,
+    }
+
+    impl Drop for Deep {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for (i, name) in self.names.iter().enumerate().rev() {
+                let _ = unlinkat(&self.dirs[i], name.as_str(), AtFlags::REMOVEDIR);
+            }
+        }
+    }
+
+    fn open_dir(at: &OwnedFd, name: &str) -> OwnedFd {
+        openat(
+            at,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    /// /proc/PID/cgroup longer than the page `in_cgroup` reads first. The kernel
+    /// cuts a cgroup's path at PATH_MAX, so the v2 path is made just short of that,
+    /// and the v1 lines (on a hybrid host) do the rest. The path is reached level
+    /// by level through directory fds: as one path it would be too long to open.
+    #[test]
+    fn in_cgroup_reads_a_file_longer_than_a_page() {
+        let Some(mount) = crate::mounts::cgroup2().filter(|m| crate::mounts::writable(&m.point))
+        else {
+            eprintln!("skipped: no writable cgroup2 mount");
+            return;
+        };
+        let top = openat(
+            CWD,
+            &mount.point,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let mut deep = Deep {
+            dirs: vec![top],
+            names: Vec::new(),
+            child: None,
+        };
+        // The file is the other hierarchies' lines, "0::", the path and "\n".
+        let others: usize = fs::read_to_string("/proc/self/cgroup")
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("0::"))
+            .map(|l| l.len() + 1)
+            .sum();
+        let root = mount.root.trim_end_matches('/').to_string();
+        let want = (4100 - others.min(4100) - 4).min(4094);
+        let mut names = vec![format!("hb-test-incg-{}", std::process::id())];
+        let rest = want - root.len() - 1 - names[0].len();
+        let levels = (rest - 2) / 201;
+        names.extend(std::iter::repeat_n("d".repeat(200), levels));
+        names.push("e".repeat(rest - levels * 201 - 1));
+        for name in names {
+            let parent = deep.dirs.last().unwrap();
+            mkdirat(parent, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            let fd = open_dir(parent, &name);
+            deep.names.push(name);
+            deep.dirs.push(fd);
+        }
+        let child = Command::new("sleep").arg("1000").spawn().unwrap();
+        let pid = child.id() as i32;
+        deep.child = Some(child);
+        let procs = openat(
+            deep.dirs.last().unwrap(),
+            "cgroup.procs",
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        rustix::io::write(&procs, pid.to_string().as_bytes()).unwrap();
+
+        let path = format!("{root}/{}", deep.names.join("/"));
+        assert_eq!(path.len(), want);
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(text.len() > 4096, "the file is only {} bytes", text.len());
+        assert!(
+            text.lines()
+                .any(|l| l.strip_prefix("0::") == Some(path.as_str()))
+        );
+        assert!(in_cgroup(pid, str::is_empty, &path));
+        let top = format!("{root}/{}", deep.names[0]);
+        assert!(in_cgroup(pid, str::is_empty, &top), "below {top}");
+        assert!(!in_cgroup(pid, str::is_empty, &format!("{path}x")));
+        assert!(!in_cgroup(pid, str::is_empty, &format!("{top}/elsewhere")));
+        assert!(!in_cgroup(pid, |c| c == "freezer", &path));
+    }
 }
