@@ -275,6 +275,13 @@ pub fn procs_below(dir: &Path) -> Vec<i32> {
 
 /// Removes `dir` and the cgroups below it, deepest first; a missing `dir` is fine.
 pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    // Services rarely make cgroups of their own: one rmdir, and a walk only when
+    // it fails (EBUSY with cgroups below).
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
