@@ -89,6 +89,61 @@ ready = { log = "ready" }
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
 
+/// An orphan no service started (here entered from outside, as `docker exec`
+/// does; its shell exits at once) is re-parented to herder, in no service's
+/// cgroup: herder names it and SIGKILLs it before it exits, rather than leave it
+/// to the kernel's kill of the namespace, which no report shows.
+#[test]
+fn as_pid1_orphans_from_outside_every_service_are_named_and_killed() {
+    let mut up = pid1(
+        r#"
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#,
+    );
+    let herd = up.herd_pid(LONG);
+    up.wait_for("herd: plain ready", LONG);
+    let enter = format!(
+        "{} {} escape >/dev/null &",
+        common::helper(),
+        up.dir.path().display()
+    );
+    let st = std::process::Command::new("nsenter")
+        .args(["-t", &herd.to_string(), "-p", "--", "sh", "-c", &enter])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The helper's main process and its escaped grandchild, both herder's now.
+    let until = Instant::now() + LONG;
+    let orphans = loop {
+        let marked = up.survivors();
+        let ours: Vec<i32> = procs()
+            .into_iter()
+            .filter(|&(pid, ppid, _, _)| ppid == herd && marked.contains(&pid))
+            .map(|p| p.0)
+            .filter(|&pid| !up.cgroups.procs().contains(&pid))
+            .collect();
+        if ours.len() == 2 {
+            break ours;
+        }
+        assert!(Instant::now() < until, "orphans: {ours:?} of {:?}", procs());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling the herd this test started, by its pid.
+    unsafe { libc::kill(herd, libc::SIGTERM) };
+    up.wait_exit(LONG);
+    assert!(
+        up.seen
+            .iter()
+            .any(|l| l.contains("killing 2 orphan(s) re-parented to herder")),
+        "{}",
+        up.seen.join("\n")
+    );
+    assert!(wait_gone(&orphans, LONG));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
 #[test]
 fn as_pid1_a_service_stuck_on_sigterm_gives_exit_code_3() {
     let mut up = pid1(

@@ -19,5 +19,5 @@ pub mod user;
 pub mod watch;
 
 pub use pidfd::Pidfd;
-pub use reap::{ExitStatus, become_subreaper, reap};
+pub use reap::{ExitStatus, become_subreaper, has_children, reap};
 pub use spawn::{Child, Credentials, Rlimit, SpawnError, Spec, spawn};

@@ -54,6 +54,22 @@ pub fn reap() -> Vec<(i32, ExitStatus)> {
     }
 }
 
+/// Whether this process has any child, alive or exited and not yet reaped; never
+/// blocks and reaps nothing. After [`reap`] emptied the list, `false` means that
+/// no process is left for this one to wait for, re-parented orphans included, with
+/// no need to scan /proc for them.
+pub fn has_children() -> bool {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    loop {
+        match waitid(WaitId::All, opts) {
+            Err(Errno::CHILD) => return false,
+            Err(Errno::INTR) => continue,
+            _ => return true,
+        }
+    }
+}
+
 /// Reaps `pid` if it has exited; never blocks. For programs that embed herder's
 /// containment and keep their own reaping: herder itself only uses [`reap`].
 pub fn reap_child(pid: i32) -> Option<ExitStatus> {
