@@ -461,6 +461,67 @@ fn recovery_none() {
     recovers_after_herder_was_killed("none");
 }
 
+/// herd is SIGKILLed half-way through a shutdown, with one service stopped and
+/// one still ignoring SIGTERM. The state file, written only at a shutdown's end,
+/// still lists both: the next `herd up` finds the stopped one gone (no error), stops
+/// the other and starts.
+fn recovers_after_herder_was_killed_while_stopping(containment: &str) {
+    let toml = r#"
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+
+[services.stubborn]
+command = ["{helper}", "{dir}", "ignore-term"]
+ready = { log = "ready" }
+stop = { timeout = "3s" }
+"#;
+    let args = ["--containment", containment];
+    let mut up = Up::with(
+        toml,
+        Opts {
+            args: &args,
+            ..Opts::default()
+        },
+    );
+    for s in ["plain", "stubborn"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    up.signal(libc::SIGTERM);
+    // Well inside stubborn's 3 s: herder is still waiting for it.
+    up.wait_for("herd: plain stopped", LONG);
+    up.signal(libc::SIGKILL);
+    up.wait_exit(LONG);
+    let left = up.survivors();
+    assert_eq!(left.len(), 1, "only stubborn is left: {left:?}");
+
+    up.relaunch(&args);
+    up.wait_for("ended without stopping its services", LONG);
+    let gone = up.wait_for("all gone after", LONG);
+    assert!(wait_gone(&left, LONG), "stubborn's process is gone");
+    for s in ["plain", "stubborn"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    let said = up.seen.join("\n");
+    let recovery = &said[..said.find(&gone).expect("seen")];
+    assert!(!recovery.contains("cannot"), "{said}");
+    up.signal(libc::SIGTERM);
+    up.wait_for("herd: stubborn stopping", LONG);
+    up.signal(libc::SIGTERM); // a second one kills at once
+    up.wait_exit(LONG);
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn recovery_mid_shutdown_cgroup2() {
+    recovers_after_herder_was_killed_while_stopping("cgroup2");
+}
+
+#[test]
+fn recovery_mid_shutdown_none() {
+    recovers_after_herder_was_killed_while_stopping("none");
+}
+
 /// herd is SIGKILLed and its state file lost: the next `herd up` still finds the
 /// earlier run's processes in its cgroups at start-up, kills them and says so;
 /// none is left, as seen from /proc.
