@@ -433,8 +433,9 @@ mod tests {
         for name in names {
             let parent = deep.dirs.last().unwrap();
             mkdirat(parent, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-            let fd = open_dir(parent, &name);
+            // Named before it is opened, so that Drop removes it either way.
             deep.names.push(name);
+            let fd = open_dir(parent, deep.names.last().unwrap());
             deep.dirs.push(fd);
         }
         let child = Command::new("sleep").arg("1000").spawn().unwrap();

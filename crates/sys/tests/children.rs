@@ -21,23 +21,35 @@ fn wait_exit(fd: &Pidfd) {
     assert_eq!(n, 1, "no exit within 10 s");
 }
 
+/// SIGKILLs its processes when dropped, so that a failed assertion leaves none
+/// behind (by pidfd: never a recycled pid).
+struct Reaper(Vec<Pidfd>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for fd in &self.0 {
+            let _ = fd.signal(libc::SIGKILL);
+        }
+    }
+}
+
 #[test]
 fn has_children_sees_live_exited_and_orphaned_children_until_reaped() {
     assert!(!has_children(), "the test process starts with no child");
 
     // A live child, then the same child exited but not yet reaped.
     let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
-    let fd = Pidfd::open(child.id() as i32).unwrap();
+    let mut guard = Reaper(vec![Pidfd::open(child.id() as i32).unwrap()]);
     assert!(has_children());
     child.kill().unwrap();
-    wait_exit(&fd);
+    wait_exit(&guard.0[0]);
     assert!(has_children(), "a zombie is still a child to wait for");
     assert!(has_children(), "asking reaps nothing");
     child.wait().unwrap();
     assert!(!has_children());
 
-    // An orphan: as a subreaper, the shell's background job becomes ours when the
-    // shell exits, and the shell's reaping leaves a child all the same.
+    // An orphan: as a subreaper, this process inherits the shell's background job
+    // when the shell exits; reaping the shell leaves that child.
     become_subreaper().unwrap();
     let mut sh = Command::new("sh")
         .args(["-c", "sleep 1000 & echo $!"])
@@ -49,11 +61,11 @@ fn has_children_sees_live_exited_and_orphaned_children_until_reaped() {
         .read_line(&mut line)
         .unwrap();
     let orphan: i32 = line.trim().parse().unwrap();
-    let orphan_fd = Pidfd::open(orphan).unwrap();
+    guard.0.push(Pidfd::open(orphan).unwrap());
     sh.wait().unwrap();
     assert!(has_children(), "the orphan {orphan} is ours now");
-    orphan_fd.signal(libc::SIGKILL).unwrap();
-    wait_exit(&orphan_fd);
+    guard.0[1].signal(libc::SIGKILL).unwrap();
+    wait_exit(&guard.0[1]);
     let reaped = reap();
     assert!(reaped.iter().any(|(p, _)| *p == orphan), "{reaped:?}");
     assert!(!has_children());
