@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use herd_core::engine::{Handle, Overview, note};
+use herd_core::engine::{Handle, Overview};
 
 /// The machine states a service can be in, one time series each.
 const STATES: &[&str] = &[
@@ -44,12 +44,15 @@ pub struct HealthCtx {
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<HealthCtx>) {
+    let mut errors = super::AcceptErrors::new("http listener");
     loop {
         let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                errors.accepted();
+                s
+            }
             Err(e) => {
-                note(&format!("http listener: accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(e).await;
                 continue;
             }
         };

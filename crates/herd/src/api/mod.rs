@@ -10,6 +10,7 @@ pub mod server;
 use std::path::{Path, PathBuf};
 
 use herd_config::Config;
+use herd_core::engine::note;
 
 /// The socket: `--socket`, else `supervisor.socket`, else for a host's
 /// configuration (a file under /etc, which root runs) [`HOST_SOCKET`], else
@@ -28,6 +29,41 @@ pub fn socket_path(config: &Config, file: &Path, flag: Option<&Path>) -> PathBuf
 
 /// The socket of the host's herder.
 pub const HOST_SOCKET: &str = "/run/herd.sock";
+
+/// Failed accepts on one listener. Out of descriptors, say, nothing announces when
+/// one is free again: the listener pauses a little before its next try, and says so
+/// once per run of failures rather than twenty times a second.
+pub(crate) struct AcceptErrors {
+    what: &'static str,
+    failed: u64,
+}
+
+impl AcceptErrors {
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+    pub(crate) fn new(what: &'static str) -> Self {
+        AcceptErrors { what, failed: 0 }
+    }
+
+    /// An accept worked: ends a run of failures.
+    pub(crate) fn accepted(&mut self) {
+        if self.failed > 0 {
+            note(&format!(
+                "{}: accepting again after {} failed accept(s)",
+                self.what, self.failed
+            ));
+            self.failed = 0;
+        }
+    }
+
+    pub(crate) async fn failed(&mut self, e: std::io::Error) {
+        if self.failed == 0 {
+            note(&format!("{}: accept failed: {e}; retrying", self.what));
+        }
+        self.failed += 1;
+        tokio::time::sleep(Self::PAUSE).await;
+    }
+}
 
 /// A configuration under /etc is the host's, not a project's.
 fn is_host_config(file: &Path) -> bool {

@@ -163,13 +163,15 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
 
 /// Serves connections until the task is dropped.
 pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
+    let mut errors = super::AcceptErrors::new("control socket");
     loop {
         let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                errors.accepted();
+                s
+            }
             Err(e) => {
-                // Out of descriptors, say: carry on, the next accept may work.
-                note(&format!("control socket: accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(e).await;
                 continue;
             }
         };
