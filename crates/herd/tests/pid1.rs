@@ -104,32 +104,37 @@ ready = { log = "ready" }
     );
     let herd = up.herd_pid(LONG);
     up.wait_for("herd: plain ready", LONG);
-    let enter = format!(
-        "{} {} escape >/dev/null &",
-        common::helper(),
-        up.dir.path().display()
-    );
-    let st = std::process::Command::new("nsenter")
+    let enter = format!("{} {} escape &", common::helper(), up.dir.path().display());
+    let mut nsenter = std::process::Command::new("nsenter")
         .args(["-t", &herd.to_string(), "-p", "--", "sh", "-c", &enter])
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(st.success());
-    // The helper's main process and its escaped grandchild, both herder's now.
-    let until = Instant::now() + LONG;
-    let orphans = loop {
-        let marked = up.survivors();
-        let ours: Vec<i32> = procs()
-            .into_iter()
-            .filter(|&(pid, ppid, _, _)| ppid == herd && marked.contains(&pid))
-            .map(|p| p.0)
-            .filter(|&pid| !up.cgroups.procs().contains(&pid))
-            .collect();
-        if ours.len() == 2 {
-            break ours;
-        }
-        assert!(Instant::now() < until, "orphans: {ours:?} of {:?}", procs());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // The helper says "ready" once its intermediate child has exited, leaving the
+    // grandchild to herder; the shell's exit (nsenter's) leaves the helper too.
+    let out = nsenter.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        let _ = tx.send(line);
+    });
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), "ready\n");
+    assert!(nsenter.wait().unwrap().success());
+    let marked = up.survivors();
+    let in_services = up.cgroups.procs();
+    let orphans: Vec<i32> = procs()
+        .into_iter()
+        .filter(|&(pid, ppid, _, _)| ppid == herd && marked.contains(&pid))
+        .map(|p| p.0)
+        .filter(|pid| !in_services.contains(pid))
+        .collect();
+    assert_eq!(
+        orphans.len(),
+        2,
+        "the helper and its grandchild: {:?}",
+        procs()
+    );
     // SAFETY: signalling the herd this test started, by its pid.
     unsafe { libc::kill(herd, libc::SIGTERM) };
     up.wait_exit(LONG);
