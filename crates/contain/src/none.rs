@@ -26,6 +26,9 @@
 //!
 //! Signals go through a pidfd opened first and then checked against the remembered
 //! start time: a recycled pid has another start time, so it is never signalled.
+//! The main process is signalled first, then the others oldest first, so a stop
+//! reports the main process's signal, not an exit it made on seeing its
+//! children die.
 //! SIGKILL goes round after round until a scan finds no process it has not already
 //! killed, which catches children forked between a scan and the signals.
 //!
@@ -75,6 +78,8 @@ struct Track {
     seen: HashSet<i32>,
     /// The start time of its first process.
     born: Option<u64>,
+    /// The process the unit was started with.
+    main: Option<i32>,
 }
 
 const MAX_ENDED: usize = 4096;
@@ -249,12 +254,18 @@ pub struct TreeUnit {
 }
 
 impl TreeUnit {
+    /// The unit's processes, the main process first, then oldest first, so
+    /// signals mostly reach a parent before the children it forked (start times
+    /// are clock ticks, so ties are common). The main process must come first:
+    /// signalled after its children, a main process waiting on them (a shell's
+    /// `wait`) could see them die and exit 0 before its own SIGKILL came, and
+    /// the stop would report an exit where there was a kill.
     fn members(&self) -> Vec<(i32, u64)> {
         let mut t = self.tracking.lock();
         t.scan();
         t.units
             .get(&self.id)
-            .map(|u| u.members.iter().map(|(&p, &s)| (p, s)).collect())
+            .map(|u| signal_order(&u.members, u.main))
             .unwrap_or_default()
     }
 
@@ -280,6 +291,7 @@ impl Unit for TreeUnit {
                 u.members.insert(pid, s.starttime);
                 u.seen.extend([s.pid, s.sid, s.pgid]);
                 u.born.get_or_insert(s.starttime);
+                u.main = Some(pid);
             }
         }
     }
@@ -366,5 +378,37 @@ impl Tracker {
             }
             self.ended.push((born, now_ticks()));
         }
+    }
+}
+
+/// The order signals go in; see [`TreeUnit::members`].
+fn signal_order(members: &HashMap<i32, u64>, main: Option<i32>) -> Vec<(i32, u64)> {
+    let mut order: Vec<(i32, u64)> = members.iter().map(|(&p, &s)| (p, s)).collect();
+    order.sort_unstable_by_key(|&(pid, start)| (Some(pid) != main, start, pid));
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A test here must not spawn processes for a tracker: it takes the test
+    // process's other children (other tests') for orphans of its units.
+
+    #[test]
+    fn the_main_process_is_signalled_first_then_the_oldest() {
+        // Start times are clock ticks: ties are common, and pids wrap.
+        let members = HashMap::from([(7, 50), (300, 49), (100, 50), (99, 51), (101, 50)]);
+        let order = |main| {
+            signal_order(&members, main)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(Some(100)), [100, 300, 7, 101, 99]);
+        assert_eq!(order(Some(99)), [99, 300, 7, 100, 101]);
+        // The main process gone (or never known): age alone.
+        assert_eq!(order(Some(5)), [300, 7, 100, 101, 99]);
+        assert_eq!(order(None), [300, 7, 100, 101, 99]);
     }
 }
