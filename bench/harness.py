@@ -19,6 +19,10 @@ How it measures, the same for every supervisor:
   mount and cgroup namespaces; cgroup2 mounted afresh), and removes that cgroup
   with everything below it afterwards, as runc does. "pid1 pidns" is herder in a
   pid namespace alone, where it removes its own cgroups before it exits.
+- control is herder's alone, and then a floor: crates/herd/examples/control_floor.rs,
+  tokio and hyper on a Unix socket answering a body the size of herder's at once,
+  measured by the same client, so the figure can be read against what the
+  machine gives any server of that shape.
 - CPU is the on-CPU nanoseconds of every thread of the supervisor and its helpers
   (/proc/PID/task/TID/schedstat); memory is their summed PSS (smaps_rollup), so
   shared libraries are counted once.
@@ -41,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERD = os.path.join(ROOT, "target", "release", "herd")
 SVC = os.path.join(ROOT, "target", "bench", "svc")
 PS = os.path.join(ROOT, "target", "bench", "ps")
+FLOOR = os.path.join(ROOT, "target", "release", "examples", "control_floor")
 PEERS = ["s6", "runit", "supervisord"]
 SUPERVISORS = ["herder"] + PEERS
 BACKENDS = ["cgroup2", "freezer", "none"]
@@ -569,27 +574,47 @@ class Bench:
 
     # 9
     def control(self):
+        size = []
+
         def body(sup, t0):
             self.wait_running(sup, t0, 100)
             deadline = time.monotonic() + 10
             while not os.path.exists(sup.socket) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            self.emit_latency("control seq", ps_client(sup.socket, "seq", 1000))
-            # Ten rounds of 100 at once: the p99 of one round is its second-worst
-            # request, a figure that moves by milliseconds from run to run.
-            conc = []
-            for _ in range(10):
-                conc += ps_client(sup.socket, "conc", 100)
-            self.emit_latency("control 100x", conc, rounds=10)
+            size.append(answer_size(sup.socket))
+            self.latencies("herder", sup.socket)
             sup.stop(30)
         self.run("herder", services(100), body=body)
+        # The floor: a bare server of the same shape (tokio, hyper, the Unix
+        # socket) answering a body of the same size, measured the same way.
+        tmp = tempfile.mkdtemp(prefix="hb-floor-")
+        path = os.path.join(tmp, "floor.sock")
+        floor = subprocess.Popen([FLOOR, path, str(size[0])], stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.latencies("floor", path)
+        finally:
+            floor.kill()
+            floor.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    def emit_latency(self, scenario, samples, **extra):
+    def latencies(self, who, path):
+        self.emit_latency("control seq", who, ps_client(path, "seq", 1000))
+        # Ten rounds of 100 at once: the p99 of one round is its second-worst
+        # request, a figure that moves by milliseconds from run to run.
+        conc = []
+        for _ in range(10):
+            conc += ps_client(path, "conc", 100)
+        self.emit_latency("control 100x", who, conc, rounds=10)
+
+    def emit_latency(self, scenario, who, samples, **extra):
         s = sorted(samples)
         pct = lambda p: s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000
         for p in (50, 99):
-            self.emit(scenario, "herder", f"p{p}", pct(p), "ms", requests=len(s), **extra)
-        self.emit(scenario, "herder", "max", s[-1] * 1000, "ms", requests=len(s), **extra)
+            self.emit(scenario, who, f"p{p}", pct(p), "ms", requests=len(s), **extra)
+        self.emit(scenario, who, "max", s[-1] * 1000, "ms", requests=len(s), **extra)
 
     def kinds(self):
         return [k for k in SUPERVISORS if k in self.args.supervisors]
@@ -601,6 +626,17 @@ class Bench:
                     yield kind, b
             else:
                 yield kind, None
+
+
+def answer_size(path):
+    """Bytes in the body of herder's answer to `GET /v1/services`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(path)
+        c.sendall(b"GET /v1/services HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return len(data.split(b"\r\n\r\n", 1)[1])
 
 
 def ps_client(path, mode, n):
@@ -648,7 +684,10 @@ def summary(results):
         return f"{v:g}" if isinstance(v, float) else str(v)
 
     herder_cols = sorted({s for r in rows.values() for s in r if s.startswith("herder")})
-    head = ["scenario", "metric", "unit"] + herder_cols + PEERS + ["herder/s6", "target"]
+    # The control floor (a bare server, see control()) has a column of its own
+    # when it was measured.
+    peers = PEERS + (["floor"] if any("floor" in r for r in rows.values()) else [])
+    head = ["scenario", "metric", "unit"] + herder_cols + peers + ["herder/s6", "target"]
     table = []
     for (scenario, metric, n, unit), vals in rows.items():
         name = f"{scenario} {n}" if n and scenario in ("start", "stop") else scenario
@@ -667,7 +706,7 @@ def summary(results):
                 target = f"<= {bound:g}"
             target += " ok" if ok else " MISSED"
         table.append([name, metric, unit] + [fmt(vals.get(c), unit) if c in vals else "-"
-                                              for c in herder_cols + PEERS] + [ratio, target])
+                                              for c in herder_cols + peers] + [ratio, target])
     widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     print()
