@@ -13,7 +13,8 @@
 //! 2. processes re-parented to the caller that no unit knows (orphans) are
 //!    attributed, in this order:
 //!    - to the unit that has seen their session or process group leader (a pid
-//!      is not reused while it names a live session or group);
+//!      is not reused while it names a live session or group; a unit forgets
+//!      the ids no live process holds any more, which may be reused);
 //!    - to the only unit that was running when the orphan was born (start times;
 //!      units that have ended count too, so an old escapee is not pinned on a
 //!      newer unit);
@@ -161,10 +162,16 @@ impl Tracker {
             children.entry(s.ppid).or_default().push(s.pid);
         }
         let same = |pid: i32, start: u64| all.get(&pid).is_some_and(|s| s.starttime == start);
+        // An id no live process holds as its pid, session or group may be given
+        // to another process from now on, so what a unit saw of it no longer
+        // tells where an orphan in that session comes from. Forgetting it also
+        // bounds `seen` for a service that forks for ever (a shell loop).
+        let live: HashSet<i32> = all.values().flat_map(|s| [s.pid, s.sid, s.pgid]).collect();
 
         let mut lost = Vec::new();
         let mut owner: HashMap<i32, u64> = HashMap::new();
         for (&id, track) in &mut self.units {
+            track.seen.retain(|i| live.contains(i));
             let before = track.members.len();
             track.members.retain(|&p, &mut st| same(p, st));
             if track.members.len() < before {
@@ -394,6 +401,26 @@ mod tests {
 
     // A test here must not spawn processes for a tracker: it takes the test
     // process's other children (other tests') for orphans of its units.
+
+    #[test]
+    fn a_scan_forgets_ids_no_live_process_holds() {
+        let me = std::process::id() as i32;
+        let mut t = Tracker {
+            me,
+            ..Tracker::default()
+        };
+        // Above any pid_max: no process can hold it.
+        let gone = i32::MAX;
+        t.units.insert(
+            1,
+            Track {
+                seen: HashSet::from([me, gone]),
+                ..Track::default()
+            },
+        );
+        t.scan();
+        assert_eq!(t.units[&1].seen, HashSet::from([me]));
+    }
 
     #[test]
     fn the_main_process_is_signalled_first_then_the_oldest() {
