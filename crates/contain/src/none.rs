@@ -404,22 +404,25 @@ mod tests {
 
     #[test]
     fn a_scan_forgets_ids_no_live_process_holds() {
-        let me = std::process::id() as i32;
+        // Above any pid_max: no process can hold it, or have it as its parent.
+        let gone = i32::MAX;
+        // The tracker's caller is a pid no process has for parent, so the scan
+        // finds no orphans: the test process's children (other tests') share its
+        // session and could otherwise be attributed, and their ids seen.
         let mut t = Tracker {
-            me,
+            me: gone - 1,
             ..Tracker::default()
         };
-        // Above any pid_max: no process can hold it.
-        let gone = i32::MAX;
+        let live = std::process::id() as i32;
         t.units.insert(
             1,
             Track {
-                seen: HashSet::from([me, gone]),
+                seen: HashSet::from([live, gone]),
                 ..Track::default()
             },
         );
         t.scan();
-        assert_eq!(t.units[&1].seen, HashSet::from([me]));
+        assert_eq!(t.units[&1].seen, HashSet::from([live]));
     }
 
     #[test]
