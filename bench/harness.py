@@ -589,11 +589,12 @@ class Bench:
         # socket) answering a body of the same size, measured the same way.
         tmp = tempfile.mkdtemp(prefix="hb-floor-")
         path = os.path.join(tmp, "floor.sock")
-        floor = subprocess.Popen([FLOOR, path, str(size[0])], stdin=subprocess.DEVNULL)
+        floor = subprocess.Popen([FLOOR, path, str(size[0])], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(path) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # Its first line says it is listening; EOF, that it could not.
+            if floor.stdout.readline().strip() != "listening":
+                raise RuntimeError(f"{FLOOR} did not start (exit {floor.wait()})")
             self.latencies("floor", path)
         finally:
             floor.kill()

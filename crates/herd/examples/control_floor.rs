@@ -14,7 +14,7 @@
 //! difference is what herder's answer costs (the engine's snapshot of every
 //! service, read from their cgroups after the request was made).
 //!
-//! Runs until killed.
+//! Says `listening` on stdout once the socket accepts; runs until killed.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -45,9 +45,16 @@ fn main() {
             eprintln!("control_floor: cannot listen on {path}: {e}");
             std::process::exit(1);
         });
+        println!("listening");
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            // A failed accept (out of descriptors) would make the figures
+            // meaningless: stop rather than spin.
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("control_floor: accept: {e}");
+                    std::process::exit(1);
+                }
             };
             let body = body.clone();
             tokio::spawn(async move {
