@@ -39,6 +39,8 @@
 //! - The caller reaps everything but the main process: with the none backend, or
 //!   whenever the caller is a subreaper, orphans become the caller's children.
 //! - Needs a tokio runtime with IO and time enabled.
+//! - The command's environment gets `HERD_INVOCATION` (a fresh id) unless the
+//!   spec sets it: the none backend knows the run's re-parented processes by it.
 
 use std::time::{Duration, Instant};
 
@@ -122,9 +124,20 @@ impl Contained {
                 program: name.into(),
                 source,
             })?;
+        let mut unit = unit;
+        // Every run carries an id in its environment (the caller's, if it set
+        // one), by which the none backend knows its re-parented processes.
+        let invocation = match spec.env.iter().find(|(k, _)| k == procfs::INVOCATION_VAR) {
+            Some((_, v)) => v.clone(),
+            None => {
+                let id = procfs::new_invocation();
+                spec.env.push((procfs::INVOCATION_VAR.into(), id.clone()));
+                id
+            }
+        };
+        unit.set_invocation(&invocation);
         spec.cgroup = unit.join();
         let child = herd_sys::spawn(&spec)?;
-        let mut unit = unit;
         unit.started(child.pid);
         let pidfd = Pidfd::open(child.pid).map_err(|source| SpawnError::Start {
             program: name.into(),

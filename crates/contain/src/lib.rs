@@ -147,6 +147,11 @@ pub trait Unit: Send + std::fmt::Debug {
     /// A process started into this unit (its main process, a hook, a check).
     fn started(&mut self, pid: i32);
 
+    /// The run's [`procfs::INVOCATION_VAR`], which every process started into the
+    /// unit has in its environment. A backend without cgroups recognises by it a
+    /// re-parented process that nothing else ties to the unit.
+    fn set_invocation(&mut self, _invocation: &str) {}
+
     /// A descriptor that signals `POLLPRI` when the unit may have become empty
     /// (a cgroup's `cgroup.events`; watch it with [`herd_sys::watch::PriorityWatch`]).
     fn events(&self) -> Option<BorrowedFd<'_>>;

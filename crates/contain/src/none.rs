@@ -15,6 +15,12 @@
 //!    - to the unit that has seen their session or process group leader (a pid
 //!      is not reused while it names a live session or group; a unit forgets
 //!      the ids no live process holds any more, which may be reused);
+//!    - to the unit whose run id ([`Unit::set_invocation`], `HERD_INVOCATION`)
+//!      is in the environment the orphan was exec'd with: fork, `setsid` and
+//!      exec keep it, so this finds the double-forked daemon whose short-lived
+//!      parent no scan saw. It is read once an orphan, through a /proc/PID
+//!      directory checked against the start time. An id that no unit has is a
+//!      run that has ended, and the two guesses below are not made for it;
 //!    - to the only unit that was running when the orphan was born (start times;
 //!      units that have ended count too, so an old escapee is not pinned on a
 //!      newer unit);
@@ -36,9 +42,13 @@
 //! # What it cannot guarantee
 //!
 //! - A process whose intermediate parent lived and died between two scans, with its
-//!   own new session, while several units had live processes, cannot be attributed:
-//!   it is a stray until the shutdown's end, so a single service's stop or restart
-//!   misses it.
+//!   own new session, while several units had live processes, is attributed only
+//!   by its environment. One that cleared or replaced `HERD_INVOCATION` (`env -i`,
+//!   a daemon that builds its own environment), or whose environment herder may
+//!   not read (a non-dumpable process when herder is not root), is a stray until
+//!   the shutdown's end, so a single service's stop or restart misses it.
+//! - Reading an orphan's environment takes that process's memory-map lock: an
+//!   orphan stuck in the kernel while holding it would hold up the scan.
 //! - If the caller cannot be a subreaper, orphans go to init and are out of reach.
 //! - A scan reads all of /proc: its cost grows with the number of processes on the
 //!   machine (about 1 ms per few hundred).
@@ -66,7 +76,7 @@ struct Tracker {
     me: i32,
     next_id: u64,
     units: HashMap<u64, Track>,
-    strays: HashMap<i32, u64>,
+    strays: HashMap<i32, Stray>,
     /// Lifetimes (start, end, in clock ticks since boot) of units that are gone.
     ended: Vec<(u64, u64)>,
 }
@@ -81,6 +91,17 @@ struct Track {
     born: Option<u64>,
     /// The process the unit was started with.
     main: Option<i32>,
+    /// The run's `HERD_INVOCATION`, in the environment of all its processes.
+    invocation: Option<String>,
+}
+
+/// A re-parented process no unit has claimed.
+#[derive(Debug)]
+struct Stray {
+    start: u64,
+    /// Its `HERD_INVOCATION` (or that it has none), once its environment could
+    /// be read.
+    invocation: Option<Option<String>>,
 }
 
 const MAX_ENDED: usize = 4096;
@@ -181,7 +202,7 @@ impl Tracker {
                 owner.insert(p, id);
             }
         }
-        self.strays.retain(|&p, &mut st| same(p, st));
+        self.strays.retain(|&p, st| same(p, st.start));
 
         // Orphans: the caller's children that no unit knows.
         let mut orphans: Vec<i32> = children
@@ -195,10 +216,32 @@ impl Tracker {
         for pid in orphans {
             let s = all[&pid];
             let new = !self.strays.contains_key(&pid);
+            let only = |ids: &[u64]| (ids.len() == 1).then(|| ids[0]);
             let by_session: Vec<u64> = self
                 .units
                 .iter()
                 .filter(|(_, t)| t.seen.contains(&s.sid) || t.seen.contains(&s.pgid))
+                .map(|(&id, _)| id)
+                .collect();
+            // Read only when its session does not tell, and once an orphan (the
+            // environment is the one it was exec'd with); read again while it
+            // cannot be (an exec under way reads empty).
+            let read = match (only(&by_session), self.strays.get(&pid)) {
+                (Some(_), _) => None,
+                (
+                    None,
+                    Some(Stray {
+                        invocation: Some(known),
+                        ..
+                    }),
+                ) => Some(known.clone()),
+                (None, _) => procfs::invocation(pid, s.starttime),
+            };
+            let invocation = read.clone().flatten();
+            let by_invocation: Vec<u64> = self
+                .units
+                .iter()
+                .filter(|(_, t)| invocation.is_some() && t.invocation == invocation)
                 .map(|(&id, _)| id)
                 .collect();
             // Units running when it was born; ended ones only count.
@@ -213,15 +256,18 @@ impl Tracker {
                 .iter()
                 .filter(|&&(b, e)| b <= s.starttime && s.starttime <= e)
                 .count();
-            let only = |ids: &[u64]| (ids.len() == 1).then(|| ids[0]);
             let lost_running: Vec<u64> = lost
                 .iter()
                 .copied()
                 .filter(|id| running.contains(id))
                 .collect();
+            // A run id that no unit has is a run that has ended: the guesses from
+            // timing would pin its escapee on a unit it is not part of.
+            let guess = invocation.is_none();
             let unit = only(&by_session)
-                .or_else(|| only(&running).filter(|_| ended == 0))
-                .or_else(|| only(&lost_running).filter(|_| new));
+                .or_else(|| only(&by_invocation))
+                .or_else(|| only(&running).filter(|_| ended == 0 && guess))
+                .or_else(|| only(&lost_running).filter(|_| new && guess));
             match unit {
                 Some(id) => {
                     self.strays.remove(&pid);
@@ -230,7 +276,13 @@ impl Tracker {
                     owner.insert(pid, id);
                 }
                 None => {
-                    self.strays.insert(pid, s.starttime);
+                    self.strays.insert(
+                        pid,
+                        Stray {
+                            start: s.starttime,
+                            invocation: read,
+                        },
+                    );
                 }
             }
         }
@@ -300,6 +352,12 @@ impl Unit for TreeUnit {
                 u.born.get_or_insert(s.starttime);
                 u.main = Some(pid);
             }
+        }
+    }
+
+    fn set_invocation(&mut self, invocation: &str) {
+        if let Some(u) = self.tracking.lock().units.get_mut(&self.id) {
+            u.invocation = Some(invocation.to_string());
         }
     }
 

@@ -6,6 +6,7 @@
 //! on that to never signal a stranger.
 
 use std::fs;
+use std::io::Read;
 
 /// The fields of `/proc/PID/stat` that containment needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +78,59 @@ pub fn cmdline(pid: i32) -> String {
     args.join(" ")
 }
 
+/// The variable in every service process's environment that names its run: a
+/// random id per start, inherited through fork, `setsid` and exec unless the
+/// process clears its environment.
+pub const INVOCATION_VAR: &str = "HERD_INVOCATION";
+
+/// A fresh value for [`INVOCATION_VAR`]: 128 random bits in hex.
+pub fn new_invocation() -> String {
+    let mut buf = [0u8; 16];
+    let got = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
+    if got.is_err() {
+        // Unique enough for one host: the time and our pid.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        buf = (t ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `HERD_INVOCATION` from the environment process `pid` was exec'd with:
+/// `Some(None)` if it has none, `None` if the environment cannot be read now
+/// (the process is gone or is not the one that started at `start`, herder may
+/// not read it, or it is in the middle of an exec: the new environment reads
+/// empty until the exec has laid it out). Both files are read through one open
+/// /proc/PID directory, which keeps naming that process after its pid is
+/// reused, so a stranger's environment is never taken for it.
+///
+/// Reading another process's environment takes its memory-map lock: a process
+/// stuck in the kernel while holding that lock delays the read.
+pub fn invocation(pid: i32, start: u64) -> Option<Option<String>> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let dir = fs::File::open(format!("/proc/{pid}")).ok()?;
+    let read = |name: &str| -> Option<Vec<u8>> {
+        let fd = openat(&dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let mut out = Vec::new();
+        fs::File::from(fd).read_to_end(&mut out).ok()?;
+        Some(out)
+    };
+    let env = read("environ").filter(|e| !e.is_empty())?;
+    let stat = parse_stat(pid, &String::from_utf8_lossy(&read("stat")?))?;
+    if stat.starttime != start {
+        return None;
+    }
+    let key = format!("{INVOCATION_VAR}=");
+    Some(
+        env.split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(key.as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+    )
+}
+
 /// A process as an operator needs to see it when it will not go away.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leftover {
@@ -132,6 +186,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn invocation_is_read_from_the_environment_of_that_very_process() {
+        // A child, so the variable is in the environment it was exec'd with.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(INVOCATION_VAR, "run-42")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = stat(pid).unwrap().starttime;
+        // spawn returns once the exec has begun; the new image's environment is
+        // laid out a little later, and reads empty until then.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = loop {
+            let got = invocation(pid, start);
+            if got.is_some() || std::time::Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        // Its own environment has none (the test runs without herder).
+        let me = std::process::id() as i32;
+        let mine = invocation(me, stat(me).unwrap().starttime);
+        // Another start time is another process, even with this pid.
+        let other = invocation(pid, start + 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(got, Some(Some("run-42".into())));
+        assert_eq!(other, None);
+        if std::env::var_os(INVOCATION_VAR).is_none() {
+            assert_eq!(mine, Some(None));
+        }
+        // Gone: nothing to read.
+        assert_eq!(invocation(pid, start), None);
+    }
+
+    #[test]
+    fn new_invocations_are_distinct_hex() {
+        let (a, b) = (new_invocation(), new_invocation());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
     #[test]
     fn own_stat_and_cmdline() {
         let me = std::process::id() as i32;

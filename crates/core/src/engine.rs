@@ -49,6 +49,7 @@ use tokio::time::Instant;
 use herd_config::plan::ShutdownPlan;
 use herd_config::units::format_duration;
 use herd_config::{Command, Config, DepGraph, Kind, ReadyCheck, Service, StopMode};
+use herd_contain::procfs::INVOCATION_VAR;
 use herd_contain::{Backend, Unit};
 use herd_sys::notify::{Notification, NotifySocket};
 use herd_sys::{ExitStatus, Pidfd};
@@ -749,13 +750,13 @@ impl Engine {
 
     fn spawn(&mut self, name: &str) {
         let svc = self.svcs.get_mut(name).expect("known service");
-        let invocation = crate::state::invocation_id();
+        let invocation = herd_contain::procfs::new_invocation();
         let mut extra: Vec<(String, String)> = svc
             .notify_env
             .iter()
             .map(|v| ("NOTIFY_SOCKET".to_string(), v.clone()))
             .collect();
-        extra.push(("HERD_INVOCATION".into(), invocation.clone()));
+        extra.push((INVOCATION_VAR.into(), invocation.clone()));
         // The event pipe: the service reads, herder writes (never blocking).
         let pipe = if svc.cfg.stop.notify {
             match event_pipe() {
@@ -790,6 +791,7 @@ impl Engine {
                 );
             }
         };
+        unit.set_invocation(&invocation);
         spec.cgroup = unit.join();
         let child = match herd_sys::spawn(&spec) {
             Ok(c) => c,
@@ -929,7 +931,7 @@ impl Engine {
         };
         let left = deadline.saturating_duration_since(Instant::now().into_std());
         // The hook may speak sd_notify for the service (EXTEND_TIMEOUT_USEC=).
-        let mut extra = vec![("HERD_INVOCATION".to_string(), svc.invocation.clone())];
+        let mut extra = vec![(INVOCATION_VAR.to_string(), svc.invocation.clone())];
         if let Some(sock) = &svc.notify_env {
             extra.push(("NOTIFY_SOCKET".into(), sock.clone()));
         }
@@ -1236,7 +1238,7 @@ impl Engine {
         else {
             return;
         };
-        let inv = [("HERD_INVOCATION".into(), svc.invocation.clone())];
+        let inv = [(INVOCATION_VAR.into(), svc.invocation.clone())];
         let spec = crate::spec::build(&svc.cfg, &inv).map(|s| herd_sys::Spec {
             argv: argv.clone(),
             discard_output: true,

@@ -110,22 +110,6 @@ impl StateFile {
     }
 }
 
-/// A fresh invocation id: 128 random bits in hex.
-pub fn invocation_id() -> String {
-    let mut buf = [0u8; 16];
-    let got = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
-    if got.is_err() {
-        // Unique enough for one host: the time and our pid.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        buf = (t ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Why `herd up` must not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -280,7 +264,7 @@ fn find(state: &StateFile) -> BTreeMap<String, BTreeSet<Proc>> {
         if s.pid == me || !s.alive() {
             continue;
         }
-        let Some(inv) = invocation_of(s.pid) else {
+        let Some(inv) = procfs::invocation(s.pid, s.starttime).flatten() else {
             continue;
         };
         if let Some(name) = by_invocation.get(inv.as_str()) {
@@ -291,14 +275,6 @@ fn find(state: &StateFile) -> BTreeMap<String, BTreeSet<Proc>> {
         }
     }
     out
-}
-
-/// `HERD_INVOCATION` from a process's environment (as it was at its exec).
-fn invocation_of(pid: i32) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"HERD_INVOCATION="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A pidfd for `p`, checked after opening to still be that process.
@@ -345,7 +321,7 @@ mod tests {
         s.services.insert(
             "web".into(),
             Run {
-                invocation: invocation_id(),
+                invocation: procfs::new_invocation(),
                 main: None,
                 cgroup: None,
                 stop_timeout_ms: 10_000,
@@ -355,14 +331,6 @@ mod tests {
         assert_eq!(StateFile::load(dir.path()).unwrap(), Some(s));
         StateFile::remove(dir.path()).unwrap();
         assert_eq!(StateFile::load(dir.path()).unwrap(), None);
-    }
-
-    #[test]
-    fn invocation_ids_are_distinct_hex() {
-        let (a, b) = (invocation_id(), invocation_id());
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 
     #[test]
