@@ -53,7 +53,7 @@
 //! - A scan reads all of /proc: its cost grows with the number of processes on the
 //!   machine (about 1 ms per few hundred).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -77,8 +77,10 @@ struct Tracker {
     next_id: u64,
     units: HashMap<u64, Track>,
     strays: HashMap<i32, Stray>,
-    /// Lifetimes (start, end, in clock ticks since boot) of units that are gone.
-    ended: Vec<(u64, u64)>,
+    /// Lifetimes (start, end, in clock ticks since boot) of units that are gone,
+    /// the last [`MAX_ENDED`]: 64 KiB once full, which a herder restarting
+    /// services all day reaches and then keeps (its memory grows until then).
+    ended: VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -439,9 +441,9 @@ impl Tracker {
         if let Some(born) = self.units.remove(&id).and_then(|t| t.born) {
             // Bounded for crash loops that run for days; the oldest matter least.
             if self.ended.len() >= MAX_ENDED {
-                self.ended.remove(0);
+                self.ended.pop_front();
             }
-            self.ended.push((born, now_ticks()));
+            self.ended.push_back((born, now_ticks()));
         }
     }
 }
