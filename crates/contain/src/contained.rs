@@ -118,13 +118,12 @@ impl Contained {
         mut spec: Spec,
         limits: &Limits,
     ) -> Result<Contained, SpawnError> {
-        let unit = backend
+        let mut unit = backend
             .create(name, limits)
             .map_err(|source| SpawnError::Start {
                 program: name.into(),
                 source,
             })?;
-        let mut unit = unit;
         // Every run carries an id in its environment (the caller's, if it set
         // one), by which the none backend knows its re-parented processes.
         let invocation = match spec.env.iter().find(|(k, _)| k == procfs::INVOCATION_VAR) {

@@ -18,8 +18,8 @@
 //!    - to the unit whose run id ([`Unit::set_invocation`], `HERD_INVOCATION`)
 //!      is in the environment the orphan was exec'd with: fork, `setsid` and
 //!      exec keep it, so this finds the double-forked daemon whose short-lived
-//!      parent no scan saw. It is read once an orphan, through a /proc/PID
-//!      directory checked against the start time. An id that no unit has is a
+//!      parent no scan saw. It is read once an orphan (again while it cannot
+//!      be read), through a /proc/PID directory checked against the start time. An id that no unit has is a
 //!      run that has ended, and the two guesses below are not made for it;
 //!    - to the only unit that was running when the orphan was born (start times;
 //!      units that have ended count too, so an old escapee is not pinned on a
@@ -228,16 +228,11 @@ impl Tracker {
             // Read only when its session does not tell, and once an orphan (the
             // environment is the one it was exec'd with); read again while it
             // cannot be (an exec under way reads empty).
-            let read = match (only(&by_session), self.strays.get(&pid)) {
-                (Some(_), _) => None,
-                (
-                    None,
-                    Some(Stray {
-                        invocation: Some(known),
-                        ..
-                    }),
-                ) => Some(known.clone()),
-                (None, _) => procfs::invocation(pid, s.starttime),
+            let read = if only(&by_session).is_some() {
+                None
+            } else {
+                let known = self.strays.get(&pid).and_then(|st| st.invocation.clone());
+                known.or_else(|| procfs::invocation(pid, s.starttime))
             };
             let invocation = read.clone().flatten();
             let by_invocation: Vec<u64> = self

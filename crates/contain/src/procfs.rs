@@ -86,8 +86,7 @@ pub const INVOCATION_VAR: &str = "HERD_INVOCATION";
 /// A fresh value for [`INVOCATION_VAR`]: 128 random bits in hex.
 pub fn new_invocation() -> String {
     let mut buf = [0u8; 16];
-    let got = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
+    let got = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
     if got.is_err() {
         // Unique enough for one host: the time and our pid.
         let t = std::time::SystemTime::now()
@@ -195,7 +194,8 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let start = stat(pid).unwrap().starttime;
+        // Nothing here may panic before the child is killed.
+        let start = stat(pid).map_or(0, |s| s.starttime);
         // spawn returns once the exec has begun; the new image's environment is
         // laid out a little later, and reads empty until then.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -206,13 +206,13 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         };
-        // Its own environment has none (the test runs without herder).
-        let me = std::process::id() as i32;
-        let mine = invocation(me, stat(me).unwrap().starttime);
         // Another start time is another process, even with this pid.
         let other = invocation(pid, start + 1);
         child.kill().unwrap();
         child.wait().unwrap();
+        // Its own environment has none (the test runs without herder).
+        let me = std::process::id() as i32;
+        let mine = invocation(me, stat(me).unwrap().starttime);
         assert_eq!(got, Some(Some("run-42".into())));
         assert_eq!(other, None);
         if std::env::var_os(INVOCATION_VAR).is_none() {
@@ -229,6 +229,7 @@ mod tests {
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
     }
+
     #[test]
     fn own_stat_and_cmdline() {
         let me = std::process::id() as i32;
