@@ -19,8 +19,9 @@
 //!      is in the environment the orphan was exec'd with: fork, `setsid` and
 //!      exec keep it, so this finds the double-forked daemon whose short-lived
 //!      parent no scan saw. It is read once an orphan (again while it cannot
-//!      be read), through a /proc/PID directory checked against the start time. An id that no unit has is a
-//!      run that has ended, and the two guesses below are not made for it;
+//!      be read), through a /proc/PID directory checked against the start
+//!      time. An id that no unit has is a run that has ended, and the two
+//!      guesses below are not made for it;
 //!    - to the only unit that was running when the orphan was born (start times;
 //!      units that have ended count too, so an old escapee is not pinned on a
 //!      newer unit);
@@ -347,7 +348,8 @@ impl Unit for TreeUnit {
                 u.members.insert(pid, s.starttime);
                 u.seen.extend([s.pid, s.sid, s.pgid]);
                 u.born.get_or_insert(s.starttime);
-                u.main = Some(pid);
+                // The first is the main process; hooks and checks come later.
+                u.main.get_or_insert(pid);
             }
         }
     }
@@ -478,6 +480,19 @@ mod tests {
         );
         t.scan();
         assert_eq!(t.units[&1].seen, HashSet::from([live]));
+    }
+
+    #[test]
+    fn the_first_process_started_stays_the_main_one() {
+        // No scan runs here: `started` only reads the given pids' stat.
+        let tracking = Tracking::open();
+        let mut unit = tracking.create("t", &Limits::default()).unwrap();
+        let me = std::process::id() as i32;
+        unit.started(me);
+        // A stop hook or a readiness check, started into the unit later.
+        unit.started(1);
+        let main = tracking.lock().units.values().next().and_then(|u| u.main);
+        assert_eq!(main, Some(me));
     }
 
     #[test]

@@ -145,7 +145,7 @@ ready = { log = "^ready$" }
     let line = up.wait_for("herd: escape: SIGTERM at +", LONG);
     assert!(line.contains(", SIGKILL at +"), "{line}");
     up.signal(libc::SIGTERM);
-    up.wait_exit(LONG);
+    assert!(up.wait_exit(LONG).is_some(), "{}", up.seen.join("\n"));
     assert!(up.survivors().is_empty());
 }
 
