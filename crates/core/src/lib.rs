@@ -2,12 +2,14 @@
 //!
 //! - [`machine`]: the per-service state machine, a pure `step` tested from tables;
 //! - [`engine`]: the supervisor loop that carries out its effects;
+//! - [`log`]: herder's own lines, one write each;
 //! - [`output`]: capturing services' output without blocking them;
 //! - [`spec`]: from configuration to what is spawned;
 //! - [`report`]: the shutdown report (JSON, table, SVG);
 //! - [`state`]: the state file of what runs, and recovery after herder was killed.
 
 pub mod engine;
+pub mod log;
 pub mod machine;
 pub mod output;
 mod ready;

@@ -90,8 +90,9 @@ pub enum State {
     Failed { reason: String },
     /// Waiting to restart.
     Backoff { until: Instant },
-    /// Processes that survived SIGKILL (uninterruptible sleep).
-    Stuck { pids: Vec<i32> },
+    /// Processes that survived SIGKILL (uninterruptible sleep); `deadline` is
+    /// when SIGKILL was due.
+    Stuck { pids: Vec<i32>, deadline: Instant },
 }
 
 impl State {
@@ -361,7 +362,9 @@ impl Machine {
                 },
                 vec![Effect::Timer { at: later }],
             ),
-            (S::Stopping { .. }, E::KillFailed { pids }) => (S::Stuck { pids }, Vec::new()),
+            (S::Stopping { deadline, .. }, E::KillFailed { pids }) => {
+                (S::Stuck { pids, deadline }, Vec::new())
+            }
             (S::Stopping { reason, .. }, E::Empty) => {
                 if reason == StopReason::Failure && !self.stop_wanted {
                     // A readiness failure: the process is gone, now decide on restart.
@@ -371,7 +374,9 @@ impl Machine {
                 }
             }
             (S::Stuck { .. }, E::Empty) => (S::Stopped, Vec::new()),
-            (S::Stuck { .. }, E::KillFailed { pids }) => (S::Stuck { pids }, Vec::new()),
+            (S::Stuck { deadline, .. }, E::KillFailed { pids }) => {
+                (S::Stuck { pids, deadline }, Vec::new())
+            }
             // Anything else does not apply in this state: ignored, state unchanged.
             (s, _) => (s, Vec::new()),
         };
@@ -844,7 +849,13 @@ mod tests {
         );
         m.step(E::Deadline, t0, 0.0);
         m.step(E::KillFailed { pids: vec![11, 12] }, t0, 0.0);
-        assert_eq!(m.state, State::Stuck { pids: vec![11, 12] });
+        assert_eq!(
+            m.state,
+            State::Stuck {
+                pids: vec![11, 12],
+                deadline: t0
+            }
+        );
         m.step(E::Empty, t0, 0.0);
         assert_eq!(m.state, State::Stopped);
     }

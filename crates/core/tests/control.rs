@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use herd_core::engine::{Handle, ServiceStatus};
+use herd_core::engine::{ControlError, Handle, ServiceStatus};
 
 /// A service that logs `term NAME NS` / `exit NAME NS` to `stamps`, taking `delay`
 /// to stop.
@@ -98,10 +98,13 @@ fn stop_start_and_restart_follow_the_dependencies() {
             assert_eq!(now["other"].runs, 1);
             assert_eq!(now["other"].pid, before["other"].pid);
 
-            assert_eq!(h.stop("nope").await, Err("no service named nope".into()));
+            let unknown = h.stop("nope").await.unwrap_err();
+            assert_eq!(unknown, ControlError::UnknownService("nope".into()));
+            assert_eq!(unknown.to_string(), "no service named nope");
             h.shutdown("test");
-            let late = h.stop("other").await;
-            assert!(late.unwrap_err().contains("shutting down"));
+            let late = h.stop("other").await.unwrap_err();
+            assert!(matches!(late, ControlError::ShuttingDown(_)), "{late:?}");
+            assert!(late.to_string().contains("shutting down"));
         };
         tokio::time::timeout(Duration::from_secs(30), steps)
             .await

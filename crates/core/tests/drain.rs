@@ -1,7 +1,7 @@
 //! The engine drains: once a shutdown has begun it refuses to start anything, and
 //! says why. Driven through [`Handle`], as the control socket will drive it.
 
-use herd_core::engine::{Engine, Options};
+use herd_core::engine::{ControlError, Engine, Options};
 
 #[test]
 fn no_start_is_accepted_once_a_shutdown_has_begun() {
@@ -48,10 +48,14 @@ command = ["true"]
         tokio::join!(engine.run(), requests)
     });
     let (unknown, refused) = answers;
-    assert_eq!(unknown, Err("no service named nope".to_string()));
+    let unknown = unknown.unwrap_err();
+    assert_eq!(unknown, ControlError::UnknownService("nope".into()));
+    assert_eq!(unknown.to_string(), "no service named nope");
+    let refused = refused.unwrap_err();
+    assert!(matches!(refused, ControlError::ShuttingDown(_)));
     assert_eq!(
-        refused,
-        Err("herder is shutting down: later is not started".to_string())
+        refused.to_string(),
+        "herder is shutting down: later is not started"
     );
     let outcome = outcome.unwrap();
     assert_eq!(outcome.report.trigger, "test");

@@ -18,17 +18,57 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use herd_config::units::format_duration;
+
 use super::events::Change;
+use super::orchestrate::{self, QueuedStop};
 use super::reload::ReloadPlan;
-use super::{Engine, Msg, gone_or_stuck, is_ready, settled_down};
+use super::{Engine, Msg};
 use crate::machine::{State, StopReason};
 
-type Reply = oneshot::Sender<Result<String, String>>;
+type Reply = oneshot::Sender<Result<String, ControlError>>;
+
+/// Why a request was not done. Its kind decides the answer's status (the control
+/// socket maps it in one place); its text is what the operator reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no service named {0}")]
+    UnknownService(String),
+    /// Refused: a shutdown has begun. The text says what was not done.
+    #[error("herder is shutting down{0}")]
+    ShuttingDown(String),
+    #[error("{0} is already being stopped")]
+    AlreadyStopping(String),
+    #[error("{0} is stopping; start it once it has stopped")]
+    Stopping(String),
+    #[error("{name} is {state}: no process to signal")]
+    NoProcess { name: String, state: String },
+    #[error("{0}")]
+    Signal(String),
+    /// The action was taken, and ended otherwise than asked (failed, exited,
+    /// stopped, removed): the text says how.
+    #[error("{0}")]
+    NotDone(String),
+    #[error("the last reload is still being applied ({0}); try again once it is done")]
+    ReloadBusy(String),
+    #[error("no configuration file to reload")]
+    NoConfigFile,
+    /// The new configuration has errors: nothing changed.
+    #[error("{file} is not valid; nothing changes:\n{errors}")]
+    InvalidConfig { file: String, errors: String },
+    /// The engine is gone (herder has finished).
+    #[error("herder has stopped")]
+    Gone,
+    /// Not done within the caller's wait; the action goes on.
+    #[error("{what}: not done after {}; it goes on", format_duration(*.after))]
+    Timeout { what: String, after: Duration },
+}
 
 /// A request to the engine.
 #[derive(Debug)]
@@ -61,7 +101,7 @@ pub enum Request {
     },
     /// Read the configuration file again and apply it by difference.
     Reload {
-        reply: oneshot::Sender<Result<ReloadPlan, String>>,
+        reply: oneshot::Sender<Result<ReloadPlan, ControlError>>,
     },
     /// The configuration in force.
     Config {
@@ -120,50 +160,51 @@ pub struct Handle {
     pub(super) events: tokio::sync::broadcast::Sender<Change>,
 }
 
-const GONE: &str = "herder has stopped";
-
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, String> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Control(make(reply)))
-            .map_err(|_| GONE.to_string())?;
-        answer.await.map_err(|_| GONE.to_string())
+            .map_err(|_| ControlError::Gone)?;
+        answer.await.map_err(|_| ControlError::Gone)
     }
 
     /// Every service, by name.
-    pub async fn status(&self) -> Result<Vec<ServiceStatus>, String> {
+    pub async fn status(&self) -> Result<Vec<ServiceStatus>, ControlError> {
         Ok(self.overview().await?.services.clone())
     }
 
     /// Every service, and whether herder is shutting down. Requests that reach
     /// the engine together share one snapshot (the same `Arc`), so a caller can
     /// keep what it derives from one (serialised JSON) for the others.
-    pub async fn overview(&self) -> Result<Arc<Overview>, String> {
+    pub async fn overview(&self) -> Result<Arc<Overview>, ControlError> {
         self.ask(|reply| Request::Status { reply }).await
     }
 
     /// Starts `name` (and what it requires); answers once it is ready.
-    pub async fn start(&self, name: &str) -> Result<String, String> {
+    pub async fn start(&self, name: &str) -> Result<String, ControlError> {
         let name = name.to_string();
         self.ask(|reply| Request::Start { name, reply }).await?
     }
 
     /// Stops `name` (after what requires it); answers once every process is gone.
-    pub async fn stop(&self, name: &str) -> Result<String, String> {
+    pub async fn stop(&self, name: &str) -> Result<String, ControlError> {
         let name = name.to_string();
         self.ask(|reply| Request::Stop { name, reply }).await?
     }
 
     /// Stops and starts `name` and what requires it; answers once it is ready.
-    pub async fn restart(&self, name: &str) -> Result<String, String> {
+    pub async fn restart(&self, name: &str) -> Result<String, ControlError> {
         let name = name.to_string();
         self.ask(|reply| Request::Restart { name, reply }).await?
     }
 
     /// Sends `signal` to `name`'s main process, or with `all` to every process of
     /// its current run; answers with how many got it.
-    pub async fn signal(&self, name: &str, signal: i32, all: bool) -> Result<String, String> {
+    pub async fn signal(&self, name: &str, signal: i32, all: bool) -> Result<String, ControlError> {
         let name = name.to_string();
         self.ask(|reply| Request::Signal {
             name,
@@ -189,34 +230,22 @@ impl Handle {
     /// Reads the configuration file again and applies it by difference; answers
     /// with what it does as soon as it has begun (or why nothing changes). The
     /// services it starts and removes can then be waited on with [`Handle::wait`].
-    pub async fn reload(&self) -> Result<ReloadPlan, String> {
+    pub async fn reload(&self) -> Result<ReloadPlan, ControlError> {
         self.ask(|reply| Request::Reload { reply }).await?
     }
 
     /// The configuration in force.
-    pub async fn config(&self) -> Result<herd_config::Config, String> {
+    pub async fn config(&self) -> Result<herd_config::Config, ControlError> {
         Ok(*self.ask(|reply| Request::Config { reply }).await?)
     }
 
     /// Answers once `name` is up (or why it will not be), or with `gone` once a
     /// reload has removed it.
-    pub async fn wait(&self, name: &str, gone: bool) -> Result<String, String> {
+    pub async fn wait(&self, name: &str, gone: bool) -> Result<String, ControlError> {
         let name = name.to_string();
         self.ask(|reply| Request::Wait { name, gone, reply })
             .await?
     }
-}
-
-/// A stop that waits for `after` (services requiring this one) to be down.
-#[derive(Debug)]
-pub(super) struct QueuedStop {
-    pub(super) name: String,
-    reason: StopReason,
-    after: Vec<String>,
-    /// A restart: these (the service and the dependents stopped for it) start
-    /// again once the service has been stopped — not before, or a dependent would
-    /// come back while what it requires is still going down.
-    rejoin: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -237,30 +266,7 @@ enum Want {
 impl Engine {
     pub(super) fn on_request(&mut self, req: Request) {
         let (name, want, reply, result) = match req {
-            Request::Status { reply } => {
-                let overview = Arc::new(Overview {
-                    shutting_down: self.shutdown.is_some(),
-                    services: self.status(),
-                });
-                // Status requests already queued get the same snapshot: the
-                // engine's state cannot have changed since they were sent (it does
-                // one thing at a time, and was doing this), and a burst of
-                // `herd ps` or a dashboard's polling costs one walk of the units.
-                // The first asked first: it has waited longest.
-                let _ = reply.send(Arc::clone(&overview));
-                while let Ok(msg) = self.rx.try_recv() {
-                    match msg {
-                        Msg::Control(Request::Status { reply }) => {
-                            let _ = reply.send(Arc::clone(&overview));
-                        }
-                        other => {
-                            self.deferred = Some(other);
-                            break;
-                        }
-                    }
-                }
-                return;
-            }
+            Request::Status { reply } => return self.answer_status(reply),
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),
             Request::Reload { reply } => {
                 let _ = reply.send(self.reload_file("reload"));
@@ -274,7 +280,7 @@ impl Engine {
                 let r = if gone || self.svcs.contains_key(&name) {
                     Ok(())
                 } else {
-                    Err(format!("no service named {name}"))
+                    Err(ControlError::UnknownService(name.clone()))
                 };
                 (name, if gone { Want::Gone } else { Want::Up }, reply, r)
             }
@@ -305,59 +311,93 @@ impl Engine {
             }
         };
         match result {
-            Ok(()) => {
-                self.waiters.push(Waiter { name, want, reply });
-                self.run_requests();
-            }
+            // Answered once the loop has settled (see `settle_waiters`).
+            Ok(()) => self.waiters.push(Waiter { name, want, reply }),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
         }
     }
 
+    /// Answers a status request, and every one queued behind it, from one
+    /// snapshot: the engine's state cannot have changed since they were sent (it
+    /// does one thing at a time, and was doing this), and a burst of `herd ps` or
+    /// a dashboard's polling costs one walk of the units. The first asked first:
+    /// it has waited longest.
+    fn answer_status(&mut self, reply: oneshot::Sender<Arc<Overview>>) {
+        let overview = Arc::new(Overview {
+            shutting_down: self.shutdown.is_some(),
+            services: self.status(),
+        });
+        let _ = reply.send(Arc::clone(&overview));
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Control(Request::Status { reply }) => {
+                    let _ = reply.send(Arc::clone(&overview));
+                }
+                other => {
+                    self.deferred = Some(other);
+                    break;
+                }
+            }
+        }
+    }
+
     /// Why a request about `name` cannot be taken now, if it cannot.
-    fn refuse(&self, name: &str, verb: &str) -> Result<(), String> {
+    fn refuse(&self, name: &str, verb: &str) -> Result<(), ControlError> {
         if self.shutdown.is_some() {
-            return Err(format!("herder is shutting down: {name} is not {verb}"));
+            return Err(ControlError::ShuttingDown(format!(
+                ": {name} is not {verb}"
+            )));
         }
         if !self.svcs.contains_key(name) {
-            return Err(format!("no service named {name}"));
+            return Err(ControlError::UnknownService(name.to_string()));
         }
         Ok(())
     }
 
-    fn signal_request(&mut self, name: &str, signal: i32, all: bool) -> Result<String, String> {
+    fn signal_request(
+        &mut self,
+        name: &str,
+        signal: i32,
+        all: bool,
+    ) -> Result<String, ControlError> {
         let Some(svc) = self.svcs.get_mut(name) else {
-            return Err(format!("no service named {name}"));
+            return Err(ControlError::UnknownService(name.to_string()));
         };
         let sig = herd_config::units::Signal(signal);
         let state = svc.m.state.name();
+        let failed = |e: std::io::Error| ControlError::Signal(e.to_string());
         let sent = if all {
-            match &mut svc.unit {
-                Some(u) => u.signal(signal).map_err(|e| e.to_string())?,
+            match svc.unit() {
+                Some(u) => u.signal(signal).map_err(failed)?,
                 None => 0,
             }
         } else {
-            // The pidfd, never the pid: the main process may just have exited.
-            match (&svc.pidfd, svc.m.state.pid()) {
-                (Some(fd), Some(_)) => usize::from(fd.signal(signal).map_err(|e| e.to_string())?),
-                _ => 0,
+            // Through the process layer's pidfd: the main process may just have
+            // exited.
+            match svc.m.state.pid() {
+                Some(pid) => usize::from(self.procs.signal(pid, signal).map_err(failed)?),
+                None => 0,
             }
         };
         if sent == 0 {
-            return Err(format!("{name} is {state}: no process to signal"));
+            return Err(ControlError::NoProcess {
+                name: name.to_string(),
+                state: state.to_string(),
+            });
         }
         Ok(format!("{sig} sent to {sent} process(es) of {name}"))
     }
 
-    fn start_request(&mut self, name: &str) -> Result<(), String> {
+    fn start_request(&mut self, name: &str) -> Result<(), ControlError> {
         self.refuse(name, "started")?;
         if matches!(
             self.svcs[name].m.state,
             State::Stopping { .. } | State::Stuck { .. }
         ) || self.stop_queue.iter().any(|q| q.name == name)
         {
-            return Err(format!("{name} is stopping; start it once it has stopped"));
+            return Err(ControlError::Stopping(name.to_string()));
         }
         // It and what it requires, transitively, rejoin if not running.
         let mut todo = vec![name.to_string()];
@@ -371,7 +411,7 @@ impl Engine {
                 svc.m.state,
                 State::Stopped | State::Exited { .. } | State::Failed { .. }
             ) {
-                svc.rejoin = true;
+                svc.intent.rejoin = true;
             }
             todo.extend(svc.cfg.requires.iter().cloned());
         }
@@ -379,86 +419,46 @@ impl Engine {
     }
 
     /// Queues the stop of `name` (for `reason`) after everything that requires it,
-    /// transitively; with `restart` they all start again once `name` is down.
-    /// Answers with the services it stops.
+    /// transitively (see [`orchestrate::stop_order`]); with `restart` they all
+    /// start again once `name` is down. Answers with the services it stops.
     pub(super) fn stop_request(
         &mut self,
         name: &str,
         restart: bool,
         reason: StopReason,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ControlError> {
         if self.stop_queue.iter().any(|q| q.name == name) {
-            return Err(format!("{name} is already being stopped"));
+            return Err(ControlError::AlreadyStopping(name.to_string()));
         }
-        let up = |e: &Engine, n: &str| !gone_or_stuck(&e.svcs[n]) || e.svcs[n].rejoin;
-        let requirers = |e: &Engine, n: &str| -> Vec<String> {
-            e.svcs
-                .iter()
-                .filter(|(_, s)| s.cfg.requires.iter().any(|r| r == n))
-                .map(|(d, _)| d.clone())
-                .collect()
-        };
-        // Dependents still running (or about to), found from `name` outwards.
-        let mut set = BTreeSet::new();
-        let mut todo = requirers(self, name);
-        while let Some(d) = todo.pop() {
-            if up(self, &d) && set.insert(d.clone()) {
-                todo.extend(requirers(self, &d));
-            }
+        let order = orchestrate::stop_order(&self.svcs, name, reason, restart);
+        let names = order.iter().map(|q| q.name.clone()).collect();
+        for q in order {
+            self.svcs.get_mut(&q.name).expect("known").intent.rejoin = false;
+            self.stop_queue.push(q);
         }
-        for n in set.iter().map(String::as_str).chain([name]) {
-            let after = requirers(self, n)
-                .into_iter()
-                .filter(|d| set.contains(d))
-                .collect();
-            let reason = if n == name {
-                reason
-            } else {
-                StopReason::Dependency
-            };
-            self.svcs.get_mut(n).expect("known").rejoin = false;
-            let rejoin = if restart && n == name {
-                set.iter().cloned().chain([name.to_string()]).collect()
-            } else {
-                Vec::new()
-            };
-            self.stop_queue.push(QueuedStop {
-                name: n.to_string(),
-                reason,
-                after,
-                rejoin,
-            });
-        }
-        Ok(set.into_iter().chain([name.to_string()]).collect())
+        Ok(names)
     }
 
-    /// Fires queued stops whose dependents are down; answers settled waiters.
-    /// Called on every turn of the loop outside a shutdown.
-    pub(super) fn run_requests(&mut self) {
-        loop {
-            // A service a reload removed may be gone from the table already.
-            let due = self.stop_queue.iter().position(|q| {
-                q.after.iter().all(|a| {
-                    self.svcs
-                        .get(a)
-                        .is_none_or(|s| gone_or_stuck(s) && !s.rejoin)
-                })
-            });
-            let Some(i) = due else { break };
-            let q = self.stop_queue.remove(i);
+    /// Fires queued stops whose dependents are down; whether it fired any.
+    pub(super) fn run_requests(&mut self) -> bool {
+        let mut fired = false;
+        while let Some(i) = orchestrate::due_stop(&self.svcs, &self.stop_queue) {
+            let q: QueuedStop = self.stop_queue.remove(i);
             let deadline = Instant::now() + self.svcs[&q.name].cfg.stop.timeout;
             self.stop_for(&q.name, q.reason, deadline);
             for n in &q.rejoin {
                 if let Some(s) = self.svcs.get_mut(n)
-                    && !s.remove
+                    && !s.intent.remove
                 {
-                    s.rejoin = true;
+                    s.intent.rejoin = true;
                 }
             }
+            fired = true;
         }
-        self.settle_waiters();
+        fired
     }
 
+    /// Answers the operators whose request has had its effect (or cannot).
     pub(super) fn settle_waiters(&mut self) {
         let waiters = std::mem::take(&mut self.waiters);
         for w in waiters {
@@ -475,27 +475,29 @@ impl Engine {
     }
 
     /// The answer for a waiter, once there is one.
-    fn answer(&self, name: &str, want: Want) -> Option<Result<String, String>> {
+    fn answer(&self, name: &str, want: Want) -> Option<Result<String, ControlError>> {
+        let not_done = |msg: String| Some(Err(ControlError::NotDone(msg)));
         if self.shutdown.is_some() {
-            return Some(Err(format!(
-                "herder is shutting down; {name} was not {}",
+            return Some(Err(ControlError::ShuttingDown(format!(
+                "; {name} was not {}",
                 match want {
                     Want::Up => "started",
                     Want::Down | Want::Gone => "stopped by this request",
                 }
-            )));
+            ))));
         }
         let Some(svc) = self.svcs.get(name) else {
-            return Some(match want {
-                Want::Gone | Want::Down => Ok(format!("{name} removed")),
-                Want::Up => Err(format!("{name} was removed")),
-            });
+            return match want {
+                Want::Gone | Want::Down => Some(Ok(format!("{name} removed"))),
+                Want::Up => not_done(format!("{name} was removed")),
+            };
         };
-        let busy =
-            svc.rejoin || svc.replace.is_some() || self.stop_queue.iter().any(|q| q.name == name);
+        let busy = svc.intent.rejoin
+            || svc.intent.replace.is_some()
+            || self.stop_queue.iter().any(|q| q.name == name);
         match (want, &svc.m.state) {
             (Want::Gone, _) => None,
-            (Want::Down, s) if settled_down(s) && svc.unit.is_none() && !busy => {
+            (Want::Down, _) if orchestrate::down(svc) && !busy => {
                 Some(Ok(format!("{name} stopped")))
             }
             (Want::Down, _) => None,
@@ -507,23 +509,24 @@ impl Engine {
             (Want::Up, State::Exited { status }) if status.success() => {
                 Some(Ok(format!("{name} ran to completion")))
             }
-            (Want::Up, State::Failed { reason }) => Some(Err(format!("{name} failed: {reason}"))),
-            (Want::Up, State::Exited { status }) => Some(Err(format!("{name} exited ({status})"))),
-            (Want::Up, State::Backoff { .. }) => Some(Err(format!(
+            (Want::Up, State::Failed { reason }) => not_done(format!("{name} failed: {reason}")),
+            (Want::Up, State::Exited { status }) => not_done(format!("{name} exited ({status})")),
+            (Want::Up, State::Backoff { .. }) => not_done(format!(
                 "{name} exited ({}) and is waiting to restart",
-                svc.last_exit
+                svc.counters
+                    .last_exit
                     .map_or("unknown status".into(), |s| s.to_string())
-            ))),
-            (Want::Up, State::Stopped) => Some(Err(format!("{name} was stopped"))),
+            )),
+            (Want::Up, State::Stopped) => not_done(format!("{name} was stopped")),
             (Want::Up, State::Pending) => {
                 // Waiting for what it requires; a requirement that failed will not
                 // come up by itself.
-                let stuck = svc
+                let failed = svc
                     .cfg
                     .requires
                     .iter()
                     .find(|d| matches!(self.svcs[*d].m.state, State::Failed { .. }));
-                stuck.map(|d| Err(format!("{name} cannot start: {d} failed")))
+                failed.and_then(|d| not_done(format!("{name} cannot start: {d} failed")))
             }
             (Want::Up, _) => None,
         }
@@ -540,9 +543,10 @@ impl Engine {
                     | State::RunningNotReady { since, .. } => (Some(*since), None),
                     State::Exited { status } => (None, Some(status.to_string())),
                     State::Failed { reason } => (None, Some(reason.clone())),
-                    State::Stuck { pids } => (None, Some(format!("pids {pids:?}"))),
+                    State::Stuck { pids, .. } => (None, Some(format!("pids {pids:?}"))),
                     _ => (None, None),
                 };
+                let ready = orchestrate::is_ready(&svc.m.state) && svc.m.state.pid().is_some();
                 ServiceStatus {
                     name: name.clone(),
                     kind: if svc.cfg.kind == herd_config::Kind::Oneshot {
@@ -555,14 +559,14 @@ impl Engine {
                     state: svc.m.state.name().into(),
                     detail,
                     pid: svc.m.state.pid(),
-                    pids: svc.unit.as_mut().map(|u| u.pids()).unwrap_or_default(),
+                    pids: svc.unit().map(|u| u.pids()).unwrap_or_default(),
                     uptime_ms: since.map(|s| now.saturating_duration_since(s).as_millis() as u64),
-                    runs: svc.run,
-                    ready: is_ready(&svc.m.state) && svc.m.state.pid().is_some(),
-                    last_exit: svc.last_exit.map(|s| s.to_string()),
-                    stops: svc.stops,
-                    kills: svc.kills,
-                    last_stop_ms: svc.last_stop.map(|d| d.as_secs_f64() * 1000.0),
+                    runs: svc.counters.runs,
+                    ready,
+                    last_exit: svc.counters.last_exit.map(|s| s.to_string()),
+                    stops: svc.counters.stops,
+                    kills: svc.counters.kills,
+                    last_stop_ms: svc.counters.last_stop.map(|d| d.as_secs_f64() * 1000.0),
                 }
             })
             .collect()

@@ -25,9 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use herd_config::{Config, Service};
 
+use super::control::ControlError;
 use super::events::{self, Change};
-use super::{Engine, Svc, gone_or_stuck, note, policy, settled_down};
-use crate::machine::{State, StopReason};
+use super::orchestrate;
+use super::service::Svc;
+use super::{Engine, Msg, shutdown};
+use crate::log::note;
+use crate::machine::StopReason;
 
 /// What a reload does, service by service.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -112,76 +116,47 @@ pub(super) fn diff(old: &Config, new: &Config) -> ReloadPlan {
 
 impl Engine {
     /// Loads and validates the configuration file again, then applies it.
-    pub(super) fn reload_file(&mut self, why: &str) -> Result<ReloadPlan, String> {
+    pub(super) fn reload_file(&mut self, why: &str) -> Result<ReloadPlan, ControlError> {
         let Some(file) = self.opts.config_file.clone() else {
-            return Err("no configuration file to reload".into());
+            return Err(ControlError::NoConfigFile);
         };
-        let new = herd_config::load(&file).map_err(|diags| {
-            format!(
-                "{} is not valid; nothing changes:\n{}",
-                file.display(),
-                diags.to_string().trim_end()
-            )
+        let new = herd_config::load(&file).map_err(|diags| ControlError::InvalidConfig {
+            file: file.display().to_string(),
+            errors: diags.to_string().trim_end().to_string(),
         })?;
         self.reload(new, why)
     }
 
     /// Applies `new` by difference (see the module docs).
-    pub(super) fn reload(&mut self, new: Config, why: &str) -> Result<ReloadPlan, String> {
+    pub(super) fn reload(&mut self, new: Config, why: &str) -> Result<ReloadPlan, ControlError> {
         if self.shutdown.is_some() {
-            return Err("herder is shutting down: nothing is reloaded".into());
+            return Err(ControlError::ShuttingDown(": nothing is reloaded".into()));
         }
-        let busy: Vec<&String> = self
+        let busy: Vec<&str> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.replace.is_some() || s.remove)
-            .map(|(n, _)| n)
+            .filter(|(_, s)| s.intent.reloading())
+            .map(|(n, _)| n.as_str())
             .collect();
         if !busy.is_empty() {
-            let names: Vec<&str> = busy.iter().map(|s| s.as_str()).collect();
-            return Err(format!(
-                "the last reload is still being applied ({}); try again once it is done",
-                names.join(", ")
-            ));
+            return Err(ControlError::ReloadBusy(busy.join(", ")));
         }
         let mut plan = diff(&self.config, &new);
-        // A changed service that runs is restarted, with what requires it; one
-        // that does not takes its new definition now.
         for name in plan.changed.clone() {
-            let cfg = new.services[&name].clone();
-            let svc = self.svcs.get_mut(&name).expect("changed services exist");
-            if matches!(svc.m.state, State::Stopping { .. } | State::Stuck { .. }) {
-                // Being stopped already: it stays stopped, with the new definition.
-                svc.replace = Some(Box::new(cfg));
-            } else if running(svc) {
-                svc.replace = Some(Box::new(cfg));
-                match self.stop_request(&name, true, StopReason::Reload) {
-                    Ok(stopped) => plan.restarted.extend(stopped),
-                    // Already going down as a dependent of another changed one.
-                    Err(e) if e.ends_with("already being stopped") => {}
-                    Err(e) => note(&format!("reload: {e}")),
-                }
-            } else {
-                svc.cfg = cfg;
-                svc.m.policy = policy(&svc.cfg);
-            }
+            self.change(&name, new.services[&name].clone(), &mut plan);
         }
         for name in &plan.removed {
             let svc = self.svcs.get_mut(name).expect("removed services exist");
-            svc.remove = true;
-            svc.rejoin = false;
-            if !gone_or_stuck(svc) {
-                match self.stop_request(name, false, StopReason::Reload) {
-                    Ok(_) => {}
-                    Err(e) if e.ends_with("already being stopped") => {}
-                    Err(e) => note(&format!("reload: {e}")),
-                }
+            svc.intent.remove = true;
+            svc.intent.rejoin = false;
+            if !orchestrate::gone_or_stuck(svc) {
+                self.stop_for_reload(name);
             }
         }
         // Where an untouched service is defined may have moved.
         for (name, cfg) in &new.services {
             if let Some(svc) = self.svcs.get_mut(name)
-                && svc.replace.is_none()
+                && svc.intent.replace.is_none()
                 && same(&svc.cfg, cfg)
             {
                 svc.cfg = cfg.clone();
@@ -196,13 +171,7 @@ impl Engine {
         plan.restarted.dedup();
         plan.restarted.retain(|n| !plan.removed.contains(n));
         self.plan = herd_config::shutdown_plan(&new);
-        for (i, w) in self.plan.waves.iter().enumerate() {
-            for s in &w.services {
-                if let Some(svc) = self.svcs.get_mut(&s.name) {
-                    svc.stop_wave = i;
-                }
-            }
-        }
+        shutdown::assign_waves(&self.plan, &mut self.svcs);
         // A removed service still stopping goes in the first wave, should a
         // shutdown begin before it is gone.
         for name in &plan.removed {
@@ -212,6 +181,38 @@ impl Engine {
         }
         self.main = new.main.clone();
         self.config = new;
+        self.say_reload(why, &plan);
+        self.state_dirty = true;
+        Ok(plan)
+    }
+
+    /// A changed service that runs is restarted, with what requires it; one that
+    /// does not takes its new definition now (see [`orchestrate::on_change`]).
+    fn change(&mut self, name: &str, cfg: Service, plan: &mut ReloadPlan) {
+        let svc = self.svcs.get_mut(name).expect("changed services exist");
+        match orchestrate::on_change(svc) {
+            orchestrate::Change::ReplaceWhenDown => svc.intent.replace = Some(Box::new(cfg)),
+            orchestrate::Change::Restart => {
+                svc.intent.replace = Some(Box::new(cfg));
+                match self.stop_request(name, true, StopReason::Reload) {
+                    Ok(stopped) => plan.restarted.extend(stopped),
+                    // Already going down as a dependent of another changed one.
+                    Err(ControlError::AlreadyStopping(_)) => {}
+                    Err(e) => note(&format!("reload: {e}")),
+                }
+            }
+            orchestrate::Change::Redefine => svc.redefine(cfg),
+        }
+    }
+
+    fn stop_for_reload(&mut self, name: &str) {
+        match self.stop_request(name, false, StopReason::Reload) {
+            Ok(_) | Err(ControlError::AlreadyStopping(_)) => {}
+            Err(e) => note(&format!("reload: {e}")),
+        }
+    }
+
+    fn say_reload(&self, why: &str, plan: &ReloadPlan) {
         note(&format!("{why}: reloading ({})", plan.summary()));
         if !plan.restarted.is_empty() {
             note(&format!("{why}: restarting {}", plan.restarted.join(", ")));
@@ -225,39 +226,32 @@ impl Engine {
             removed: plan.removed.clone(),
             changed: plan.changed.clone(),
         });
-        self.apply_replacements();
-        self.run_requests();
-        self.state_dirty = true;
-        Ok(plan)
     }
 
     /// Services a reload changed or removed that are now down take their new
-    /// definition, or are dropped. Called on every turn of the loop.
+    /// definition, or are dropped. Called on every settle of the loop.
     pub(super) fn apply_replacements(&mut self) {
-        let checks = &self.checks;
-        let hooks = &self.hooks;
         let down: Vec<String> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.replace.is_some() || s.remove)
-            .filter(|(_, s)| settled_down(&s.m.state) && s.unit.is_none())
+            .filter(|(_, s)| s.intent.reloading() && orchestrate::down(*s))
             .filter(|(n, _)| {
-                !checks.values().any(|c| &c.0 == *n) && !hooks.values().any(|h| h == *n)
+                !self.checks.values().any(|c| &c.0 == *n) && !self.hooks.values().any(|h| h == *n)
             })
             .filter(|(n, _)| !self.stop_queue.iter().any(|q| q.name == **n))
             .map(|(n, _)| n.clone())
             .collect();
         for name in down {
             let svc = self.svcs.get_mut(&name).expect("listed above");
-            if svc.remove {
+            if svc.intent.remove {
                 self.svcs.remove(&name);
-                self.timers.retain(|(_, n, _)| *n != name);
+                self.timers
+                    .retain(|(_, t)| t.service() != Some(name.as_str()));
                 note(&format!("{name} removed"));
                 continue;
             }
-            if let Some(cfg) = svc.replace.take() {
-                svc.cfg = *cfg;
-                svc.m.policy = policy(&svc.cfg);
+            if let Some(cfg) = svc.intent.replace.take() {
+                svc.redefine(*cfg);
                 listen_or_say(svc, &name, &self.tx);
             }
         }
@@ -266,15 +260,10 @@ impl Engine {
 
 /// Opens the service's notify socket if it needs one; a failure is said, and the
 /// service runs without (readiness by notify then times out, and says why).
-fn listen_or_say(svc: &mut Svc, name: &str, tx: &tokio::sync::mpsc::UnboundedSender<super::Msg>) {
+fn listen_or_say(svc: &mut Svc, name: &str, tx: &tokio::sync::mpsc::UnboundedSender<Msg>) {
     if let Err(e) = svc.listen(name, tx) {
         note(&format!(
             "{name}: cannot open its notify socket ({e}); its notifications will not be heard"
         ));
     }
-}
-
-/// Whether anything of the service runs or is about to.
-fn running(s: &Svc) -> bool {
-    !(settled_down(&s.m.state) && s.unit.is_none()) || s.rejoin
 }

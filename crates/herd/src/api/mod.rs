@@ -10,7 +10,7 @@ pub mod server;
 use std::path::{Path, PathBuf};
 
 use herd_config::Config;
-use herd_core::engine::note;
+use herd_core::log::note;
 
 /// The socket: `--socket`, else `supervisor.socket`, else for a host's
 /// configuration (a file under /etc, which root runs) [`HOST_SOCKET`], else

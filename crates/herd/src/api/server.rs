@@ -42,7 +42,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use herd_core::engine::{Change, Handle, Overview, note};
+use herd_core::engine::{Change, ControlError, Handle, Overview};
+use herd_core::log::note;
 
 use super::request::{self, Action, Call};
 
@@ -275,6 +276,30 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Answer {
     json(status, &serde_json::json!({ "error": msg.into() }))
 }
 
+/// The one place an engine's refusal becomes an HTTP status.
+pub fn status_of(e: &ControlError) -> StatusCode {
+    match e {
+        ControlError::UnknownService(_) => StatusCode::NOT_FOUND,
+        ControlError::Gone => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::InvalidConfig { .. } | ControlError::NoConfigFile => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ControlError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        ControlError::ShuttingDown(_)
+        | ControlError::AlreadyStopping(_)
+        | ControlError::Stopping(_)
+        | ControlError::NoProcess { .. }
+        | ControlError::Signal(_)
+        | ControlError::NotDone(_)
+        | ControlError::ReloadBusy(_) => StatusCode::CONFLICT,
+    }
+}
+
+/// An engine's refusal, answered.
+fn refused(e: ControlError) -> Answer {
+    error(status_of(&e), e.to_string())
+}
+
 async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallible> {
     let (parts, body) = req.into_parts();
     // Nothing takes a body; read (bounded) and drop it so the connection stays usable.
@@ -298,19 +323,18 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
     let answer = match call {
         Call::List => match h.overview().await {
             Ok(ov) => services_json(&ctx, ov),
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+            Err(e) => refused(e),
         },
         Call::Show(name) => match h.status().await {
             Ok(list) => match list.iter().find(|s| s.name == name) {
                 Some(s) => json(StatusCode::OK, s),
-                None => error(StatusCode::NOT_FOUND, format!("no service named {name}")),
+                None => refused(ControlError::UnknownService(name.to_string())),
             },
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+            Err(e) => refused(e),
         },
         Call::Signal { name, signal, all } => match h.signal(name, signal, all).await {
             Ok(msg) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
-            Err(e) if e.starts_with("no service named") => error(StatusCode::NOT_FOUND, e),
-            Err(e) => error(StatusCode::CONFLICT, e),
+            Err(e) => refused(e),
         },
         Call::Act { name, action, wait } => {
             let run = async {
@@ -322,15 +346,11 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
             };
             match tokio::time::timeout(wait, run).await {
                 Ok(Ok(msg)) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
-                Ok(Err(e)) if e.starts_with("no service named") => error(StatusCode::NOT_FOUND, e),
-                Ok(Err(e)) => error(StatusCode::CONFLICT, e),
-                Err(_) => error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "{name}: not done after {}; it goes on",
-                        herd_config::units::format_duration(wait)
-                    ),
-                ),
+                Ok(Err(e)) => refused(e),
+                Err(_) => refused(ControlError::Timeout {
+                    what: name.to_string(),
+                    after: wait,
+                }),
             }
         }
         Call::Events { sse } => events(&ctx, sse),
@@ -349,7 +369,7 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
         },
         Call::Plan => match h.config().await {
             Ok(c) => json(StatusCode::OK, &crate::cmd::plan::document(&c)),
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+            Err(e) => refused(e),
         },
     };
     Ok(answer)
@@ -430,11 +450,11 @@ async fn logs(ctx: &Ctx, name: &str, n: Option<usize>, follow: bool) -> Answer {
     let file = super::logs::path(&dir, name);
     let known = match ctx.handle.status().await {
         Ok(list) => list.iter().any(|s| s.name == name),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => return refused(e),
     };
     // A service removed by a reload still has its log.
     if !known && !file.exists() {
-        return error(StatusCode::NOT_FOUND, format!("no service named {name}"));
+        return refused(ControlError::UnknownService(name.to_string()));
     }
     // Set before the tail is read, so no write in between is missed.
     let watch = if follow {
@@ -482,12 +502,10 @@ async fn logs(ctx: &Ctx, name: &str, n: Option<usize>, follow: bool) -> Answer {
 async fn reload(h: &Handle, wait: Duration) -> Answer {
     let plan = match h.reload().await {
         Ok(p) => p,
-        Err(e) if e.starts_with("herder") || e.starts_with("the last reload") => {
-            return error(StatusCode::CONFLICT, e);
-        }
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => return refused(e),
     };
-    let waits: Vec<(String, tokio::task::JoinHandle<Result<String, String>>)> = plan
+    type Wait = tokio::task::JoinHandle<Result<String, ControlError>>;
+    let waits: Vec<(String, Wait)> = plan
         .starting()
         .map(|n| (n, false))
         .chain(plan.removed.iter().map(|n| (n, true)))
@@ -504,12 +522,13 @@ async fn reload(h: &Handle, wait: Duration) -> Answer {
     let mut failed = Vec::new();
     for (name, task) in waits {
         let r = match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "{name}: not done after {}; it goes on",
-                herd_config::units::format_duration(wait)
-            )),
+            Err(_) => Err(ControlError::Timeout {
+                what: name.clone(),
+                after: wait,
+            }
+            .to_string()),
         };
         if let Err(e) = &r {
             failed.push(e.clone());

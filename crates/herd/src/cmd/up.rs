@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use herd_config::{Config, Containment};
-use herd_core::engine::{Engine, Options, note};
+use herd_core::engine::{Engine, Options};
+use herd_core::log::note;
 
 use crate::api::health::{self, HealthCtx};
 use crate::api::server::{self, Access, Ctx};

@@ -1,0 +1,120 @@
+//! sd_notify: a service's datagrams on its `$NOTIFY_SOCKET`, in systemd's
+//! protocol, so existing daemons work unchanged.
+//!
+//! # How it works
+//!
+//! Each service that speaks it (readiness by `notify`, or `stop.notify`) has
+//! its own socket, kept across runs; a task forwards every datagram, with the
+//! sender's kernel-attested pid, to the loop. A datagram is acted on only if
+//! that pid is the main process or a process of the service's unit:
+//! `READY=1`, `RELOADING=1`, `STATUS=`, `STOPPING=1`, `MAINPID=`,
+//! `EXTEND_TIMEOUT_USEC=` (see [`super::stop`]). Descriptors sent along are
+//! closed once it is handled, which releases a `BARRIER=1` sender.
+//!
+//! # Caveats
+//!
+//! - `WATCHDOG=`, `FDSTORE=` and the rest of systemd's keys are not acted on yet.
+
+use tokio::sync::mpsc;
+
+use herd_config::ReadyCheck;
+use herd_sys::notify::{Notification, NotifySocket};
+
+use super::{Engine, Msg, Waker};
+use crate::log::note;
+use crate::machine::Event;
+
+/// Forwards every datagram of `sock` to the loop, as [`Msg::Notify`] for `name`.
+pub(super) fn listen(
+    name: String,
+    sock: NotifySocket,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let sock = tokio::net::UnixDatagram::from_std(sock.into_std())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            if sock.readable().await.is_err() {
+                return;
+            }
+            // None (nothing waiting) becomes WouldBlock, so readiness is cleared.
+            let got = sock.try_io(tokio::io::Interest::READABLE, || {
+                herd_sys::notify::recv(&sock)?.ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+            });
+            match got {
+                Ok(note) => {
+                    let name = name.clone();
+                    if tx.send(Msg::Notify { name, note }).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    // Retrying would spin on the same error.
+                    crate::log::note(&format!(
+                        "{name}: notify socket failed ({e}); its notifications are no longer heard"
+                    ));
+                    return;
+                }
+            }
+        }
+    }))
+}
+
+impl Engine {
+    /// An sd_notify datagram: acted on only if a process of the service sent it.
+    pub(super) fn on_notify(&mut self, name: &str, msg: Notification) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let main = svc.m.state.pid();
+        let ours = msg
+            .pid
+            .is_some_and(|p| Some(p) == main || svc.unit().is_some_and(|u| u.owns(p)));
+        if !ours {
+            note(&format!(
+                "{name}: ignored a notification from pid {}: not a process of this service",
+                msg.pid.map_or("unknown".into(), |p| p.to_string())
+            ));
+            return;
+        }
+        let by_notify = matches!(
+            svc.cfg.ready.as_ref().map(|r| &r.check),
+            Some(ReadyCheck::Notify)
+        );
+        for line in msg.text.lines() {
+            match line.split_once('=') {
+                Some(("READY", "1")) if by_notify => self.post(name, Event::ReadyCheckPassed),
+                Some(("RELOADING", "1")) => self.post(name, Event::NotReady),
+                Some(("STATUS", status)) => note(&format!("{name}: status: {status}")),
+                Some(("STOPPING", "1")) => note(&format!("{name}: says it is stopping")),
+                Some(("MAINPID", pid)) => self.main_pid(name, pid),
+                Some(("EXTEND_TIMEOUT_USEC", usec)) => self.extend(name, usec),
+                _ => {}
+            }
+        }
+        // Only now may a BARRIER=1 sender go on.
+        drop(msg.fds);
+    }
+
+    /// sd_notify `MAINPID=`: accepted for a process of the service's unit, which
+    /// then is the process whose exit ends the run.
+    fn main_pid(&mut self, name: &str, value: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let Ok(pid) = value.trim().parse::<i32>() else {
+            return note(&format!("{name}: MAINPID={value}: not a pid; ignored"));
+        };
+        if svc.m.state.pid() == Some(pid) {
+            return;
+        }
+        // Checked after opening the pidfd: it then names the process that was
+        // checked, whatever becomes of the pid number later.
+        match svc.unit().and_then(|u| u.pidfd(pid)) {
+            Some(pidfd) => {
+                note(&format!("{name}: main process is now pid {pid}"));
+                self.procs.adopt(pidfd, name, &Waker(self.tx.clone()));
+                self.post(name, Event::MainPid { pid });
+            }
+            None => note(&format!(
+                "{name}: MAINPID={pid} ignored: not a process of this service"
+            )),
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! One supervised service, split by how long each part lives.
+//!
+//! - [`Svc`] lives as long as the service is configured: its definition, its
+//!   [`Machine`], the operator's [`Intent`], its [`Counters`], its sd_notify
+//!   [`Listener`] (kept across runs, so a daemon's `$NOTIFY_SOCKET` stays valid).
+//! - [`Run`] lives exactly as long as one run: from the spawn until its unit is
+//!   empty. It holds the unit, the invocation id, the event pipe, the readiness
+//!   task and deadline, the kill backoff and the stop log, and is dropped as one
+//!   piece, so nothing of a dead run can leak into the next.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use herd_config::units::format_duration;
+use herd_config::{Kind, ReadyCheck, Service};
+use herd_contain::Unit;
+use herd_sys::ExitStatus;
+use herd_sys::notify::NotifySocket;
+
+use super::Msg;
+use crate::machine::{Machine, Policy, State, StopReason};
+use crate::report::ServiceReport;
+
+/// The first pause before a SIGKILL is repeated, and the longest.
+pub(super) const FIRST_KILL_RETRY: Duration = Duration::from_millis(100);
+pub(super) const MAX_KILL_RETRY: Duration = Duration::from_secs(5);
+
+pub(super) struct Svc {
+    pub cfg: Service,
+    pub m: Machine,
+    /// The current run, until every process of it is gone.
+    pub run: Option<Run>,
+    pub intent: Intent,
+    pub counters: Counters,
+    /// Its wave in a full shutdown (index into the plan's waves).
+    pub stop_wave: usize,
+    /// The sd_notify socket, for services that speak it.
+    pub notify: Option<Listener>,
+    /// Its part in the current shutdown, once its stop has ended.
+    pub report: Option<ServiceReport>,
+}
+
+/// What an operator (or a reload) asked of the service that is not done yet.
+#[derive(Default)]
+pub(super) struct Intent {
+    /// Start again once its `requires` are ready (an operator's start or
+    /// restart), like a pending service.
+    pub rejoin: bool,
+    /// A reload changed its configuration: applied once it is down.
+    pub replace: Option<Box<Service>>,
+    /// A reload removed it: dropped once it is down.
+    pub remove: bool,
+}
+
+impl Intent {
+    /// A reload is still to be applied to the service.
+    pub fn reloading(&self) -> bool {
+        self.replace.is_some() || self.remove
+    }
+}
+
+/// What `herd ps` and `/metrics` count over the service's life.
+#[derive(Default)]
+pub(super) struct Counters {
+    /// Runs (spawns).
+    pub runs: u64,
+    /// Stops that have ended, and those that needed SIGKILL.
+    pub stops: u64,
+    pub kills: u64,
+    /// How long the last stop took.
+    pub last_stop: Option<Duration>,
+    /// How the last run's main process ended.
+    pub last_exit: Option<ExitStatus>,
+}
+
+/// One run: everything that must not outlive it.
+pub(super) struct Run {
+    /// Which run of the service this is (1 for the first); timers carry it, so a
+    /// late one never acts on the next run.
+    pub number: u64,
+    pub unit: Box<dyn Unit>,
+    /// Its `HERD_INVOCATION`.
+    pub invocation: String,
+    /// The write end of its event pipe (`stop.notify`).
+    pub events: Option<OwnedFd>,
+    /// Keeps the readiness deadline (and runs a tcp/http probe).
+    pub ready_task: Option<JoinHandle<()>>,
+    /// When the readiness check must have passed.
+    pub ready_deadline: Option<Instant>,
+    /// The next pause between SIGKILLs of processes that survive them.
+    pub kill_backoff: Duration,
+    /// What the current stop has done so far.
+    pub stop: Option<StopLog>,
+}
+
+impl Run {
+    pub fn new(number: u64, unit: Box<dyn Unit>, invocation: String) -> Run {
+        Run {
+            number,
+            unit,
+            invocation,
+            events: None,
+            ready_task: None,
+            ready_deadline: None,
+            kill_backoff: FIRST_KILL_RETRY,
+            stop: None,
+        }
+    }
+
+    /// The readiness task has nothing left to do.
+    pub fn end_ready_task(&mut self) {
+        if let Some(t) = self.ready_task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.end_ready_task();
+    }
+}
+
+/// A service's sd_notify socket and the task forwarding its datagrams.
+pub(super) struct Listener {
+    /// `$NOTIFY_SOCKET` for its processes.
+    pub env: String,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    /// A service removed by a reload leaves no task behind; the socket closes
+    /// with it.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Svc {
+    /// A service not started yet.
+    pub fn new(cfg: &Service, stop_wave: usize) -> Svc {
+        Svc {
+            cfg: cfg.clone(),
+            m: Machine::new(policy(cfg)),
+            run: None,
+            intent: Intent::default(),
+            counters: Counters::default(),
+            stop_wave,
+            notify: None,
+            report: None,
+        }
+    }
+
+    /// Takes a new definition (the service is down, or it does not matter).
+    pub fn redefine(&mut self, cfg: Service) {
+        self.cfg = cfg;
+        self.m.policy = policy(&self.cfg);
+    }
+
+    /// The unit of the current run.
+    pub fn unit(&mut self) -> Option<&mut Box<dyn Unit>> {
+        self.run.as_mut().map(|r| &mut r.unit)
+    }
+
+    /// The current stop's log.
+    pub fn stop_log(&mut self) -> Option<&mut StopLog> {
+        self.run.as_mut().and_then(|r| r.stop.as_mut())
+    }
+
+    /// The current run's `HERD_INVOCATION`, if one runs.
+    pub fn invocation(&self) -> Option<&str> {
+        self.run.as_ref().map(|r| r.invocation.as_str())
+    }
+
+    /// Opens the service's notify socket if its configuration speaks sd_notify:
+    /// services that report readiness with it, and those that subscribe to stop
+    /// events (STOPPING=1, EXTEND_TIMEOUT_USEC=).
+    pub fn listen(&mut self, name: &str, tx: &mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
+        let by_notify = matches!(
+            self.cfg.ready.as_ref().map(|r| &r.check),
+            Some(ReadyCheck::Notify)
+        );
+        if self.notify.is_some() || !(by_notify || self.cfg.stop.notify) {
+            return Ok(());
+        }
+        let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))?;
+        self.notify = Some(Listener {
+            env: sock.env_value(),
+            task: super::notify::listen(name.to_string(), sock, tx.clone())?,
+        });
+        Ok(())
+    }
+}
+
+/// The state machine's view of a service's configuration.
+pub(super) fn policy(cfg: &Service) -> Policy {
+    Policy {
+        oneshot: cfg.kind == Kind::Oneshot,
+        has_ready_check: cfg.ready.is_some(),
+        ready_timeout: cfg.ready.as_ref().map_or(Duration::ZERO, |r| r.timeout),
+        restart: cfg.restart.policy,
+        backoff: cfg.restart.backoff,
+        limit: cfg.restart.limit,
+        stable: cfg.restart.stable,
+    }
+}
+
+/// The cgroup limits of a service.
+pub(super) fn limits(cfg: &Service) -> herd_contain::Limits {
+    herd_contain::Limits {
+        memory: cfg.limits.memory,
+        pids: cfg.limits.pids,
+        cpu: cfg.limits.cpu,
+    }
+}
+
+/// What one stop did, for its closing line and the shutdown report. The deadline
+/// is not here: it lives in the machine's `Stopping` (and `Stuck`) state.
+#[derive(Clone, Debug)]
+pub struct StopLog {
+    pub requested: Instant,
+    pub reason: StopReason,
+    /// The service asked for more time (sd_notify `EXTEND_TIMEOUT_USEC=`).
+    pub extended: bool,
+    /// The state the stop found the service in.
+    pub state: &'static str,
+    /// When the shutdown event went out, or why it could not.
+    pub event: Option<Result<Instant, String>>,
+    pub hook_status: Option<ExitStatus>,
+    /// How the main process ended.
+    pub main_status: Option<ExitStatus>,
+    /// How long the `stop.exec` hook took, once it has ended.
+    pub hook_took: Option<Duration>,
+    pub signal_at: Option<Instant>,
+    pub killed_at: Option<Instant>,
+    /// Processes that survived SIGKILL, at their most.
+    pub stuck: usize,
+}
+
+impl StopLog {
+    pub fn new(now: Instant, reason: StopReason, state: &'static str) -> StopLog {
+        StopLog {
+            requested: now,
+            reason,
+            extended: false,
+            state,
+            event: None,
+            hook_status: None,
+            main_status: None,
+            hook_took: None,
+            signal_at: None,
+            killed_at: None,
+            stuck: 0,
+        }
+    }
+
+    /// `SIGTERM at +0ms, SIGKILL at +1.00s, all gone at +1.01s`; `deadline` is
+    /// when SIGKILL was (or is) due.
+    pub fn summary(&self, signal: &str, deadline: Option<Instant>, end: Instant) -> String {
+        let at = |t: Instant| format!("+{}", format_duration(t - self.requested));
+        let mut parts = Vec::new();
+        if let Some(Ok(t)) = &self.event {
+            parts.push(format!("event at {}", at(*t)));
+        }
+        if let Some(took) = self.hook_took {
+            parts.push(format!("stop.exec took {}", format_duration(took)));
+        }
+        if let Some(t) = self.signal_at {
+            parts.push(format!("{signal} at {}", at(t)));
+        }
+        if let Some(d) = deadline.filter(|_| self.extended && self.killed_at.is_none()) {
+            parts.push(format!("deadline extended to {}", at(d)));
+        }
+        if let Some(t) = self.killed_at {
+            parts.push(format!("SIGKILL at {}", at(t)));
+        }
+        if self.stuck > 0 {
+            parts.push(format!(
+                "{} process(es) survived SIGKILL for a while",
+                self.stuck
+            ));
+        }
+        parts.push(format!("all gone at {}", at(end)));
+        parts.join(", ")
+    }
+}
+
+/// When SIGKILL is (or was) due in the stop `state` is in.
+pub(super) fn stop_deadline(state: &State) -> Option<Instant> {
+    match state {
+        State::Stopping { deadline, .. } | State::Stuck { deadline, .. } => {
+            Some(Instant::from_std(*deadline))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,285 @@
+//! Starting a service: its turn, its spawn into a fresh unit, its readiness.
+//!
+//! # How it works
+//!
+//! - **Its turn**: outside a shutdown, every settle of the loop asks
+//!   [`orchestrate::startable`] which services may start (a pending service, or
+//!   one an operator asked to start, once every `requires` is ready and every
+//!   `after` has settled), and posts `Start` to each.
+//! - **Spawn**: a new [`Run`] gets a unit of the containment backend, a fresh
+//!   `HERD_INVOCATION`, the notify socket's address and (with `stop.notify`) the
+//!   read end of an event pipe; the child joins its unit before exec. Its output
+//!   is captured without ever blocking it; a `log` readiness regex is matched by
+//!   the reader.
+//! - **Readiness**: `tcp` and `http` probes run in a task; `exec` checks are
+//!   spawned into the service's unit, one attempt per `interval`, and reaped by
+//!   the one reaper; `log` and `notify` are answered by the output reader and the
+//!   notify socket. In every case a task keeps the deadline and answers
+//!   `ReadyTimeout`. Answers carry the main pid, so one about an earlier run is
+//!   dropped.
+//!
+//! # Caveats
+//!
+//! - A spawn that fails marks the service `failed` (the machine does not retry a
+//!   command that cannot start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use herd_config::ReadyCheck;
+use herd_contain::procfs::INVOCATION_VAR;
+
+use super::orchestrate::{self, Member};
+use super::service::{Run, limits};
+use super::{Engine, Msg, Timer, stop};
+use crate::log::note;
+use crate::machine::Event;
+
+const SIGKILL: i32 = herd_config::units::Signal::KILL.0;
+
+impl Engine {
+    /// Posts what may start now, or advances the shutdown; whether it posted
+    /// anything (the loop settles until it does not).
+    pub(super) fn schedule(&mut self) -> bool {
+        if self.shutdown.is_some() {
+            return self.advance_wave();
+        }
+        self.apply_replacements();
+        let ready = orchestrate::startable(&self.svcs);
+        let mut posted = !ready.is_empty();
+        for name in ready {
+            self.svcs.get_mut(&name).expect("known").intent.rejoin = false;
+            self.post(&name, Event::Start);
+        }
+        posted |= self.run_requests();
+        posted
+    }
+
+    /// The epoll set watching every unit's `cgroup.events`, made (with the task
+    /// that forwards its wake-ups) the first time one is needed. A unit's
+    /// descriptor leaves it when the unit is dropped.
+    fn unit_watch(&mut self) -> std::io::Result<&herd_sys::watch::PriorityWatch> {
+        if self.unit_watch.is_none() {
+            let watch = Arc::new(herd_sys::watch::PriorityWatch::new()?);
+            let (w, tx) = (watch.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                while w.changed().await.is_ok() {
+                    if tx.send(Msg::UnitChanged).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.unit_watch = Some(watch);
+        }
+        Ok(self.unit_watch.as_deref().expect("made above"))
+    }
+
+    pub(super) fn spawn(&mut self, name: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let invocation = herd_contain::procfs::new_invocation();
+        let mut extra: Vec<(String, String)> = svc
+            .notify
+            .iter()
+            .map(|l| ("NOTIFY_SOCKET".to_string(), l.env.clone()))
+            .collect();
+        extra.push((INVOCATION_VAR.into(), invocation.clone()));
+        // The event pipe: the service reads, herder writes (never blocking).
+        let pipe = if svc.cfg.stop.notify {
+            match stop::event_pipe() {
+                Ok((r, w)) => {
+                    extra.push((
+                        "HERD_EVENTS_FD".into(),
+                        herd_sys::spawn::FIRST_INHERITED_FD.to_string(),
+                    ));
+                    Some((Arc::new(r), w))
+                }
+                Err(e) => {
+                    let reason = format!("cannot make its event pipe: {e}");
+                    return self.post_now(name, Event::SpawnFailed { reason });
+                }
+            }
+        } else {
+            None
+        };
+        let mut spec = match crate::spec::build(&svc.cfg, &extra) {
+            Ok(s) => s,
+            Err(reason) => return self.post_now(name, Event::SpawnFailed { reason }),
+        };
+        spec.inherit = pipe.iter().map(|(r, _)| r.clone()).collect();
+        let mut unit = match self.backend.create(name, &limits(&svc.cfg)) {
+            Ok(u) => u,
+            Err(e) => {
+                let reason = format!("cannot create its {} unit: {e}", self.backend.kind());
+                return self.post_now(name, Event::SpawnFailed { reason });
+            }
+        };
+        unit.set_invocation(&invocation);
+        spec.cgroup = unit.join();
+        let child = match self.procs.spawn(&spec) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = unit.remove();
+                let reason = e.to_string();
+                return self.post_now(name, Event::SpawnFailed { reason });
+            }
+        };
+        let pid = child.pid;
+        unit.started(pid);
+        if let Some(fd) = unit.events()
+            && let Err(e) = self.unit_watch().and_then(|w| w.add(fd))
+        {
+            note(&format!(
+                "{name}: cannot watch its cgroup.events ({e}); its end is noticed on SIGCHLD only"
+            ));
+        }
+        let svc = self.svcs.get_mut(name).expect("known service");
+        svc.counters.runs += 1;
+        let mut run = Run::new(svc.counters.runs, unit, invocation);
+        // The read end now lives in the child only.
+        run.events = pipe.map(|(_, w)| w);
+        svc.run = Some(run);
+        let log_re = match svc.cfg.ready.as_ref().map(|r| &r.check) {
+            Some(ReadyCheck::Log(re)) => regex_lite::Regex::new(re).ok(),
+            _ => None,
+        };
+        for fd in [child.stdout, child.stderr].into_iter().flatten() {
+            let tx = self.tx.clone();
+            let (n, re) = (name.to_string(), log_re.clone());
+            let mut sent = false;
+            let on_line = move |line: &str| {
+                if !sent && re.as_ref().is_some_and(|r| r.is_match(line)) {
+                    sent = true;
+                    let _ = tx.send(Msg::Ready {
+                        name: n.clone(),
+                        pid,
+                    });
+                }
+            };
+            if let Err(e) = self.out.capture(name, fd, on_line) {
+                note(&format!("{name}: cannot capture output: {e}"));
+            }
+        }
+        self.state_dirty = true;
+        self.post_now(name, Event::Spawned { pid });
+    }
+
+    pub(super) fn watch_readiness(&mut self, name: &str, deadline: Instant) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let (Some(ready), Some(pid), Some(run)) =
+            (svc.cfg.ready.clone(), svc.m.state.pid(), svc.run.as_mut())
+        else {
+            return;
+        };
+        run.ready_deadline = Some(deadline);
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        let answered_elsewhere = matches!(
+            ready.check,
+            ReadyCheck::Log(_) | ReadyCheck::Notify | ReadyCheck::Exec(_)
+        );
+        let exec = matches!(ready.check, ReadyCheck::Exec(_));
+        run.ready_task = Some(tokio::spawn(async move {
+            if answered_elsewhere {
+                // The output reader, the notify socket or the reaper answers; this
+                // task only keeps the deadline.
+                tokio::time::sleep_until(deadline).await;
+                let _ = tx.send(Msg::ReadyTimeout { name: n, pid });
+                return;
+            }
+            let msg = if crate::ready::probe(ready.check, ready.interval, deadline).await {
+                Msg::Ready { name: n, pid }
+            } else {
+                Msg::ReadyTimeout { name: n, pid }
+            };
+            let _ = tx.send(msg);
+        }));
+        if exec {
+            self.run_exec_check(name);
+        }
+    }
+
+    /// Starts one attempt of a service's `exec` readiness check, as the service's
+    /// user, in its directory and environment, output discarded.
+    pub(super) fn run_exec_check(&mut self, name: &str) {
+        let svc = &self.svcs[name];
+        let (Some(svc_pid), Some(ReadyCheck::Exec(argv)), Some(run)) = (
+            svc.m.state.pid(),
+            svc.cfg.ready.as_ref().map(|r| &r.check),
+            svc.run.as_ref(),
+        ) else {
+            return;
+        };
+        let inv = [(INVOCATION_VAR.into(), run.invocation.clone())];
+        let spec = crate::spec::build(&svc.cfg, &inv).map(|s| herd_sys::Spec {
+            argv: argv.clone(),
+            discard_output: true,
+            cgroup: run.unit.join(),
+            ..s
+        });
+        match spec.map(|s| self.procs.spawn(&s).map_err(|e| e.to_string())) {
+            Ok(Ok(child)) => {
+                if let Some(u) = self.svcs.get_mut(name).expect("known").unit() {
+                    u.started(child.pid);
+                }
+                self.checks.insert(child.pid, (name.to_string(), svc_pid));
+            }
+            Ok(Err(e)) | Err(e) => {
+                note(&format!("{name}: readiness check cannot run: {e}"));
+                self.retry_exec_check(name);
+            }
+        }
+    }
+
+    pub(super) fn exec_check_done(&mut self, name: &str, svc_pid: i32, passed: bool) {
+        if self.svcs[name].m.state.pid() != Some(svc_pid) {
+            return; // about an earlier run
+        }
+        if passed {
+            self.post(name, Event::ReadyCheckPassed);
+        } else {
+            self.retry_exec_check(name);
+        }
+    }
+
+    fn retry_exec_check(&mut self, name: &str) {
+        let svc = &self.svcs[name];
+        let interval = svc
+            .cfg
+            .ready
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.interval);
+        let at = Instant::now() + interval;
+        // Past the deadline the timeout answers; no attempt is started.
+        let deadline = svc.run.as_ref().and_then(|r| r.ready_deadline);
+        if deadline.is_some_and(|d| at < d) {
+            self.timers.insert((at, Timer::ExecCheck(name.to_string())));
+        }
+    }
+
+    /// Ends the service's running readiness checks (and what they started).
+    pub(super) fn kill_checks(&mut self, name: &str) {
+        for (pid, (n, _)) in &self.checks {
+            if n == name {
+                self.procs.signal_group(*pid, SIGKILL);
+            }
+        }
+    }
+
+    /// A restart is due. During a shutdown it is refused (the service is stopped
+    /// instead); while the previous run's unit still has members it waits, and
+    /// `check_empty` resumes it once the unit is empty.
+    pub(super) fn end_backoff(&mut self, name: &str) {
+        if self.shutdown.is_some() {
+            note(&format!("{name}: no restart during shutdown"));
+            return self.stop(name, Instant::now());
+        }
+        if self.svcs[name].has_run() {
+            return note(&format!(
+                "{name}: restart waits for the rest of the previous run to exit"
+            ));
+        }
+        self.post(name, Event::BackoffElapsed);
+    }
+}
