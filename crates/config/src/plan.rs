@@ -33,65 +33,48 @@
 
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
-
 use crate::graph::DepGraph;
 use crate::schema::Config;
 
 /// The shutdown of a whole configuration, wave by wave.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShutdownPlan {
     /// `shutdown.timeout`.
-    #[serde(rename = "budget_ms", serialize_with = "ms")]
     pub budget: Duration,
     /// The kill reserve each wave gets (after the cap at half the budget).
-    #[serde(rename = "kill_reserve_ms", serialize_with = "ms")]
     pub kill_reserve: Duration,
     /// Whether the stop timeouts had to be cut to fit the budget.
     pub squeezed: bool,
     /// When the last wave ends in the worst case; never after `budget`.
-    #[serde(rename = "end_ms", serialize_with = "ms")]
     pub end: Duration,
     pub waves: Vec<StopWave>,
 }
 
 /// One stop wave; offsets are from the start of the shutdown.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StopWave {
-    #[serde(rename = "start_ms", serialize_with = "ms")]
     pub start: Duration,
     /// The graceful window granted to the wave.
-    #[serde(rename = "window_ms", serialize_with = "ms")]
     pub window: Duration,
     /// The wave's planned SIGKILL time: `start + window`.
-    #[serde(rename = "kill_at_ms", serialize_with = "ms")]
     pub kill_at: Duration,
     /// The latest SIGKILL time at run time that still leaves every later wave its
     /// share; never before `kill_at`.
-    #[serde(rename = "latest_kill_at_ms", serialize_with = "ms")]
     pub latest_kill_at: Duration,
     /// `kill_at` plus the kill reserve: the wave is verified empty by then.
-    #[serde(rename = "end_ms", serialize_with = "ms")]
     pub end: Duration,
     pub services: Vec<ServiceDeadline>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceDeadline {
     pub name: String,
     /// What the service asked for (`stop.timeout`).
-    #[serde(rename = "stop_timeout_ms", serialize_with = "ms")]
     pub stop_timeout: Duration,
     /// What it gets: `min(stop_timeout, wave window)`.
-    #[serde(rename = "granted_ms", serialize_with = "ms")]
     pub granted: Duration,
     /// When it is SIGKILLed at the latest in the planned worst case.
-    #[serde(rename = "kill_at_ms", serialize_with = "ms")]
     pub kill_at: Duration,
-}
-
-fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Plans the shutdown of `config`, which must be valid (acyclic).

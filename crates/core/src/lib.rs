@@ -5,7 +5,6 @@
 //! - [`log`]: herder's own lines, one write each;
 //! - [`output`]: capturing services' output without blocking them;
 //! - [`spec`]: from configuration to what is spawned;
-//! - [`report`]: the shutdown report (JSON, table, SVG);
 //! - [`state`]: the state file of what runs, and recovery after herder was killed.
 
 pub mod engine;
@@ -13,7 +12,6 @@ pub mod log;
 pub mod machine;
 pub mod output;
 mod ready;
-pub mod report;
 pub mod spec;
 pub mod state;
 

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use herd_api::{Overview, ServiceStatus};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -114,43 +114,6 @@ pub enum Request {
         gone: bool,
         reply: Reply,
     },
-}
-
-/// The whole herd.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Overview {
-    /// A shutdown has begun.
-    pub shutting_down: bool,
-    pub services: Vec<ServiceStatus>,
-}
-
-/// One service as `herd ps` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    /// `long` or `oneshot`.
-    pub kind: String,
-    /// What it requires (from the configuration).
-    pub requires: Vec<String>,
-    pub state: String,
-    /// Why it failed, how it exited, which pids are stuck.
-    pub detail: Option<String>,
-    /// The main process.
-    pub pid: Option<i32>,
-    /// Every live process of its current run.
-    pub pids: Vec<i32>,
-    /// Since its current run started, while it runs.
-    pub uptime_ms: Option<u64>,
-    /// How many times it has been started.
-    pub runs: u64,
-    pub ready: bool,
-    /// How its last run's main process ended.
-    pub last_exit: Option<String>,
-    /// Stops that have ended, and how many of them needed SIGKILL.
-    pub stops: u64,
-    pub kills: u64,
-    /// How long its last stop took, from the request to the last process gone.
-    pub last_stop_ms: Option<f64>,
 }
 
 /// Talks to a running engine from other tasks.

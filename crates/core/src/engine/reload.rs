@@ -21,8 +21,7 @@
 //! reload says so. One reload is applied at a time: a second one is refused while
 //! services of the first are still being replaced or removed.
 
-use serde::{Deserialize, Serialize};
-
+pub use herd_api::ReloadPlan;
 use herd_config::{Config, Service};
 
 use super::control::ControlError;
@@ -32,45 +31,6 @@ use super::service::Svc;
 use super::{Engine, Msg, shutdown};
 use crate::log::note;
 use crate::machine::StopReason;
-
-/// What a reload does, service by service.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReloadPlan {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    /// Running services the reload stops and starts again: the changed ones and
-    /// what requires them.
-    pub restarted: Vec<String>,
-    /// Settings of the new file that apply only at the next `herd up`.
-    pub notes: Vec<String>,
-}
-
-impl ReloadPlan {
-    /// The services the reload starts (added and restarted): wait on them to be up.
-    pub fn starting(&self) -> impl Iterator<Item = &String> {
-        self.added.iter().chain(&self.restarted)
-    }
-
-    /// `added: a; changed: b` or `no service changed`.
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        for (what, list) in [
-            ("added", &self.added),
-            ("removed", &self.removed),
-            ("changed", &self.changed),
-        ] {
-            if !list.is_empty() {
-                parts.push(format!("{what}: {}", list.join(", ")));
-            }
-        }
-        if parts.is_empty() {
-            "no service changed".into()
-        } else {
-            parts.join("; ")
-        }
-    }
-}
 
 /// The same service, wherever it is defined.
 fn same(a: &Service, b: &Service) -> bool {

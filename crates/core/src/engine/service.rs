@@ -23,7 +23,7 @@ use herd_sys::notify::NotifySocket;
 
 use super::Msg;
 use crate::machine::{Machine, Policy, State, StopReason};
-use crate::report::ServiceReport;
+use herd_api::ServiceReport;
 
 /// The first pause before a SIGKILL is repeated, and the longest.
 pub(super) const FIRST_KILL_RETRY: Duration = Duration::from_millis(100);

@@ -36,8 +36,8 @@ use super::service::{StopLog, Svc, stop_deadline};
 use super::{Engine, Timer};
 use crate::log::note;
 use crate::machine::{Event, State};
-use crate::report::{Report, ServiceReport};
 use crate::state::{Proc, StateFile};
+use herd_api::{Report, ServiceReport};
 
 const SIGKILL: i32 = herd_config::units::Signal::KILL.0;
 

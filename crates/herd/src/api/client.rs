@@ -94,13 +94,5 @@ pub async fn rest(body: Incoming) -> Bytes {
 
 /// The `error` or `message` field of a JSON answer, or the body as text.
 pub fn message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("error")
-                .or_else(|| v.get("message"))
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+    herd_api::answer::text_of(body)
 }

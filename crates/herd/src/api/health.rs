@@ -21,7 +21,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use herd_core::engine::{Handle, Overview};
+use herd_api::Overview;
+use herd_core::engine::Handle;
 
 /// The machine states a service can be in, one time series each.
 const STATES: &[&str] = &[
@@ -158,7 +159,7 @@ fn metrics(o: &Overview) -> String {
             let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     };
-    let each = |f: &dyn Fn(&herd_core::engine::ServiceStatus) -> String| {
+    let each = |f: &dyn Fn(&herd_api::ServiceStatus) -> String| {
         o.services
             .iter()
             .map(|s| (format!("service=\"{}\"", s.name), f(s)))

@@ -42,7 +42,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use herd_core::engine::{Change, ControlError, Handle, Overview};
+use herd_api::{
+    Change, ErrorAnswer, Message, Overview, ReloadAnswer, ReloadResult, ShutdownAnswer,
+};
+use herd_core::engine::{ControlError, Handle};
 use herd_core::log::note;
 
 use super::request::{self, Action, Call};
@@ -273,7 +276,11 @@ fn stream(
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Answer {
-    json(status, &serde_json::json!({ "error": msg.into() }))
+    json(status, &ErrorAnswer { error: msg.into() })
+}
+
+fn message(message: String) -> Answer {
+    json(StatusCode::OK, &Message { message })
 }
 
 /// The one place an engine's refusal becomes an HTTP status.
@@ -333,7 +340,7 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
             Err(e) => refused(e),
         },
         Call::Signal { name, signal, all } => match h.signal(name, signal, all).await {
-            Ok(msg) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
+            Ok(msg) => message(msg),
             Err(e) => refused(e),
         },
         Call::Act { name, action, wait } => {
@@ -345,7 +352,7 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
                 }
             };
             match tokio::time::timeout(wait, run).await {
-                Ok(Ok(msg)) => json(StatusCode::OK, &serde_json::json!({ "message": msg })),
+                Ok(Ok(msg)) => message(msg),
                 Ok(Err(e)) => refused(e),
                 Err(_) => refused(ControlError::Timeout {
                     what: name.to_string(),
@@ -360,10 +367,13 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
             h.shutdown("herd down");
             json(
                 StatusCode::ACCEPTED,
-                &serde_json::json!({ "message": "shutting down", "pid": std::process::id() }),
+                &ShutdownAnswer {
+                    message: "shutting down".into(),
+                    pid: std::process::id(),
+                },
             )
         }
-        Call::Report => match herd_core::report::Report::load(&ctx.state_dir) {
+        Call::Report => match herd_api::Report::load(&ctx.state_dir) {
             Ok(r) => json(StatusCode::OK, &r),
             Err(_) => error(StatusCode::NOT_FOUND, "no shutdown report yet"),
         },
@@ -429,9 +439,10 @@ fn events(ctx: &Ctx, sse: bool) -> Answer {
                             let last = matches!(change, Change::Finished { .. });
                             (serde_json::to_string(&change).expect("plain data"), last)
                         }
-                        Err(RecvError::Lagged(missed)) => {
-                            (format!(r#"{{"event":"lagged","missed":{missed}}}"#), false)
-                        }
+                        Err(RecvError::Lagged(missed)) => (
+                            serde_json::to_string(&Change::Lagged { missed }).expect("plain data"),
+                            false,
+                        ),
                         Err(RecvError::Closed) => return,
                     };
                     if tx.send_data(frame(line)).await.is_err() || last {
@@ -533,22 +544,24 @@ async fn reload(h: &Handle, wait: Duration) -> Answer {
         if let Err(e) = &r {
             failed.push(e.clone());
         }
-        results.push(serde_json::json!({
-            "service": name,
-            "ok": r.is_ok(),
-            "message": r.unwrap_or_else(|e| e),
-        }));
+        results.push(ReloadResult {
+            service: name,
+            ok: r.is_ok(),
+            message: r.unwrap_or_else(|e| e),
+        });
     }
-    let body = serde_json::json!({
-        "message": format!("reloaded ({})", plan.summary()),
-        "plan": plan,
-        "results": results,
-    });
-    if failed.is_empty() {
-        json(StatusCode::OK, &body)
+    let summary = plan.summary();
+    let answer = ReloadAnswer {
+        message: format!("reloaded ({summary})"),
+        error: (!failed.is_empty())
+            .then(|| format!("reloaded ({summary}), but: {}", failed.join("; "))),
+        plan,
+        results,
+    };
+    let status = if answer.error.is_none() {
+        StatusCode::OK
     } else {
-        let mut body = body;
-        body["error"] = format!("reloaded ({}), but: {}", plan.summary(), failed.join("; ")).into();
-        json(StatusCode::CONFLICT, &body)
-    }
+        StatusCode::CONFLICT
+    };
+    json(status, &answer)
 }

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use hyper::Method;
 
-use herd_core::engine::ServiceStatus;
+use herd_api::answer::LogLine;
+use herd_api::{Change, ReloadAnswer, ServiceStatus};
 
 use crate::api::client;
 use crate::output::{self, Table};
@@ -136,31 +137,23 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
 /// `herd reload`: what changed, and how each service it started or removed ended
 /// up; 1 if the file was refused or a service did not come up.
 fn reloaded(status: hyper::StatusCode, body: &[u8], json: bool) -> ExitCode {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if json && v.get("plan").is_some() {
-        let code = output::stdout(&(String::from_utf8_lossy(body).into_owned() + "\n"));
-        return if status.is_success() {
-            code
-        } else {
-            ExitCode::from(1)
-        };
-    }
-    if v.get("plan").is_none() {
+    // Anything else than an answer of a reload applied is a refusal.
+    let Ok(answer) = serde_json::from_slice::<ReloadAnswer>(body) else {
         return fail(&client::message(body));
-    }
-    let mut out = format!("{}\n", v["message"].as_str().unwrap_or("reloaded"));
-    for note in v["plan"]["notes"].as_array().into_iter().flatten() {
-        out.push_str(&format!("note: {}\n", note.as_str().unwrap_or_default()));
-    }
-    for r in v["results"].as_array().into_iter().flatten() {
-        let ok = r["ok"].as_bool().unwrap_or(false);
-        out.push_str(&format!(
-            "{} {}\n",
-            if ok { " ok " } else { "FAIL" },
-            r["message"].as_str().unwrap_or_default()
-        ));
-    }
-    let code = output::stdout(&out);
+    };
+    let code = if json {
+        output::stdout(&(String::from_utf8_lossy(body).into_owned() + "\n"))
+    } else {
+        let mut out = format!("{}\n", answer.message);
+        for note in &answer.plan.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        for r in &answer.results {
+            let ok = if r.ok { " ok " } else { "FAIL" };
+            out.push_str(&format!("{ok} {}\n", r.message));
+        }
+        output::stdout(&out)
+    };
     if status.is_success() {
         code
     } else {
@@ -184,8 +177,8 @@ async fn events(sock: &Path, json: bool) -> ExitCode {
             let text = if json {
                 format!("{line}\n")
             } else {
-                match serde_json::from_str::<serde_json::Value>(line) {
-                    Ok(v) => describe(&v),
+                match serde_json::from_str::<Change>(line) {
+                    Ok(c) => c.describe(),
                     Err(_) => format!("{line}\n"),
                 }
             };
@@ -197,56 +190,6 @@ async fn events(sock: &Path, json: bool) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
-}
-
-/// One event as a line for people: `12:00:01.234Z web starting -> ready (pid 42)`.
-pub fn describe(v: &serde_json::Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let list = |k: &str| {
-        v[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
-    let at = clock(v["at_ms"].as_u64().unwrap_or(0));
-    let what = match v["event"].as_str().unwrap_or_default() {
-        "state" => {
-            let mut t = format!("{} {} -> {}", s("service"), s("from"), s("to"));
-            if let Some(d) = v["detail"].as_str() {
-                t.push_str(&format!(" ({d})"));
-            } else if let Some(p) = v["pid"].as_i64() {
-                t.push_str(&format!(" (pid {p})"));
-            }
-            t
-        }
-        "reload" => format!(
-            "reload: added [{}], removed [{}], changed [{}]",
-            list("added"),
-            list("removed"),
-            list("changed")
-        ),
-        "shutdown" => format!("shutdown ({})", s("trigger")),
-        "finished" => format!("finished, exit code {}", v["exit_code"]),
-        "lagged" => format!("({} events missed: this reader was too slow)", v["missed"]),
-        other => format!("{other}: {v}"),
-    };
-    format!("{at} {what}\n")
-}
-
-/// `HH:MM:SS.mmmZ` of a Unix time in milliseconds.
-fn clock(ms: u64) -> String {
-    let secs = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-        ms % 1000
-    )
 }
 
 /// Splits a byte stream into lines; a last line without its end is kept until
@@ -374,7 +317,11 @@ async fn logs(
     while let Some(item) = rx.recv().await {
         let text = match item {
             Ok((name, line)) if json => {
-                serde_json::json!({ "service": name, "line": line }).to_string() + "\n"
+                let line = LogLine {
+                    service: name,
+                    line,
+                };
+                serde_json::to_string(&line).expect("plain data") + "\n"
             }
             Ok((name, line)) if prefix => format!("{name:>width$} | {line}\n"),
             Ok((_, line)) => format!("{line}\n"),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hyper::Method;
 
-use herd_core::report::Report;
+use herd_api::{Change, Report, ShutdownAnswer};
 use herd_core::state::StateFile;
 use herd_sys::Pidfd;
 
@@ -79,10 +79,8 @@ async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCod
     if !status.is_success() {
         return Ok(fail(&client::message(&body)));
     }
-    let pid = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["pid"].as_u64())
-        .map_or(String::new(), |p| format!(" (pid {p})"));
+    let pid = serde_json::from_slice::<ShutdownAnswer>(&body)
+        .map_or(String::new(), |a| format!(" (pid {})", a.pid));
     let Some(events) = events else {
         return Ok(crate::output::stdout(&format!(
             "herd{pid} is shutting down\n"
@@ -92,7 +90,7 @@ async fn over_socket(sock: &Path, wait: bool, limit: Duration) -> Result<ExitCod
     let mut report: Option<(u8, Report)> = None;
     let read = client::read_stream(sock, events, |chunk| {
         lines.feed(chunk, |line| match serde_json::from_str(line) {
-            Ok(herd_core::engine::Change::Finished {
+            Ok(Change::Finished {
                 exit_code,
                 report: r,
                 ..

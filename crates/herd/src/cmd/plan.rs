@@ -5,16 +5,8 @@ use std::process::ExitCode;
 
 use herd_config::units::format_duration;
 use herd_config::{DepGraph, ShutdownPlan, shutdown_plan};
-use serde::Serialize;
 
 use crate::output::{self, Table};
-
-/// The `--json` shape.
-#[derive(Serialize)]
-struct Plan<'a> {
-    start_waves: &'a [Vec<String>],
-    shutdown: &'a ShutdownPlan,
-}
 
 pub fn run(file: &Path, json: bool) -> ExitCode {
     let config = match super::load_or_report(file) {
@@ -32,14 +24,39 @@ pub fn run(file: &Path, json: bool) -> ExitCode {
 }
 
 /// The `--json` document (also `GET /v1/plan`).
-pub fn document(config: &herd_config::Config) -> serde_json::Value {
-    let start_waves = DepGraph::new(&config.services).start_waves();
-    let shutdown = shutdown_plan(config);
-    serde_json::to_value(Plan {
-        start_waves: &start_waves,
-        shutdown: &shutdown,
-    })
-    .expect("plain data serialises")
+pub fn document(config: &herd_config::Config) -> herd_api::Plan {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let plan = shutdown_plan(config);
+    herd_api::Plan {
+        start_waves: DepGraph::new(&config.services).start_waves(),
+        shutdown: herd_api::plan::ShutdownPlan {
+            budget_ms: ms(plan.budget),
+            kill_reserve_ms: ms(plan.kill_reserve),
+            squeezed: plan.squeezed,
+            end_ms: ms(plan.end),
+            waves: plan
+                .waves
+                .iter()
+                .map(|w| herd_api::plan::StopWave {
+                    start_ms: ms(w.start),
+                    window_ms: ms(w.window),
+                    kill_at_ms: ms(w.kill_at),
+                    latest_kill_at_ms: ms(w.latest_kill_at),
+                    end_ms: ms(w.end),
+                    services: w
+                        .services
+                        .iter()
+                        .map(|s| herd_api::plan::ServiceDeadline {
+                            name: s.name.clone(),
+                            stop_timeout_ms: ms(s.stop_timeout),
+                            granted_ms: ms(s.granted),
+                            kill_at_ms: ms(s.kill_at),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+    }
 }
 
 fn render(start_waves: &[Vec<String>], plan: &ShutdownPlan) -> String {

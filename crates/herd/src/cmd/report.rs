@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use herd_core::report::Report;
+use herd_api::Report;
 
 pub fn run(file: &Path, json: bool, svg: Option<&Path>) -> ExitCode {
     let config = match super::load_or_report(file) {
@@ -23,7 +23,7 @@ pub fn run(file: &Path, json: bool, svg: Option<&Path>) -> ExitCode {
         Err(e) => {
             crate::output::stderr(&format!(
                 "herd: cannot read {}: {e}\n",
-                dir.join(herd_core::report::FILE).display()
+                dir.join(herd_api::report::FILE).display()
             ));
             return ExitCode::from(1);
         }

@@ -1,0 +1,50 @@
+//! The small answers: what an action did, why a request was refused, a
+//! shutdown begun.
+
+use serde::{Deserialize, Serialize};
+
+/// `200 {"message": "db stopped"}`: what an action did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub message: String,
+}
+
+/// `{"error": "no service named x"}`, with a status that says what kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorAnswer {
+    pub error: String,
+}
+
+/// `202 {"message": "shutting down", "pid": 4242}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownAnswer {
+    pub message: String,
+    /// herder's pid.
+    pub pid: u32,
+}
+
+/// The `error` (else the `message`) of an answer's body, or the body as text.
+pub fn text_of(body: &[u8]) -> String {
+    if let Ok(e) = serde_json::from_slice::<ErrorAnswer>(body) {
+        return e.error;
+    }
+    #[derive(Deserialize)]
+    struct AnyMessage {
+        message: String,
+    }
+    match serde_json::from_slice::<AnyMessage>(body) {
+        Ok(m) => m.message,
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// One line of `herd logs --json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    pub service: String,
+    pub line: String,
+}
