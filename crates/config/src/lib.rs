@@ -33,6 +33,8 @@
 //! - TOML syntax errors are recovered from on a best-effort basis; after one, a later
 //!   error in the same file may be a consequence of the first.
 
+#![forbid(unsafe_code)]
+
 mod diag;
 pub mod graph;
 mod load;

@@ -145,7 +145,7 @@ struct Top {
     includes: Vec<(String, Range<usize>)>,
     shutdown_timeout: Option<Duration>,
     kill_reserve: Option<Duration>,
-    containment: Option<Containment>,
+    containment: Option<Option<Containment>>,
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
@@ -188,7 +188,7 @@ impl Loader {
                 kill_reserve: top.kill_reserve.unwrap_or(defaults::KILL_RESERVE),
             },
             supervisor: Supervisor {
-                containment: top.containment.unwrap_or(Containment::Auto),
+                containment: top.containment.flatten(),
                 state_dir: top.state_dir.map(|p| base.join(p)),
                 socket: top.socket.map(|p| base.join(p)),
                 socket_group: top.socket_group,
@@ -324,10 +324,10 @@ impl Loader {
                     v,
                     key,
                     &[
-                        ("auto", Containment::Auto),
-                        ("cgroup2", Containment::Cgroup2),
-                        ("freezer", Containment::Freezer),
-                        ("none", Containment::None),
+                        ("auto", None),
+                        ("cgroup2", Some(Containment::Cgroup2)),
+                        ("freezer", Some(Containment::Freezer)),
+                        ("none", Some(Containment::None)),
                     ],
                 )
             });

@@ -171,19 +171,58 @@ pub struct Shutdown {
     pub kill_reserve: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// A containment backend: the one name for it from `supervisor.containment`
+/// to `herd up --containment` to the `herd-contain` crate that implements it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Containment {
-    /// The best backend this host offers.
-    Auto,
+    /// A cgroup v2 per run.
     Cgroup2,
+    /// A cgroup v1 freezer cgroup per run.
     Freezer,
+    /// No cgroups: the process tree, tracked through /proc.
     None,
+}
+
+impl Containment {
+    /// Every backend, best first.
+    pub const ALL: [Containment; 3] = [
+        Containment::Cgroup2,
+        Containment::Freezer,
+        Containment::None,
+    ];
+
+    /// Its name in `herd.toml`, on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Containment::Cgroup2 => "cgroup2",
+            Containment::Freezer => "freezer",
+            Containment::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Containment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Containment {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Containment, String> {
+        Containment::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown containment {s:?} (cgroup2, freezer or none)"))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Supervisor {
-    pub containment: Containment,
+    /// The backend asked for; `None` (`auto`) is the best this host offers.
+    pub containment: Option<Containment>,
     /// Logs, state file and reports; resolved against the main file's directory.
     pub state_dir: Option<PathBuf>,
     /// The control socket; resolved against the main file's directory.

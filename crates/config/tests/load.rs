@@ -65,7 +65,7 @@ stop = { signal = 10 }
     assert_eq!(c.main.as_deref(), Some("api"));
     assert_eq!(c.shutdown.timeout, Duration::from_secs(20));
     assert_eq!(c.shutdown.kill_reserve, defaults::KILL_RESERVE);
-    assert_eq!(c.supervisor.containment, Containment::Freezer);
+    assert_eq!(c.supervisor.containment, Some(Containment::Freezer));
     assert_eq!(c.supervisor.state_dir, Some(root.join("state")));
     assert_eq!(c.supervisor.socket, None);
     assert_eq!(c.supervisor.socket_group.as_deref(), Some("ops"));

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use herd_contain::{Contained, Kind, Limits, StopOptions};
+use herd_contain::{Contained, Containment, Limits, StopOptions};
 
 fn usage() -> ! {
     eprintln!(
@@ -36,9 +36,9 @@ fn main() {
         match a.as_str() {
             "--backend" => {
                 backend = Some(match value().as_str() {
-                    "cgroup2" => Kind::Cgroup2,
-                    "freezer" => Kind::Freezer,
-                    "none" => Kind::None,
+                    "cgroup2" => Containment::Cgroup2,
+                    "freezer" => Containment::Freezer,
+                    "none" => Containment::None,
                     _ => usage(),
                 })
             }

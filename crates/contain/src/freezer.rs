@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::tree::{self, Subtree};
-use crate::{Backend, Kind, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
+use crate::{Backend, Containment, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
 
 /// How long one freeze may take before it is abandoned and retried.
 const FREEZE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -126,8 +126,8 @@ fn freeze_kill(dir: &Path) -> io::Result<()> {
 }
 
 impl Backend for Freezer {
-    fn kind(&self) -> Kind {
-        Kind::Freezer
+    fn kind(&self) -> Containment {
+        Containment::Freezer
     }
 
     fn location(&self) -> Option<&Path> {

@@ -6,9 +6,9 @@
 //!
 //! | backend | contains | kill | emptiness event | limits |
 //! |---|---|---|---|---|
-//! | [`Kind::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled |
-//! | [`Kind::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | none |
-//! | [`Kind::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | the caller's SIGCHLD or pidfds | none |
+//! | [`Containment::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled |
+//! | [`Containment::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | none |
+//! | [`Containment::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | the caller's SIGCHLD or pidfds | none |
 //!
 //! [`detect`] picks the best backend the host offers (or the one asked for) and
 //! [`report`] says what each would guarantee here, for `herd doctor`.
@@ -23,6 +23,8 @@
 //!   ([`herd_sys::become_subreaper`]): orphans of a unit are then re-parented to the
 //!   caller instead of init, so they stay in reach. See [`none`] for what it cannot
 //!   attribute.
+
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -42,53 +44,30 @@ mod v2;
 pub use contained::{Contained, Mode, StopOptions, StopRecord};
 pub use procfs::Leftover;
 
-/// Which backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Cgroup2,
-    Freezer,
-    None,
-}
+/// Which backend: the one enum for it, from `herd.toml` to the command line.
+pub use herd_config::Containment;
 
-impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Cgroup2, Kind::Freezer, Kind::None];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Cgroup2 => "cgroup2",
-            Kind::Freezer => "freezer",
-            Kind::None => "none",
-        }
-    }
-
-    /// What the backend promises, in a sentence each, for `herd doctor`.
-    pub fn guarantees(self) -> &'static [&'static str] {
-        match self {
-            Kind::Cgroup2 => &[
-                "every process of a service, setsid and double-fork escapees included, stays in its cgroup",
-                "SIGKILL through cgroup.kill: no pid is read, so none can be recycled",
-                "emptiness from cgroup.events (epoll): no polling",
-                "memory.max, pids.max, cpu.max where the controllers are enabled",
-            ],
-            Kind::Freezer => &[
-                "every process of a service stays in its freezer cgroup",
-                "SIGKILL while frozen: frozen processes cannot exit or fork, so no pid is recycled",
-                "a freeze that does not complete is thawed and retried with backoff",
-                "emptiness on SIGCHLD (herder is the subreaper); no resource limits",
-            ],
-            Kind::None => &[
-                "services run in their own session; herder is the child subreaper",
-                "processes found by ancestry in /proc, remembered after re-parenting to herder",
-                "signals through pidfds, each checked against the process's start time",
-                "cannot attribute an orphan whose parent lived and died between two scans when several services run: it is killed at shutdown; escapes entirely if herder cannot be a subreaper",
-            ],
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// What a backend promises, in a sentence each, for `herd doctor`.
+pub fn guarantees(kind: Containment) -> &'static [&'static str] {
+    match kind {
+        Containment::Cgroup2 => &[
+            "every process of a service, setsid and double-fork escapees included, stays in its cgroup",
+            "SIGKILL through cgroup.kill: no pid is read, so none can be recycled",
+            "emptiness from cgroup.events (epoll): no polling",
+            "memory.max, pids.max, cpu.max where the controllers are enabled",
+        ],
+        Containment::Freezer => &[
+            "every process of a service stays in its freezer cgroup",
+            "SIGKILL while frozen: frozen processes cannot exit or fork, so no pid is recycled",
+            "a freeze that does not complete is thawed and retried with backoff",
+            "emptiness on SIGCHLD (herder is the subreaper); no resource limits",
+        ],
+        Containment::None => &[
+            "services run in their own session; herder is the child subreaper",
+            "processes found by ancestry in /proc, remembered after re-parenting to herder",
+            "signals through pidfds, each checked against the process's start time",
+            "cannot attribute an orphan whose parent lived and died between two scans when several services run: it is killed at shutdown; escapes entirely if herder cannot be a subreaper",
+        ],
     }
 }
 
@@ -105,7 +84,7 @@ pub struct Limits {
 
 /// A containment backend: makes units.
 pub trait Backend: Send + Sync + std::fmt::Debug {
-    fn kind(&self) -> Kind;
+    fn kind(&self) -> Containment;
 
     /// The directory its units live under, if it has one.
     fn location(&self) -> Option<&Path>;
@@ -204,33 +183,33 @@ pub trait Unit: Send + std::fmt::Debug {
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} containment is not available: {reason}")]
 pub struct Unavailable {
-    pub kind: Kind,
+    pub kind: Containment,
     pub reason: String,
 }
 
 /// The backend to use: `want`, or the best available when `None`. `tag` tells this
 /// supervisor's cgroups apart when it sits at a hierarchy's root.
-pub fn detect(want: Option<Kind>) -> Result<Box<dyn Backend>, Unavailable> {
-    let open = |kind: Kind| -> Result<Box<dyn Backend>, Unavailable> {
+pub fn detect(want: Option<Containment>) -> Result<Box<dyn Backend>, Unavailable> {
+    let open = |kind: Containment| -> Result<Box<dyn Backend>, Unavailable> {
         let unavailable = |reason: String| Unavailable { kind, reason };
         Ok(match kind {
-            Kind::Cgroup2 => Box::new(v2::Cgroup2::open().map_err(unavailable)?),
-            Kind::Freezer => Box::new(freezer::Freezer::open().map_err(unavailable)?),
-            Kind::None => Box::new(none::Tracking::open()),
+            Containment::Cgroup2 => Box::new(v2::Cgroup2::open().map_err(unavailable)?),
+            Containment::Freezer => Box::new(freezer::Freezer::open().map_err(unavailable)?),
+            Containment::None => Box::new(none::Tracking::open()),
         })
     };
     match want {
         Some(kind) => open(kind),
-        None => open(Kind::Cgroup2)
-            .or_else(|_| open(Kind::Freezer))
-            .or_else(|_| open(Kind::None)),
+        None => open(Containment::Cgroup2)
+            .or_else(|_| open(Containment::Freezer))
+            .or_else(|_| open(Containment::None)),
     }
 }
 
 /// What a backend would be on this host, without changing anything.
 #[derive(Debug)]
 pub struct Probe {
-    pub kind: Kind,
+    pub kind: Containment,
     /// Where its units would go, or why it cannot be used.
     pub result: Result<String, String>,
 }
@@ -239,15 +218,15 @@ pub struct Probe {
 pub fn report() -> Vec<Probe> {
     vec![
         Probe {
-            kind: Kind::Cgroup2,
+            kind: Containment::Cgroup2,
             result: v2::probe(),
         },
         Probe {
-            kind: Kind::Freezer,
+            kind: Containment::Freezer,
             result: freezer::probe(),
         },
         Probe {
-            kind: Kind::None,
+            kind: Containment::None,
             result: none::probe(),
         },
     ]

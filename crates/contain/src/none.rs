@@ -63,7 +63,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use herd_sys::Pidfd;
 
 use crate::procfs::{self, Stat};
-use crate::{Backend, Kind, Limits, Unit};
+use crate::{Backend, Containment, Limits, Unit};
 
 /// The backend; its units share one tracker, since attributing an orphan needs to
 /// know every unit.
@@ -140,8 +140,8 @@ impl Tracking {
 }
 
 impl Backend for Tracking {
-    fn kind(&self) -> Kind {
-        Kind::None
+    fn kind(&self) -> Containment {
+        Containment::None
     }
 
     fn location(&self) -> Option<&Path> {

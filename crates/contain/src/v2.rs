@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::tree::{self, Subtree};
-use crate::{Backend, Kind, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
+use crate::{Backend, Containment, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
 
 const LIMIT_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
@@ -134,8 +134,8 @@ fn populated(events: &OwnedFd) -> bool {
 }
 
 impl Backend for Cgroup2 {
-    fn kind(&self) -> Kind {
-        Kind::Cgroup2
+    fn kind(&self) -> Containment {
+        Containment::Cgroup2
     }
 
     fn location(&self) -> Option<&Path> {

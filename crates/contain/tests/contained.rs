@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herd_contain::{Contained, Kind, Limits, StopOptions};
+use herd_contain::{Contained, Containment, Limits, StopOptions};
 
 fn alive(pid: i32) -> bool {
     herd_contain::procfs::stat(pid).is_some_and(|s| s.alive())
@@ -13,7 +13,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn stop_kills_a_tree_that_ignores_sigterm_and_reports_it() {
     herd_sys::become_subreaper().unwrap();
-    let backend = herd_contain::detect(Some(Kind::None)).unwrap();
+    let backend = herd_contain::detect(Some(Containment::None)).unwrap();
     let spec = herd_sys::Spec {
         argv: [
             "sh",

@@ -7,6 +7,8 @@
 //! - [`spec`]: from configuration to what is spawned;
 //! - [`state`]: the state file of what runs, and recovery after herder was killed.
 
+#![forbid(unsafe_code)]
+
 pub mod engine;
 pub mod log;
 pub mod machine;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_contain::{Backend, Kind, Limits, Unit};
+use herd_contain::{Backend, Containment, Limits, Unit};
 use herd_core::engine::{Engine, Options, Processes, Started, Waker};
 use herd_sys::{ExitStatus, Pidfd, SpawnError, Spec};
 
@@ -117,8 +117,8 @@ impl std::fmt::Debug for SharedDebug {
 }
 
 impl Backend for FakeBackend {
-    fn kind(&self) -> Kind {
-        Kind::None
+    fn kind(&self) -> Containment {
+        Containment::None
     }
     fn location(&self) -> Option<&Path> {
         None

@@ -10,6 +10,8 @@
 //! something, 4 processes survived SIGKILL and were left (stuck); when the `main`
 //! service ended the run, its exit code (128+N for signal N) unless 4 applies.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod cmd;
 mod output;
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use herd_config::Containment;
 
 #[derive(Parser)]
 #[command(
@@ -47,8 +50,8 @@ enum Command {
     /// Run the services in the foreground until SIGINT or SIGTERM.
     Up {
         /// Use this containment backend instead of `supervisor.containment`.
-        #[arg(long, value_enum)]
-        containment: Option<Backend>,
+        #[arg(long, value_parser = containment())]
+        containment: Option<Containment>,
         /// Act as init: at the end, kill and reap every orphan re-parented to
         /// herder. Implied when herder is PID 1.
         #[arg(long)]
@@ -138,8 +141,8 @@ enum Command {
     /// Show the containment backends this host offers and what each guarantees.
     Doctor {
         /// Report on this backend as the one asked for.
-        #[arg(long, value_enum)]
-        containment: Option<Backend>,
+        #[arg(long, value_parser = containment())]
+        containment: Option<Containment>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -161,21 +164,14 @@ struct ActArgs {
     timeout: Option<std::time::Duration>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Backend {
-    Cgroup2,
-    Freezer,
-    None,
-}
-
-impl From<Backend> for herd_contain::Kind {
-    fn from(b: Backend) -> Self {
-        match b {
-            Backend::Cgroup2 => herd_contain::Kind::Cgroup2,
-            Backend::Freezer => herd_contain::Kind::Freezer,
-            Backend::None => herd_contain::Kind::None,
-        }
-    }
+/// Parses a backend's name into the one enum that names it everywhere; the help
+/// lists the names.
+fn containment() -> impl clap::builder::TypedValueParser<Value = Containment> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Containment::ALL.map(Containment::name)).map(|s| {
+        s.parse::<Containment>()
+            .expect("one of the possible values")
+    })
 }
 
 fn act(file: &Path, cli: &Cli, verb: &str, a: &ActArgs) -> ExitCode {
@@ -250,7 +246,7 @@ fn main() -> ExitCode {
             containment,
             init,
             http,
-        } => cmd::up::run(file, socket, containment.map(Into::into), *init, *http),
+        } => cmd::up::run(file, socket, *containment, *init, *http),
         Command::Ps { json } => cmd::ctl::run(file, socket, cmd::ctl::Action::Ps { json: *json }),
         Command::Start(a) => act(file, &cli, "start", a),
         Command::Stop(a) => act(file, &cli, "stop", a),
@@ -292,9 +288,7 @@ fn main() -> ExitCode {
         ),
         Command::Down { wait, timeout } => cmd::down::run(file, socket, *wait, *timeout),
         Command::Report { json, svg } => cmd::report::run(file, *json, svg.as_deref()),
-        Command::Doctor { containment, json } => {
-            cmd::doctor::run(containment.map(Into::into), *json)
-        }
+        Command::Doctor { containment, json } => cmd::doctor::run(*containment, *json),
         Command::Plan { json } => cmd::plan::run(file, *json),
     }
 }

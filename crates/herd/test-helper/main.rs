@@ -23,7 +23,14 @@
 //!
 //! Testing only; installing herder does not need it.
 
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod sys;
+
 use std::io::Write;
+
+use sys::{fork, ignore_term, on_term_exit_after, pause_forever};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -67,91 +74,37 @@ fn ready() {
     let _ = out.flush();
 }
 
-fn pause_forever() -> ! {
-    loop {
-        // SAFETY: pause(2) has no arguments and no memory effects.
-        unsafe { libc::pause() };
-    }
-}
-
-fn ignore_term() {
-    // SAFETY: installs SIG_IGN, no handler code runs.
-    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
-}
-
-static mut DELAY_MS: u64 = 0;
-
-extern "C" fn delayed_exit(_: libc::c_int) {
-    // Only async-signal-safe calls: nanosleep and _exit.
-    // SAFETY: DELAY_MS is written once, before the handler is installed.
-    let ms = unsafe { DELAY_MS };
-    let ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    };
-    // SAFETY: nanosleep reads `ts`; _exit ends the process.
-    unsafe {
-        libc::nanosleep(&ts, std::ptr::null_mut());
-        libc::_exit(0);
-    }
-}
-
-fn on_term_exit_after(ms: u64) {
-    // SAFETY: single-threaded; the handler only makes async-signal-safe calls.
-    unsafe {
-        DELAY_MS = ms;
-        libc::signal(
-            libc::SIGTERM,
-            delayed_exit as *const () as libc::sighandler_t,
-        );
-    }
-}
-
-/// fork(2); the child gets 0.
-fn fork() -> libc::pid_t {
-    // SAFETY: the helper is single-threaded, so the child may do anything.
-    unsafe { libc::fork() }
-}
-
 fn escape() {
     let child = fork();
     if child == 0 {
         // Before the fork, so the grandchild ignores SIGTERM from its first moment.
         ignore_term();
-        // SAFETY: plain system calls in a single-threaded process.
-        unsafe { libc::setsid() };
+        sys::setsid();
         if fork() == 0 {
             pause_forever();
         }
-        // SAFETY: ends the intermediate at once, leaving the grandchild orphaned.
-        unsafe { libc::_exit(0) };
+        // Ends the intermediate at once, leaving the grandchild orphaned.
+        sys::exit_now(0);
     }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    unsafe { libc::waitpid(child, &mut status, 0) };
+    sys::wait(child);
     ready();
     pause_forever();
 }
 
 /// A pipe whose read end counts "I exist" bytes from forked processes.
 fn pipe() -> (i32, i32) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe(2) fills `fds`.
-    unsafe { libc::pipe(fds.as_mut_ptr()) };
-    (fds[0], fds[1])
+    sys::pipe()
 }
 
 fn announce(w: i32) {
-    // SAFETY: one byte from a valid buffer to our pipe.
-    unsafe { libc::write(w, b"x".as_ptr().cast(), 1) };
+    sys::write_byte(w);
 }
 
 fn await_announcements(r: i32, n: u64) {
     let mut got = 0;
     let mut buf = [0u8; 256];
     while got < n {
-        // SAFETY: reads into `buf`.
-        let k = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        let k = sys::read(r, &mut buf);
         if k <= 0 {
             break;
         }
@@ -182,12 +135,10 @@ fn tree(n: u64) {
 
 fn bomb() {
     ignore_term();
-    // SAFETY: getpid has no effects.
-    let main = unsafe { libc::getpid() };
+    let main = sys::getpid();
     while fork() >= 0 {}
     // Every process ends up here once fork fails; only the first one says so.
-    // SAFETY: getpid has no effects.
-    if unsafe { libc::getpid() } == main {
+    if sys::getpid() == main {
         ready();
     }
     pause_forever();
@@ -223,18 +174,9 @@ fn stamp_line(file: &str, what: &str) {
 
 fn stamp(file: &str, after: Option<&str>) {
     // SIGTERM is blocked and taken with sigwait, so ordinary code records it.
-    // SAFETY: signal-set calls on a local set; single-threaded.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    sys::block_term();
     ready();
-    let mut sig = 0;
-    // SAFETY: waits for the blocked SIGTERM.
-    unsafe { libc::sigwait(&set, &mut sig) };
+    sys::wait_term();
     stamp_line(file, "term");
     match after.and_then(|a| a.parse::<u64>().ok()) {
         Some(ms) => {
@@ -252,16 +194,14 @@ fn orphans(n: u64, ms: u64) {
         if fork() == 0 {
             if fork() == 0 {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
-                // SAFETY: ends the grandchild.
-                unsafe { libc::_exit(0) };
+                sys::exit_now(0);
             }
-            // SAFETY: the child exits at once: the grandchild is orphaned.
-            unsafe { libc::_exit(0) };
+            // The child exits at once: the grandchild is orphaned.
+            sys::exit_now(0);
         }
     }
     // The children are ours to reap; the grandchildren are not.
-    // SAFETY: waits for our own children.
-    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+    sys::wait(-1);
     ready();
     pause_forever();
 }

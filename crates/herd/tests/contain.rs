@@ -10,6 +10,99 @@ use common::{Opts, Up};
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// Where a scenario runs: a backend forced with `--containment`, or herder run
+/// as nobody, which gets the none backend.
+#[derive(Clone, Copy)]
+enum On {
+    Forced(&'static str),
+    Unprivileged,
+}
+
+const CGROUP2: On = On::Forced("cgroup2");
+const FREEZER: On = On::Forced("freezer");
+const NONE: On = On::Forced("none");
+const UNPRIVILEGED: On = On::Unprivileged;
+
+impl On {
+    fn backend(self) -> &'static str {
+        match self {
+            On::Forced(b) => b,
+            On::Unprivileged => "none",
+        }
+    }
+
+    fn opts(self) -> Opts<'static> {
+        const NOBODY: u32 = 65534;
+        match self {
+            On::Forced(b) => Opts {
+                args: match b {
+                    "cgroup2" => &["--containment", "cgroup2"],
+                    "freezer" => &["--containment", "freezer"],
+                    _ => &["--containment", "none"],
+                },
+                ..Opts::default()
+            },
+            On::Unprivileged => Opts {
+                user: Some(NOBODY),
+                ..Opts::default()
+            },
+        }
+    }
+}
+
+/// One test per row: `scenario { test_name: ON, ... }`.
+macro_rules! on_backends {
+    ($($scenario:ident { $($test:ident: $on:expr),+ $(,)? })+) => {
+        $($(
+            #[test]
+            fn $test() {
+                $scenario($on);
+            }
+        )+)+
+    };
+}
+
+on_backends! {
+    escapee_goes_with_its_service {
+        cgroup2_stops_an_escapee_with_its_service: CGROUP2,
+        freezer_stops_an_escapee_with_its_service: FREEZER,
+        none_stops_an_escapee_with_its_service: NONE,
+        unprivileged_stops_an_escapee_with_its_service: UNPRIVILEGED,
+    }
+    escapee_is_attributed {
+        cgroup2_attributes_a_double_forked_escapee: CGROUP2,
+        freezer_attributes_a_double_forked_escapee: FREEZER,
+        none_attributes_a_double_forked_escapee: NONE,
+    }
+    adversaries {
+        cgroup2_stops_every_adversary: CGROUP2,
+        freezer_stops_every_adversary: FREEZER,
+        none_stops_every_adversary: NONE,
+        unprivileged_herder_uses_none_and_stops_every_adversary: UNPRIVILEGED,
+    }
+    deadline_kept {
+        cgroup2_keeps_the_stop_deadline: CGROUP2,
+        freezer_keeps_the_stop_deadline: FREEZER,
+        none_keeps_the_stop_deadline: NONE,
+        unprivileged_keeps_the_stop_deadline: UNPRIVILEGED,
+    }
+    waits_for_children {
+        cgroup2_stopping_lasts_until_children_are_gone: CGROUP2,
+        freezer_stopping_lasts_until_children_are_gone: FREEZER,
+        none_stopping_lasts_until_children_are_gone: NONE,
+        unprivileged_stopping_lasts_until_children_are_gone: UNPRIVILEGED,
+    }
+    bomb {
+        cgroup2_stops_a_fork_bomb: CGROUP2,
+        freezer_stops_a_fork_bomb: FREEZER,
+        none_stops_a_fork_bomb: NONE,
+    }
+    stuck {
+        cgroup2_reports_stuck_processes_and_retries: CGROUP2,
+        none_reports_stuck_processes_and_retries: NONE,
+    }
+}
+
 /// One service per adversarial mode. `stop.timeout` is short where SIGTERM is
 /// ignored, so the run needs SIGKILL; the others end on SIGTERM.
 const ADVERSARIES: &str = r#"
@@ -44,7 +137,8 @@ command = ["{helper}", "{dir}", "linger", "300"]
 ready = { log = "^ready$" }
 "#;
 
-fn adversaries(opts: Opts, backend: &str) {
+fn adversaries(on: On) {
+    let (opts, backend) = (on.opts(), on.backend());
     let mut up = Up::with(ADVERSARIES, opts);
     up.wait_for(&format!("containment: {backend}"), LONG);
     for s in [
@@ -107,7 +201,8 @@ fn in_mode(up: &Up, mode: &str) -> Vec<i32> {
 /// answers, and the others run on. Without cgroups, herder cannot have seen the
 /// escapee's short-lived parent, nor tell by timing which of three services it
 /// came from; the run's id in its environment tells.
-fn escapee_goes_with_its_service(opts: Opts, backend: &str) {
+fn escapee_goes_with_its_service(on: On) {
+    let (opts, backend) = (on.opts(), on.backend());
     let mut up = Up::with(
         r#"
 [services.escape]
@@ -149,35 +244,10 @@ ready = { log = "^ready$" }
     assert!(up.survivors().is_empty());
 }
 
-#[test]
-fn cgroup2_stops_an_escapee_with_its_service() {
-    escapee_goes_with_its_service(opts(&["--containment", "cgroup2"]), "cgroup2");
-}
-
-#[test]
-fn freezer_stops_an_escapee_with_its_service() {
-    escapee_goes_with_its_service(opts(&["--containment", "freezer"]), "freezer");
-}
-
-#[test]
-fn none_stops_an_escapee_with_its_service() {
-    escapee_goes_with_its_service(opts(&["--containment", "none"]), "none");
-}
-
-#[test]
-fn unprivileged_stops_an_escapee_with_its_service() {
-    escapee_goes_with_its_service(
-        Opts {
-            user: Some(NOBODY),
-            ..Opts::default()
-        },
-        "none",
-    );
-}
-
 /// Alone, a double-forked escapee is attributed to its service even without
 /// cgroups: the service's stop waits for it (SIGKILL at the deadline).
-fn escapee_is_attributed(opts: Opts, backend: &str) {
+fn escapee_is_attributed(on: On) {
+    let (opts, backend) = (on.opts(), on.backend());
     let mut up = Up::with(
         r#"
 [services.escape]
@@ -202,49 +272,6 @@ stop = { timeout = "500ms" }
     assert!(up.survivors().is_empty());
 }
 
-#[test]
-fn cgroup2_attributes_a_double_forked_escapee() {
-    escapee_is_attributed(opts(&["--containment", "cgroup2"]), "cgroup2");
-}
-
-#[test]
-fn freezer_attributes_a_double_forked_escapee() {
-    escapee_is_attributed(opts(&["--containment", "freezer"]), "freezer");
-}
-
-#[test]
-fn none_attributes_a_double_forked_escapee() {
-    escapee_is_attributed(opts(&["--containment", "none"]), "none");
-}
-
-#[test]
-fn cgroup2_stops_every_adversary() {
-    adversaries(opts(&["--containment", "cgroup2"]), "cgroup2");
-}
-
-#[test]
-fn freezer_stops_every_adversary() {
-    adversaries(opts(&["--containment", "freezer"]), "freezer");
-}
-
-#[test]
-fn none_stops_every_adversary() {
-    adversaries(opts(&["--containment", "none"]), "none");
-}
-
-#[test]
-fn unprivileged_herder_uses_none_and_stops_every_adversary() {
-    adversaries(
-        Opts {
-            user: Some(NOBODY),
-            ..Opts::default()
-        },
-        "none",
-    );
-}
-
-const NOBODY: u32 = 65534;
-
 /// `ps` lists every process of a service whose cgroup.procs takes more than one
 /// read (1,000 pids are over 4 KiB): the same pids /proc shows with the test's
 /// marker, none missed at a read's boundary.
@@ -257,7 +284,7 @@ command = ["{helper}", "{dir}", "tree", "1000"]
 ready = { log = "^ready$" }
 stop = { timeout = "1s" }
 "#,
-        opts(&["--containment", "cgroup2"]),
+        CGROUP2.opts(),
     );
     up.wait_for("containment: cgroup2", LONG);
     up.wait_for("herd: tree ready", LONG);
@@ -272,16 +299,10 @@ stop = { timeout = "1s" }
     assert!(up.survivors().is_empty());
 }
 
-fn opts<'a>(args: &'a [&'a str]) -> Opts<'a> {
-    Opts {
-        args,
-        ..Opts::default()
-    }
-}
-
 /// `stop.timeout = 1s` on a service that ignores SIGTERM: every process of it is
 /// gone within 1 s + 100 ms of the stop request, as seen from /proc.
-fn deadline_kept(opts: Opts, backend: &str) {
+fn deadline_kept(on: On) {
+    let (opts, backend) = (on.opts(), on.backend());
     let mut up = Up::with(
         r#"
 [services.stubborn]
@@ -312,35 +333,10 @@ stop = { timeout = "1s" }
     );
 }
 
-#[test]
-fn cgroup2_keeps_the_stop_deadline() {
-    deadline_kept(opts(&["--containment", "cgroup2"]), "cgroup2");
-}
-
-#[test]
-fn freezer_keeps_the_stop_deadline() {
-    deadline_kept(opts(&["--containment", "freezer"]), "freezer");
-}
-
-#[test]
-fn none_keeps_the_stop_deadline() {
-    deadline_kept(opts(&["--containment", "none"]), "none");
-}
-
-#[test]
-fn unprivileged_keeps_the_stop_deadline() {
-    deadline_kept(
-        Opts {
-            user: Some(NOBODY),
-            ..Opts::default()
-        },
-        "none",
-    );
-}
-
 /// The main process exits at once on SIGTERM, its child 1.5 s later: the service is
 /// `stopping` until the child is gone, and only then `stopped`.
-fn waits_for_children(opts: Opts, backend: &str) {
+fn waits_for_children(on: On) {
+    let (opts, backend) = (on.opts(), on.backend());
     let mut up = Up::with(
         r#"
 [services.linger]
@@ -376,35 +372,9 @@ stop = { timeout = "10s" }
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
 }
 
-#[test]
-fn cgroup2_stopping_lasts_until_children_are_gone() {
-    waits_for_children(opts(&["--containment", "cgroup2"]), "cgroup2");
-}
-
-#[test]
-fn freezer_stopping_lasts_until_children_are_gone() {
-    waits_for_children(opts(&["--containment", "freezer"]), "freezer");
-}
-
-#[test]
-fn none_stopping_lasts_until_children_are_gone() {
-    waits_for_children(opts(&["--containment", "none"]), "none");
-}
-
-#[test]
-fn unprivileged_stopping_lasts_until_children_are_gone() {
-    waits_for_children(
-        Opts {
-            user: Some(NOBODY),
-            ..Opts::default()
-        },
-        "none",
-    );
-}
-
 /// A fork bomb, bounded by the test's own pids.max, is stopped whole.
-fn bomb(backend: &str) {
-    let args = ["--containment", backend];
+fn bomb(on: On) {
+    let backend = on.backend();
     let mut up = Up::with(
         r#"
 [services.bomb]
@@ -413,9 +383,8 @@ ready = { log = "^ready$" }
 stop = { timeout = "500ms" }
 "#,
         Opts {
-            args: &args,
             pids_max: Some(300),
-            ..Opts::default()
+            ..on.opts()
         },
     );
     up.wait_for(&format!("containment: {backend}"), LONG);
@@ -428,26 +397,10 @@ stop = { timeout = "500ms" }
     assert!(left.is_empty(), "survivors: {}", left.len());
 }
 
-#[test]
-fn cgroup2_stops_a_fork_bomb() {
-    bomb("cgroup2");
-}
-
-#[test]
-fn freezer_stops_a_fork_bomb() {
-    bomb("freezer");
-}
-
-#[test]
-fn none_stops_a_fork_bomb() {
-    bomb("none");
-}
-
 /// Processes that survive SIGKILL (here: frozen by the test in its own v1 freezer
 /// cgroup, which SIGKILL cannot wake) make the service `stuck`, with their pids,
 /// states and command lines, and SIGKILL is retried until they go.
-fn stuck(backend: &str) {
-    let args = ["--containment", backend];
+fn stuck(on: On) {
     let mut up = Up::with(
         r#"
 [services.frozen]
@@ -455,7 +408,7 @@ command = ["{helper}", "{dir}", "tree", "3"]
 ready = { log = "^ready$" }
 stop = { timeout = "300ms" }
 "#,
-        opts(&args),
+        on.opts(),
     );
     up.wait_for("frozen ready", LONG);
     let pids = up.survivors();
@@ -480,16 +433,6 @@ stop = { timeout = "300ms" }
     up.wait_for("herd: frozen stopped", LONG);
     assert_eq!(up.wait_exit(LONG), Some(3));
     assert!(up.survivors().is_empty());
-}
-
-#[test]
-fn cgroup2_reports_stuck_processes_and_retries() {
-    stuck("cgroup2");
-}
-
-#[test]
-fn none_reports_stuck_processes_and_retries() {
-    stuck("none");
 }
 
 /// `stop.exec` runs before the stop signal, with the reason and deadline in its

@@ -105,9 +105,14 @@ fn ps_sees_processes_forked_since_the_last_look() {
     for backend in ["cgroup2", "freezer", "none"] {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("go");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a plain system call on a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let mut up = Up::start(&format!(
             r#"
 [supervisor]
@@ -168,18 +173,8 @@ fn herd_as_nobody(up: &Up, args: &[&str]) -> std::process::Output {
     }
     let mut cmd = Command::new(&copy);
     cmd.args(args).current_dir("/");
-    // SAFETY: only async-signal-safe system calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) < 0
-                || libc::setgid(65534) < 0
-                || libc::setuid(65534) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // As root, std drops the supplementary groups along with uid and gid.
+    cmd.uid(65534).gid(65534);
     cmd.output().unwrap()
 }
 

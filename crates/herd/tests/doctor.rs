@@ -1,6 +1,10 @@
 //! `herd doctor`: which backends this host offers and what each guarantees.
 
+mod common;
+
 use std::process::Command;
+
+use common::{can_run, is_root};
 
 fn doctor(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
     let tmp = tempfile::tempdir().unwrap();
@@ -22,11 +26,6 @@ fn doctor(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
     (out.status.code(), String::from_utf8(out.stdout).unwrap())
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no effects.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn lists_every_backend_and_its_guarantees() {
     let (code, out) = doctor(&[], None);
@@ -37,7 +36,12 @@ fn lists_every_backend_and_its_guarantees() {
     assert!(out.contains("SIGKILL through cgroup.kill"), "{out}");
     // none is always available.
     assert!(out.contains("  none     available:") || out.contains("* none     available:"));
-    if is_root() && herd_contain::mounts::cgroup2().is_some() {
+    let cgroup2 = is_root() && herd_contain::mounts::cgroup2().is_some();
+    if can_run(
+        "lists_every_backend_and_its_guarantees (cgroup2 part)",
+        cgroup2,
+        "root and cgroup2",
+    ) {
         assert!(
             out.contains("* cgroup2  available: services under"),
             "{out}"
@@ -56,8 +60,9 @@ fn a_forced_backend_is_the_one_marked() {
 
 #[test]
 fn unprivileged_gets_none_and_is_told_why() {
-    if !is_root() {
-        return; // the test switches to an unprivileged user, which needs root
+    // The test switches to an unprivileged user, which needs root.
+    if !can_run("unprivileged_gets_none_and_is_told_why", is_root(), "root") {
+        return;
     }
     let (code, out) = doctor(&[], Some(65534));
     assert_eq!(code, Some(0), "{out}");

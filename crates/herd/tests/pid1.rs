@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Up, wait_gone};
+use common::{Opts, Up, can_run, wait_gone};
 
 const LONG: Duration = Duration::from_secs(30);
 const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
@@ -83,8 +83,7 @@ ready = { log = "ready" }
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGTERM from outside the namespace, as a container runtime sends it.
-    // SAFETY: signalling the herd this test started, by its pid.
-    unsafe { libc::kill(herd, libc::SIGTERM) };
+    common::kill(herd, libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
@@ -135,8 +134,7 @@ ready = { log = "ready" }
         "the helper and its grandchild: {:?}",
         procs()
     );
-    // SAFETY: signalling the herd this test started, by its pid.
-    unsafe { libc::kill(herd, libc::SIGTERM) };
+    common::kill(herd, libc::SIGTERM);
     up.wait_exit(LONG);
     assert!(
         up.seen
@@ -161,8 +159,7 @@ stop = { timeout = "300ms" }
     );
     let herd = up.herd_pid(LONG);
     up.wait_for("herd: stubborn ready", LONG);
-    // SAFETY: signalling the herd this test started, by its pid.
-    unsafe { libc::kill(herd, libc::SIGTERM) };
+    common::kill(herd, libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(3), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
@@ -195,9 +192,12 @@ requires = ["db"]
 /// cgroup with everything below it (this test's cleanup does, as runc would).
 #[test]
 fn as_a_containers_pid1_its_own_cgroups_are_left_to_the_runtime() {
-    let Some(mount) = herd_contain::mounts::cgroup2() else {
+    let mount = herd_contain::mounts::cgroup2();
+    let test = "as_a_containers_pid1_its_own_cgroups_are_left_to_the_runtime";
+    if !can_run(test, mount.is_some(), "a cgroup2 mount") {
         return;
-    };
+    }
+    let mount = mount.expect("checked above");
     let remount = format!(
         "umount {m} && mount -t cgroup2 cgroup2 {m} && exec \"$@\"",
         m = mount.point.display()
@@ -237,8 +237,7 @@ ready = { log = "ready" }
     up.wait_for("herd: forks ready", LONG);
     assert!(container.join("herd/services/plain").is_dir());
     let herd = up.herd_pid(LONG);
-    // SAFETY: signalling the herd this test started, by its pid.
-    unsafe { libc::kill(herd, libc::SIGTERM) };
+    common::kill(herd, libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
     assert_eq!(up.cgroups.procs(), Vec::<i32>::new());

@@ -396,8 +396,7 @@ restart = { policy = "never" }
         .unwrap();
     assert!(line.ends_with(&format!("pid {pid}")), "{line}");
     // The forking parent's exit 0 did not end the run; the daemon's death does.
-    // SAFETY: the daemon is this test's own process (pid it wrote itself).
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    common::kill(pid, libc::SIGKILL);
     // Whether herder or the forking shell (if still there) reaps it is timing;
     // either way herder sees the end, through the daemon's pidfd.
     let end = up.wait_for("daemon exited (", T);

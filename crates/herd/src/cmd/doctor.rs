@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use herd_contain::Kind;
+use herd_contain::Containment;
 
-pub fn run(forced: Option<Kind>, json: bool) -> ExitCode {
+pub fn run(forced: Option<Containment>, json: bool) -> ExitCode {
     let mut out = String::new();
     let probes = herd_contain::report();
     let chosen = match forced {
@@ -22,9 +22,9 @@ pub fn run(forced: Option<Kind>, json: bool) -> ExitCode {
                 "name": p.kind.name(),
                 "available": p.result.is_ok(),
                 "detail": match &p.result { Ok(d) | Err(d) => d },
-                "guarantees": p.kind.guarantees(),
+                "guarantees": herd_contain::guarantees(p.kind),
             })).collect::<Vec<_>>(),
-            "chosen": chosen.map(Kind::name),
+            "chosen": chosen.map(Containment::name),
         });
         let code = crate::output::stdout(&format!("{doc:#}\n"));
         return if chosen.is_some() {
@@ -44,11 +44,14 @@ pub fn run(forced: Option<Kind>, json: bool) -> ExitCode {
     }
     out.push_str(&format!(
         "\nherd up would use: {}\n",
-        chosen.map_or("nothing (the backend asked for is unavailable)", Kind::name)
+        chosen.map_or(
+            "nothing (the backend asked for is unavailable)",
+            Containment::name
+        )
     ));
-    for k in Kind::ALL {
+    for k in Containment::ALL {
         out.push_str(&format!("\n{} guarantees:\n", k.name()));
-        for g in k.guarantees() {
+        for g in herd_contain::guarantees(k) {
             out.push_str(&format!("  - {g}\n"));
         }
     }

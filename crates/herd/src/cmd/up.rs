@@ -20,7 +20,7 @@ use crate::api::server::{self, Access, Ctx};
 pub fn run(
     file: &Path,
     socket: Option<&Path>,
-    forced: Option<herd_contain::Kind>,
+    forced: Option<Containment>,
     init: bool,
     http: Option<std::net::SocketAddr>,
 ) -> ExitCode {
@@ -106,7 +106,7 @@ pub fn run(
             return ExitCode::from(1);
         }
     };
-    let want = forced.or_else(|| wanted(config.supervisor.containment));
+    let want = forced.or(config.supervisor.containment);
     let backend = match herd_contain::detect(want) {
         Ok(b) => b,
         Err(e) => {
@@ -207,16 +207,6 @@ pub fn state_dir(config: &Config, file: &Path) -> PathBuf {
         .state_dir
         .clone()
         .unwrap_or_else(|| base_dir(file).join(".herd"))
-}
-
-/// The backend the configuration asks for; `None` is the best available.
-pub fn wanted(c: Containment) -> Option<herd_contain::Kind> {
-    match c {
-        Containment::Auto => None,
-        Containment::Cgroup2 => Some(herd_contain::Kind::Cgroup2),
-        Containment::Freezer => Some(herd_contain::Kind::Freezer),
-        Containment::None => Some(herd_contain::Kind::None),
-    }
 }
 
 fn base_dir(file: &Path) -> PathBuf {

@@ -262,8 +262,7 @@ impl Up {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.pid(), sig) };
+        kill(self.pid(), sig);
     }
 
     /// Waits for herder to exit and returns its exit code.
@@ -299,8 +298,8 @@ impl Drop for Up {
         }
         self.cgroups.kill_all();
         for pid in self.survivors() {
-            // SAFETY: these processes run this test's own scripts (its marker).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // These processes run this test's own scripts (its marker).
+            kill(pid, libc::SIGKILL);
         }
         self.cgroups.remove();
     }
@@ -319,8 +318,7 @@ impl TestCgroups {
     fn create(pids_max: Option<u32>) -> TestCgroups {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        // SAFETY: geteuid has no effects.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             return TestCgroups::default();
         }
         let leaf = format!(
@@ -401,8 +399,8 @@ impl TestCgroups {
                 });
             }
             for pid in left {
-                // SAFETY: a process in this test's own cgroups.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A process in this test's own cgroups.
+                kill(pid, libc::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -543,4 +541,33 @@ pub fn pids(s: &serde_json::Value) -> Vec<i32> {
         .iter()
         .map(|p| p.as_i64().unwrap() as i32)
         .collect()
+}
+
+/// Sends `sig` to `pid`: a process the calling test started (never a group,
+/// never -1). The tests' one use of `kill(2)` by pid.
+pub fn kill(pid: i32, sig: i32) {
+    assert!(pid > 0, "kill({pid}) would signal more than one process");
+    // SAFETY: kill(2) with a positive pid touches no memory of ours.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Whether a test that needs `what` (root, cgroup2, …) can run; when it cannot,
+/// says so on the real stderr (past the harness's capture: `SKIPPED test: why`,
+/// which `.ci/run` counts), and under CI, where everything is there, fails
+/// instead: a test that CI runs must never pass by not running.
+pub fn can_run(test: &str, available: bool, what: &str) -> bool {
+    use std::io::Write;
+    if available {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs {what}, which CI has: it must run there"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}");
+    false
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
