@@ -19,8 +19,8 @@
 //!
 //! # How it works
 //!
-//! - [`load`] parses each file into a spanned TOML tree and walks it by hand (see the
-//!   `load` module for why not serde), then runs the checks that need every file.
+//! - [`load()`] parses each file into a spanned TOML tree and walks it by hand (see the
+//!   [`load`](mod@load) module for why not serde), then runs the checks that need every file.
 //! - [`DepGraph`] computes cycles and the start and stop waves.
 //! - [`plan`](mod@plan) shares the shutdown budget among stop waves; its module docs
 //!   state the rule.

@@ -187,8 +187,8 @@ pub struct Unavailable {
     pub reason: String,
 }
 
-/// The backend to use: `want`, or the best available when `None`. `tag` tells this
-/// supervisor's cgroups apart when it sits at a hierarchy's root.
+/// The backend to use: `want`, or the best available (cgroup v2, then the v1
+/// freezer, then none) when `None`.
 pub fn detect(want: Option<Containment>) -> Result<Box<dyn Backend>, Unavailable> {
     let open = |kind: Containment| -> Result<Box<dyn Backend>, Unavailable> {
         let unavailable = |reason: String| Unavailable { kind, reason };

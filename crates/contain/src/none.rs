@@ -185,13 +185,44 @@ impl Tracker {
         for s in all.values() {
             children.entry(s.ppid).or_default().push(s.pid);
         }
+        let (lost, mut owner) = self.forget_gone(&all);
+
+        // Orphans: the caller's children that no unit knows.
+        let mut orphans: Vec<i32> = children
+            .get(&self.me)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|p| !owner.contains_key(p))
+            .collect();
+        orphans.sort_unstable();
+        for pid in orphans {
+            let s = all[&pid];
+            match self.claim(&s, &lost) {
+                (Some(id), _) => {
+                    self.strays.remove(&pid);
+                    let track = self.units.get_mut(&id).expect("known unit");
+                    track.members.insert(pid, s.starttime);
+                    owner.insert(pid, id);
+                }
+                (None, invocation) => {
+                    let start = s.starttime;
+                    self.strays.insert(pid, Stray { start, invocation });
+                }
+            }
+        }
+        self.descend(&all, &children, &mut owner);
+    }
+
+    /// Drops members and strays that are gone, and ids no live process holds;
+    /// the units that lost a member, and every live member's unit.
+    fn forget_gone(&mut self, all: &HashMap<i32, Stat>) -> (Vec<u64>, HashMap<i32, u64>) {
         let same = |pid: i32, start: u64| all.get(&pid).is_some_and(|s| s.starttime == start);
         // An id no live process holds as its pid, session or group may be given
         // to another process from now on, so what a unit saw of it no longer
         // tells where an orphan in that session comes from. Forgetting it also
         // bounds `seen` for a service that forks for ever (a shell loop).
         let live: HashSet<i32> = all.values().flat_map(|s| [s.pid, s.sid, s.pgid]).collect();
-
         let mut lost = Vec::new();
         let mut owner: HashMap<i32, u64> = HashMap::new();
         for (&id, track) in &mut self.units {
@@ -206,86 +237,63 @@ impl Tracker {
             }
         }
         self.strays.retain(|&p, st| same(p, st.start));
+        (lost, owner)
+    }
 
-        // Orphans: the caller's children that no unit knows.
-        let mut orphans: Vec<i32> = children
-            .get(&self.me)
-            .into_iter()
-            .flatten()
+    /// The unit an orphan `s` belongs to, if one can be told; with what its
+    /// environment said of its run, if it was read.
+    fn claim(&self, s: &Stat, lost: &[u64]) -> (Option<u64>, Option<Option<String>>) {
+        let pid = s.pid;
+        let new = !self.strays.contains_key(&pid);
+        let only = |ids: &[u64]| (ids.len() == 1).then(|| ids[0]);
+        let units = |keep: &dyn Fn(&Track) -> bool| -> Vec<u64> {
+            self.units
+                .iter()
+                .filter(|(_, t)| keep(t))
+                .map(|(&id, _)| id)
+                .collect()
+        };
+        let by_session = units(&|t| t.seen.contains(&s.sid) || t.seen.contains(&s.pgid));
+        // Read only when its session does not tell, and once an orphan (the
+        // environment is the one it was exec'd with); read again while it
+        // cannot be (an exec under way reads empty).
+        let read = if only(&by_session).is_some() {
+            None
+        } else {
+            let known = self.strays.get(&pid).and_then(|st| st.invocation.clone());
+            known.or_else(|| procfs::invocation(pid, s.starttime))
+        };
+        let invocation = read.clone().flatten();
+        let by_invocation = units(&|t| invocation.is_some() && t.invocation == invocation);
+        // Units running when it was born; ended ones only count.
+        let running = units(&|t| t.born.is_some_and(|b| b <= s.starttime));
+        let ended = self
+            .ended
+            .iter()
+            .filter(|&&(b, e)| b <= s.starttime && s.starttime <= e)
+            .count();
+        let lost_running: Vec<u64> = lost
+            .iter()
             .copied()
-            .filter(|p| !owner.contains_key(p))
+            .filter(|id| running.contains(id))
             .collect();
-        orphans.sort_unstable();
-        for pid in orphans {
-            let s = all[&pid];
-            let new = !self.strays.contains_key(&pid);
-            let only = |ids: &[u64]| (ids.len() == 1).then(|| ids[0]);
-            let by_session: Vec<u64> = self
-                .units
-                .iter()
-                .filter(|(_, t)| t.seen.contains(&s.sid) || t.seen.contains(&s.pgid))
-                .map(|(&id, _)| id)
-                .collect();
-            // Read only when its session does not tell, and once an orphan (the
-            // environment is the one it was exec'd with); read again while it
-            // cannot be (an exec under way reads empty).
-            let read = if only(&by_session).is_some() {
-                None
-            } else {
-                let known = self.strays.get(&pid).and_then(|st| st.invocation.clone());
-                known.or_else(|| procfs::invocation(pid, s.starttime))
-            };
-            let invocation = read.clone().flatten();
-            let by_invocation: Vec<u64> = self
-                .units
-                .iter()
-                .filter(|(_, t)| invocation.is_some() && t.invocation == invocation)
-                .map(|(&id, _)| id)
-                .collect();
-            // Units running when it was born; ended ones only count.
-            let running: Vec<u64> = self
-                .units
-                .iter()
-                .filter(|(_, t)| t.born.is_some_and(|b| b <= s.starttime))
-                .map(|(&id, _)| id)
-                .collect();
-            let ended = self
-                .ended
-                .iter()
-                .filter(|&&(b, e)| b <= s.starttime && s.starttime <= e)
-                .count();
-            let lost_running: Vec<u64> = lost
-                .iter()
-                .copied()
-                .filter(|id| running.contains(id))
-                .collect();
-            // A run id that no unit has is a run that has ended: the guesses from
-            // timing would pin its escapee on a unit it is not part of.
-            let guess = invocation.is_none();
-            let unit = only(&by_session)
-                .or_else(|| only(&by_invocation))
-                .or_else(|| only(&running).filter(|_| ended == 0 && guess))
-                .or_else(|| only(&lost_running).filter(|_| new && guess));
-            match unit {
-                Some(id) => {
-                    self.strays.remove(&pid);
-                    let track = self.units.get_mut(&id).expect("known unit");
-                    track.members.insert(pid, s.starttime);
-                    owner.insert(pid, id);
-                }
-                None => {
-                    self.strays.insert(
-                        pid,
-                        Stray {
-                            start: s.starttime,
-                            invocation: read,
-                        },
-                    );
-                }
-            }
-        }
+        // A run id that no unit has is a run that has ended: the guesses from
+        // timing would pin its escapee on a unit it is not part of.
+        let guess = invocation.is_none();
+        let unit = only(&by_session)
+            .or_else(|| only(&by_invocation))
+            .or_else(|| only(&running).filter(|_| ended == 0 && guess))
+            .or_else(|| only(&lost_running).filter(|_| new && guess));
+        (unit, read)
+    }
 
-        // Everything below a member is a member (ancestry).
+    /// Everything below a member is a member (ancestry).
+    fn descend(
+        &mut self,
+        all: &HashMap<i32, Stat>,
+        children: &HashMap<i32, Vec<i32>>,
+        owner: &mut HashMap<i32, u64>,
+    ) {
         for (&id, track) in &mut self.units {
             let mut todo: Vec<i32> = track.members.keys().copied().collect();
             while let Some(p) = todo.pop() {

@@ -308,6 +308,27 @@ impl Machine {
                 self.stop_wanted = true;
                 (S::Stopped, Vec::new())
             }
+            (s @ (S::Stopping { .. } | S::Stuck { .. }), e) => {
+                self.while_stopping(s, e, now, jitter)
+            }
+            // Anything else does not apply in this state: ignored, state unchanged.
+            (s, _) => (s, Vec::new()),
+        };
+        self.state = next;
+        effects
+    }
+
+    /// The steps of a service being stopped: from `Stopping` or `Stuck`.
+    fn while_stopping(
+        &mut self,
+        state: State,
+        event: Event,
+        now: Instant,
+        jitter: f64,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        use State as S;
+        match (state, event) {
             (
                 S::Stopping {
                     reason,
@@ -379,9 +400,7 @@ impl Machine {
             }
             // Anything else does not apply in this state: ignored, state unchanged.
             (s, _) => (s, Vec::new()),
-        };
-        self.state = next;
-        effects
+        }
     }
 
     fn begin_start(&mut self, now: Instant) -> (State, Vec<Effect>) {

@@ -1,4 +1,4 @@
-//! From a service's configuration to what [`herd_sys::spawn`] runs.
+//! From a service's configuration to what [`herd_sys::spawn()`] runs.
 //!
 //! The environment is herder's own, then `env_file`, then `env` (later wins): a
 //! container's variables reach its services, as with foreman or process-compose.

@@ -165,50 +165,9 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
             out.lines.push(format!("    {l}"));
         }
     }
-    // SIGTERM to all at once, then wait for each service up to its stop timeout
-    // (within the budget): the old run's services get a stop, not just a kill.
-    let budget = Duration::from_millis(state.shutdown_budget_ms.max(1));
     let started = tokio::time::Instant::now();
-    let mut waits = Vec::new();
-    for (name, procs) in &found {
-        let grace = Duration::from_millis(state.services[name].stop_timeout_ms).min(budget);
-        for p in procs {
-            if let Some(fd) = open_verified(*p)
-                && matches!(fd.signal(libc::SIGTERM), Ok(true))
-            {
-                waits.push(tokio::time::timeout_at(started + grace, fd.exited()));
-            }
-        }
-    }
-    let mut terminated = true;
-    for w in waits {
-        terminated &= matches!(w.await, Ok(Ok(())));
-    }
-    // Then SIGKILL in rounds: what the scan finds now includes processes forked
-    // meanwhile. A round's kills are waited for (bounded) before the next scan.
-    let mut killed = 0usize;
-    for _ in 0..20 {
-        let now: Vec<Proc> = find(&state).into_values().flatten().collect();
-        if now.is_empty() {
-            break;
-        }
-        kill_cgroups(&state);
-        let mut waits = Vec::new();
-        for p in now {
-            if let Some(fd) = open_verified(p)
-                && matches!(fd.signal(libc::SIGKILL), Ok(true))
-            {
-                killed += 1;
-                waits.push(tokio::time::timeout(
-                    Duration::from_millis(500),
-                    fd.exited(),
-                ));
-            }
-        }
-        for w in waits {
-            let _ = w.await;
-        }
-    }
+    let terminated = terminate(&state, &found).await;
+    let killed = kill(&state).await;
     let left: Vec<i32> = find(&state)
         .into_values()
         .flatten()
@@ -241,6 +200,60 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
         forget(dir, &mut out);
     }
     Ok(out)
+}
+
+/// SIGTERM to every process found at once, then a wait for each service up to its
+/// stop timeout (within the budget): the old run's services get a stop, not just
+/// a kill. Whether all of them ended.
+async fn terminate(state: &StateFile, found: &BTreeMap<String, BTreeSet<Proc>>) -> bool {
+    let budget = Duration::from_millis(state.shutdown_budget_ms.max(1));
+    let started = tokio::time::Instant::now();
+    let mut waits = Vec::new();
+    for (name, procs) in found {
+        let grace = Duration::from_millis(state.services[name].stop_timeout_ms).min(budget);
+        for p in procs {
+            if let Some(fd) = open_verified(*p)
+                && matches!(fd.signal(libc::SIGTERM), Ok(true))
+            {
+                waits.push(tokio::time::timeout_at(started + grace, fd.exited()));
+            }
+        }
+    }
+    let mut terminated = true;
+    for w in waits {
+        terminated &= matches!(w.await, Ok(Ok(())));
+    }
+    terminated
+}
+
+/// SIGKILL in rounds: what the scan finds now includes processes forked
+/// meanwhile. A round's kills are waited for (bounded) before the next scan.
+/// How many processes were killed.
+async fn kill(state: &StateFile) -> usize {
+    let mut killed = 0usize;
+    for _ in 0..20 {
+        let now: Vec<Proc> = find(state).into_values().flatten().collect();
+        if now.is_empty() {
+            break;
+        }
+        kill_cgroups(state);
+        let mut waits = Vec::new();
+        for p in now {
+            if let Some(fd) = open_verified(p)
+                && matches!(fd.signal(libc::SIGKILL), Ok(true))
+            {
+                killed += 1;
+                waits.push(tokio::time::timeout(
+                    Duration::from_millis(500),
+                    fd.exited(),
+                ));
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+    killed
 }
 
 /// Every live process of each recorded run.

@@ -145,22 +145,11 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
     };
 
     // Everything the child reads is built here: it must not allocate.
-    let c_program = cstring(program.as_os_str().as_bytes()).map_err(fail)?;
-    let c_argv = spec
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(fail)?;
-    let c_env = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(fail)?;
-    let c_workdir = cstring(spec.workdir.as_os_str().as_bytes()).map_err(fail)?;
-    let argv = null_terminated(&c_argv);
-    let envp = null_terminated(&c_env);
+    let exec = ExecStrings::new(spec, &program).map_err(fail)?;
+    let (c_program, c_argv, c_env, c_workdir) =
+        (&exec.program, &exec.argv, &exec.env, &exec.workdir);
+    let argv = null_terminated(c_argv);
+    let envp = null_terminated(c_env);
 
     let null = dev_null().map_err(fail)?;
     let (stdout, stderr, out_w, err_w) = if spec.discard_output {
@@ -177,17 +166,7 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         );
         return Err(fail(e));
     }
-    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = spec
-        .rlimits
-        .iter()
-        .map(|&(r, v)| {
-            let limit = libc::rlimit {
-                rlim_cur: v,
-                rlim_max: v,
-            };
-            (r.resource(), limit)
-        })
-        .collect();
+    let rlimits = rlimits(spec);
     // What the child gets, in order: stdin, stdout, stderr, then `inherit`.
     let sources: Vec<BorrowedFd> = [
         null.as_fd(),
@@ -232,6 +211,47 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         stdout,
         stderr,
     })
+}
+
+/// The exec's strings, as C strings, built before the clone.
+struct ExecStrings {
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    workdir: CString,
+}
+
+impl ExecStrings {
+    fn new(spec: &Spec, program: &Path) -> io::Result<ExecStrings> {
+        Ok(ExecStrings {
+            program: cstring(program.as_os_str().as_bytes())?,
+            argv: spec
+                .argv
+                .iter()
+                .map(|a| cstring(a.as_bytes()))
+                .collect::<io::Result<Vec<_>>>()?,
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+                .collect::<io::Result<Vec<_>>>()?,
+            workdir: cstring(spec.workdir.as_os_str().as_bytes())?,
+        })
+    }
+}
+
+/// The spec's rlimits as `setrlimit` takes them (soft and hard alike).
+fn rlimits(spec: &Spec) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+    spec.rlimits
+        .iter()
+        .map(|&(r, v)| {
+            let limit = libc::rlimit {
+                rlim_cur: v,
+                rlim_max: v,
+            };
+            (r.resource(), limit)
+        })
+        .collect()
 }
 
 /// What the child reads between clone and exec; all of it prepared by the parent.

@@ -6,10 +6,10 @@
 //! - An action answers only once its effect has happened: a stop when every process
 //!   of the service is gone, a start when the service is ready (a oneshot: exited 0),
 //!   or with the reason it could not be. Pending answers are [`Waiter`]s, settled
-//!   after every turn of the loop.
+//!   at the end of every settle of the loop.
 //! - Stopping a service stops what `requires` it first (reason `dependency`), in
 //!   reverse dependency order, each stop queued until everything that requires the
-//!   service has stopped (SPEC: "stopping one stops this first").
+//!   service has stopped (the order is [`orchestrate::stop_order`]).
 //! - Starting a service starts what it `requires` that is not running, in order:
 //!   they are marked to *rejoin*, and start as a pending service would.
 //! - A restart is a stop (reason `restart`, dependents `dependency`) after which the

@@ -10,7 +10,7 @@
 //! `MAINPID=`) until it is reaped or forgotten: the engine names processes by pid,
 //! and every signal goes through the pidfd behind that pid, so none can hit a
 //! recycled one. [`System::reap`] is herder's one reaper
-//! ([`herd_sys::reap`]); the loop calls it on every SIGCHLD.
+//! ([`herd_sys::reap()`]); the loop calls it on every SIGCHLD.
 //!
 //! # Caveats
 //!

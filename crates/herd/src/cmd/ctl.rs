@@ -234,15 +234,9 @@ async fn logs(
     json: bool,
 ) -> ExitCode {
     let names: Vec<String> = if names.is_empty() {
-        match client::request(sock, Method::GET, "/v1/services").await {
-            Ok((st, body)) if st.is_success() => {
-                match serde_json::from_slice::<Vec<ServiceStatus>>(&body) {
-                    Ok(list) => list.into_iter().map(|s| s.name).collect(),
-                    Err(e) => return fail(&format!("unexpected answer from herder: {e}")),
-                }
-            }
-            Ok((_, body)) => return fail(&client::message(&body)),
-            Err(e) => return fail(&e.to_string()),
+        match service_names(sock).await {
+            Ok(n) => n,
+            Err(e) => return fail(&e),
         }
     } else {
         names.to_vec()
@@ -262,42 +256,10 @@ async fn logs(
     // Every stream's lines go through one channel to the one writer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, String), String>>(256);
     let sock = sock.to_path_buf();
-    let fetch =
-        move |name: String, tx: tokio::sync::mpsc::Sender<Result<(String, String), String>>| {
-            let sock = sock.clone();
-            let path = format!("/v1/services/{name}/logs?{query}");
-            async move {
-                let (status, body) = match client::open(&sock, Method::GET, &path).await {
-                    Ok(r) => r,
-                    Err(e) => return tx.send(Err(e.to_string())).await.is_ok(),
-                };
-                if !status.is_success() {
-                    let body = client::rest(body).await;
-                    return tx.send(Err(client::message(&body))).await.is_ok();
-                }
-                let mut split = Lines::default();
-                let mut body = body;
-                while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
-                    let Some(chunk) = frame.data_ref() else {
-                        continue;
-                    };
-                    let mut got = Vec::new();
-                    split.feed(chunk, |line| {
-                        got.push(line.to_string());
-                        true
-                    });
-                    for line in got {
-                        if tx.send(Ok((name.clone(), line))).await.is_err() {
-                            return false;
-                        }
-                    }
-                }
-                match split.finish() {
-                    Some(rest) => tx.send(Ok((name.clone(), rest))).await.is_ok(),
-                    None => true,
-                }
-            }
-        };
+    let fetch = move |name: String, tx| {
+        let path = format!("/v1/services/{name}/logs?{query}");
+        fetch_log(sock.clone(), path, name, tx)
+    };
     if follow {
         for n in names {
             tokio::spawn(fetch(n, tx.clone()));
@@ -339,6 +301,56 @@ async fn logs(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Every service's name, from the running herder.
+async fn service_names(sock: &Path) -> Result<Vec<String>, String> {
+    match client::request(sock, Method::GET, "/v1/services").await {
+        Ok((st, body)) if st.is_success() => serde_json::from_slice::<Vec<ServiceStatus>>(&body)
+            .map(|list| list.into_iter().map(|s| s.name).collect())
+            .map_err(|e| format!("unexpected answer from herder: {e}")),
+        Ok((_, body)) => Err(client::message(&body)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Sends every line of one service's log (`path` on the socket) to `tx`, tagged
+/// with its `name`; false once nobody reads any more.
+async fn fetch_log(
+    sock: PathBuf,
+    path: String,
+    name: String,
+    tx: tokio::sync::mpsc::Sender<Result<(String, String), String>>,
+) -> bool {
+    let (status, body) = match client::open(&sock, Method::GET, &path).await {
+        Ok(r) => r,
+        Err(e) => return tx.send(Err(e.to_string())).await.is_ok(),
+    };
+    if !status.is_success() {
+        let body = client::rest(body).await;
+        return tx.send(Err(client::message(&body))).await.is_ok();
+    }
+    let mut split = Lines::default();
+    let mut body = body;
+    while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        let mut got = Vec::new();
+        split.feed(chunk, |line| {
+            got.push(line.to_string());
+            true
+        });
+        for line in got {
+            if tx.send(Ok((name.clone(), line))).await.is_err() {
+                return false;
+            }
+        }
+    }
+    match split.finish() {
+        Some(rest) => tx.send(Ok((name.clone(), rest))).await.is_ok(),
+        None => true,
     }
 }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use herd_config::{Config, Containment};
-use herd_core::engine::{Engine, Options};
+use herd_core::engine::{Engine, Options, Outcome};
 use herd_core::log::note;
 
 use crate::api::health::{self, HealthCtx};
@@ -36,84 +36,131 @@ pub fn run(
             "--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)",
         );
     }
-    let state_dir = state_dir(&config, file);
-    if let Err(e) = std::fs::create_dir_all(&state_dir) {
-        note(&format!("cannot create {}: {e}", state_dir.display()));
-        return ExitCode::from(1);
+    let how = How {
+        file,
+        socket,
+        forced,
+        init: init || pid1,
+        http,
+    };
+    match supervise(&config, &how) {
+        Ok(outcome) => finish(&outcome),
+        Err(e) => {
+            note(&e);
+            ExitCode::from(1)
+        }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
+}
+
+/// What the command line asked of `herd up`.
+struct How<'a> {
+    file: &'a Path,
+    socket: Option<&'a Path>,
+    forced: Option<Containment>,
+    init: bool,
+    http: Option<std::net::SocketAddr>,
+}
+
+/// Everything from the state directory to the end of the run; an error is what
+/// kept herder from starting.
+fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
+    let state_dir = state_dir(config, how.file);
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            note(&format!("cannot start the runtime: {e}"));
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(herd_core::state::recover(&state_dir)) {
-        Ok(r) => {
-            for line in &r.lines {
-                note(line);
-            }
-            for l in &r.left {
-                note(&format!("  still there: {l}"));
-            }
-        }
-        Err(e) => {
-            note(&e.to_string());
-            return ExitCode::from(1);
-        }
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let r = rt
+        .block_on(herd_core::state::recover(&state_dir))
+        .map_err(|e| e.to_string())?;
+    for line in &r.lines {
+        note(line);
     }
-    let access = match &config.supervisor.socket_group {
-        None => Ok(None),
-        Some(g) => herd_sys::user::group_only(g).map(Some),
-    };
-    let access = match access {
-        Ok(gid) => Access {
-            uid: rustix::process::getuid().as_raw(),
-            gid,
-        },
-        Err(e) => {
-            note(&format!("supervisor.socket_group: {e}"));
-            return ExitCode::from(1);
-        }
-    };
+    for l in &r.left {
+        note(&format!("  still there: {l}"));
+    }
+    let access = access(config)?;
     // The listeners come before the backend claims its cgroups, so a socket in use
     // stops herder before it has made anything it would have to undo.
-    let sock = crate::api::socket_path(&config, file, socket);
-    let bound = rt.block_on(async {
-        let listener = server::bind(&sock, access.gid).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("control socket {}: {e}", sock.display()))
-        })?;
-        note(&format!("control socket: {}", sock.display()));
-        let probes = match http {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("--http {addr}: {e}")))?;
-                note(&format!("health and metrics: http://{}/", l.local_addr()?));
-                Some(l)
-            }
-            None => None,
-        };
-        Ok::<_, std::io::Error>((listener, probes))
-    });
-    let (listener, probes, _socket_file) = match bound {
-        Ok(l) => (l.0, l.1, SocketFile(sock.clone())),
-        Err(e) => {
-            note(&e.to_string());
-            return ExitCode::from(1);
-        }
+    let sock = crate::api::socket_path(config, how.file, how.socket);
+    let (listener, probes) = rt
+        .block_on(listen(&sock, access.gid, how.http))
+        .map_err(|e| e.to_string())?;
+    let _socket_file = SocketFile(sock);
+    let backend = backend(config, how.forced)?;
+    let opts = Options {
+        state_dir: state_dir.clone(),
+        config_file: Some(how.file.to_path_buf()),
+        init: how.init,
     };
-    let want = forced.or(config.supervisor.containment);
-    let backend = match herd_contain::detect(want) {
-        Ok(b) => b,
-        Err(e) => {
-            note(&e.to_string());
-            return ExitCode::from(1);
+    rt.block_on(async {
+        let engine = Engine::new(config, opts, backend)?;
+        let probing = probes.map(|l| {
+            let ctx = Arc::new(HealthCtx {
+                handle: engine.handle(),
+                main: config.main.clone(),
+            });
+            tokio::spawn(health::serve(l, ctx))
+        });
+        let ctx = Arc::new(Ctx::new(engine.handle(), state_dir));
+        let serving = tokio::spawn(server::serve(listener, access, ctx.clone()));
+        let outcome = engine.run().await;
+        serving.abort();
+        // Streams hear the end (`herd down --wait` its report) before herder exits.
+        server::drain(&ctx, STREAMS_DRAIN).await;
+        if let Some(p) = probing {
+            p.abort();
         }
+        outcome
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Who may use the control socket.
+fn access(config: &Config) -> Result<Access, String> {
+    let gid = match &config.supervisor.socket_group {
+        None => None,
+        Some(g) => Some(
+            herd_sys::user::group_only(g).map_err(|e| format!("supervisor.socket_group: {e}"))?,
+        ),
     };
+    Ok(Access {
+        uid: rustix::process::getuid().as_raw(),
+        gid,
+    })
+}
+
+/// The control socket, and the `--http` listener if asked for.
+async fn listen(
+    sock: &Path,
+    group: Option<u32>,
+    http: Option<std::net::SocketAddr>,
+) -> std::io::Result<(tokio::net::UnixListener, Option<tokio::net::TcpListener>)> {
+    let listener = server::bind(sock, group).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("control socket {}: {e}", sock.display()))
+    })?;
+    note(&format!("control socket: {}", sock.display()));
+    let probes = match http {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("--http {addr}: {e}")))?;
+            note(&format!("health and metrics: http://{}/", l.local_addr()?));
+            Some(l)
+        }
+        None => None,
+    };
+    Ok((listener, probes))
+}
+
+/// The containment backend, said with what it cannot honour here.
+fn backend(
+    config: &Config,
+    forced: Option<Containment>,
+) -> Result<Box<dyn herd_contain::Backend>, String> {
+    let backend = herd_contain::detect(forced.or(config.supervisor.containment))
+        .map_err(|e| e.to_string())?;
     note(&format!(
         "containment: {}{}",
         backend.kind(),
@@ -135,38 +182,11 @@ pub fn run(
             note(&format!("warning: services.{name}.{why}; not honoured"));
         }
     }
-    let opts = Options {
-        state_dir: state_dir.clone(),
-        config_file: Some(file.to_path_buf()),
-        init: init || pid1,
-    };
-    let outcome = rt.block_on(async {
-        let engine = Engine::new(&config, opts, backend)?;
-        let probing = probes.map(|l| {
-            let ctx = Arc::new(HealthCtx {
-                handle: engine.handle(),
-                main: config.main.clone(),
-            });
-            tokio::spawn(health::serve(l, ctx))
-        });
-        let ctx = Arc::new(Ctx::new(engine.handle(), state_dir));
-        let serving = tokio::spawn(server::serve(listener, access, ctx.clone()));
-        let outcome = engine.run().await;
-        serving.abort();
-        // Streams hear the end (`herd down --wait` its report) before herder exits.
-        server::drain(&ctx, STREAMS_DRAIN).await;
-        if let Some(p) = probing {
-            p.abort();
-        }
-        outcome
-    });
-    let o = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            note(&format!("{e}"));
-            return ExitCode::from(1);
-        }
-    };
+    Ok(backend)
+}
+
+/// Says how the run ended; herder's exit code.
+fn finish(o: &Outcome) -> ExitCode {
     let code = o.exit_code();
     if !o.stuck.is_empty() {
         note(&format!(

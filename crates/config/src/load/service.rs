@@ -1,0 +1,445 @@
+//! Reading one `[services.NAME]` table: its command, environment, readiness
+//! check, restart and stop policies and limits, each key checked and every
+//! problem collected.
+
+use std::collections::BTreeMap;
+
+use toml::de::{DeTable, DeValue};
+
+use super::{
+    Cx, Dep, DepKind, LIMIT_KEYS, Loc, Parsed, READY_CHECKS, READY_KEYS, RESTART_KEYS,
+    SERVICE_KEYS, STOP_KEYS, Val, base_dir, get, join,
+};
+use crate::schema::*;
+use crate::units::{Backoff, Signal, StartLimit};
+
+impl Cx<'_> {
+    /// Reads one service. It is returned even when it has errors, so that services
+    /// depending on it are not also told it does not exist; the values of bad keys
+    /// are placeholders, never seen because [`load`] then fails.
+    pub(super) fn service(&mut self, name: &str, t: &DeTable<'_>, loc: Loc) -> Parsed {
+        let p = format!("services.{name}");
+        self.keys(t, &p, SERVICE_KEYS);
+        let base = base_dir(&self.src.path);
+
+        let shell = self.field(t, &p, "shell", Cx::boolean).unwrap_or(false);
+        let command = match get(t, "command") {
+            None => {
+                self.diags
+                    .push(loc.diag(&p, "missing required key \"command\""));
+                None
+            }
+            Some(v) => self.command(v, &format!("{p}.command"), shell),
+        };
+        let kind = self
+            .field(t, &p, "kind", |cx, v, key| {
+                cx.choice(v, key, &[("long", Kind::Long), ("oneshot", Kind::Oneshot)])
+            })
+            .unwrap_or(Kind::Long);
+        let env = self.field(t, &p, "env", Cx::env).unwrap_or_default();
+        let env_file = self
+            .field(t, &p, "env_file", Cx::path)
+            .map(|f| base.join(f));
+        let workdir = self
+            .field(t, &p, "workdir", Cx::path)
+            .map_or_else(|| base.clone(), |w| base.join(w));
+        let user = self.field(t, &p, "user", Cx::name);
+        let group = self.field(t, &p, "group", Cx::name);
+
+        let mut deps = Vec::new();
+        let mut lists = [Vec::new(), Vec::new()];
+        for (kind, list) in [DepKind::Requires, DepKind::After]
+            .into_iter()
+            .zip(&mut lists)
+        {
+            let key = format!("{p}.{}", kind.key());
+            let Some(items) = get(t, kind.key()).and_then(|v| self.strings(v, &key)) else {
+                continue;
+            };
+            for (dep, span) in items {
+                if list.contains(&dep) {
+                    self.err(span, &key, format!("\"{dep}\" is listed twice"));
+                    continue;
+                }
+                deps.push(Dep {
+                    name: dep.clone(),
+                    kind,
+                    loc: self.loc(span),
+                });
+                list.push(dep);
+            }
+        }
+        let [requires, after] = lists;
+
+        let ready = match get(t, "ready") {
+            Some(v) if kind == Kind::Oneshot => {
+                self.err(
+                    v.span(),
+                    &format!("{p}.ready"),
+                    "a oneshot is ready when it exits 0; it takes no ready check",
+                );
+                None
+            }
+            Some(v) => self.ready(v, &format!("{p}.ready")),
+            None => None,
+        };
+        let restart = self.restart(get(t, "restart"), &format!("{p}.restart"), kind);
+        let stop = self.stop(get(t, "stop"), &format!("{p}.stop"));
+        let limits = get(t, "limits")
+            .map(|v| self.limits(v, &format!("{p}.limits")))
+            .unwrap_or_default();
+
+        Parsed {
+            service: Service {
+                name: name.to_string(),
+                defined_in: self.src.path.clone(),
+                line: loc.position.line,
+                command: command.unwrap_or(Command::Argv(Vec::new())),
+                env,
+                env_file,
+                workdir,
+                user,
+                group,
+                kind,
+                requires,
+                after,
+                ready,
+                restart,
+                stop,
+                limits,
+            },
+            loc,
+            deps,
+        }
+    }
+
+    pub(super) fn command(&mut self, v: &Val<'_>, key: &str, shell: bool) -> Option<Command> {
+        match (v.get_ref(), shell) {
+            (DeValue::String(s), true) if s.trim().is_empty() => {
+                self.err(v.span(), key, "empty command");
+                None
+            }
+            (DeValue::String(s), true) => Some(Command::Shell(s.to_string())),
+            (DeValue::String(_), false) => {
+                self.err(
+                    v.span(),
+                    key,
+                    "a string command needs shell = true; or give an argv array such as [\"prog\", \"arg\"]",
+                );
+                None
+            }
+            (DeValue::Array(_), true) => {
+                self.err(
+                    v.span(),
+                    key,
+                    "with shell = true the command is one string for /bin/sh -c",
+                );
+                None
+            }
+            (_, false) => self.argv(v, key).map(Command::Argv),
+            (_, true) => {
+                self.mismatch(v, key, "a string");
+                None
+            }
+        }
+    }
+
+    pub(super) fn env(&mut self, v: &Val<'_>, key: &str) -> Option<BTreeMap<String, String>> {
+        let t = self.table(v, key)?;
+        let mut env = BTreeMap::new();
+        for (k, v) in t.iter() {
+            let name = k.get_ref().as_ref();
+            let key = join(key, name);
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.err(
+                    k.span(),
+                    &key,
+                    "an environment variable name must be non-empty, without '=' or NUL",
+                );
+                continue;
+            }
+            if let Some(val) = self.string(v, &key) {
+                if val.contains('\0') {
+                    self.err(v.span(), &key, "an environment value cannot contain NUL");
+                    continue;
+                }
+                env.insert(name.to_string(), val);
+            }
+        }
+        Some(env)
+    }
+
+    pub(super) fn ready(&mut self, v: &Val<'_>, p: &str) -> Option<Ready> {
+        let t = self.table(v, p)?;
+        self.keys(t, p, READY_KEYS);
+        let present: Vec<&str> = READY_CHECKS
+            .iter()
+            .copied()
+            .filter(|c| get(t, c).is_some())
+            .collect();
+        let check_name = match present.as_slice() {
+            [] => {
+                self.err(
+                    v.span(),
+                    p,
+                    format!("needs one check: {}", READY_CHECKS.join(", ")),
+                );
+                return None;
+            }
+            [one] => *one,
+            [first, rest @ ..] => {
+                let second = get(t, rest[0]).expect("present");
+                self.err(
+                    second.span(),
+                    p,
+                    format!("takes one check, found {first} and {}", rest.join(" and ")),
+                );
+                return None;
+            }
+        };
+        let cv = get(t, check_name).expect("present");
+        let key = join(p, check_name);
+        let check = match check_name {
+            "tcp" => self.parsed(cv, &key, "a string \"host:port\"", |s| {
+                check_host_port(s).map(|()| ReadyCheck::Tcp(s.to_string()))
+            })?,
+            "http" => self.parsed(cv, &key, "a URL string", |s| {
+                check_http_url(s).map(|()| ReadyCheck::Http(s.to_string()))
+            })?,
+            "exec" => ReadyCheck::Exec(self.argv(cv, &key)?),
+            "log" => self.parsed(cv, &key, "a regular expression string", |s| {
+                match regex_lite::Regex::new(s) {
+                    Ok(_) => Ok(ReadyCheck::Log(s.to_string())),
+                    Err(e) => Err(format!(
+                        "invalid regular expression: {}",
+                        e.to_string().lines().last().unwrap_or("").trim()
+                    )),
+                }
+            })?,
+            "notify" => match self.boolean(cv, &key)? {
+                true => ReadyCheck::Notify,
+                false => {
+                    self.err(cv.span(), &key, "notify = false is no check; remove it");
+                    return None;
+                }
+            },
+            "delay" => ReadyCheck::Delay(self.duration(cv, &key)?),
+            _ => unreachable!("READY_CHECKS"),
+        };
+        let interval = match get(t, "interval") {
+            Some(iv) if !check.is_polled() => {
+                self.err(
+                    iv.span(),
+                    &join(p, "interval"),
+                    "applies only to tcp, http and exec checks",
+                );
+                return None;
+            }
+            Some(iv) => self.positive_duration(iv, &join(p, "interval"))?,
+            None => defaults::READY_INTERVAL,
+        };
+        let timeout = match self.field(t, p, "timeout", Cx::positive_duration) {
+            Some(d) => d,
+            None if get(t, "timeout").is_some() => return None,
+            None => defaults::READY_TIMEOUT,
+        };
+        Some(Ready {
+            check,
+            interval,
+            timeout,
+        })
+    }
+
+    pub(super) fn restart(&mut self, v: Option<&Val<'_>>, p: &str, kind: Kind) -> Restart {
+        let default_policy = match kind {
+            Kind::Long => RestartPolicy::OnFailure,
+            Kind::Oneshot => RestartPolicy::Never,
+        };
+        let mut r = Restart {
+            policy: default_policy,
+            backoff: Backoff::parse(defaults::BACKOFF).expect("valid default"),
+            limit: StartLimit::parse(defaults::START_LIMIT).expect("valid default"),
+            stable: defaults::STABLE,
+        };
+        let Some(t) = v.and_then(|v| self.table(v, p)) else {
+            return r;
+        };
+        self.keys(t, p, RESTART_KEYS);
+        if let Some(pv) = get(t, "policy") {
+            let key = join(p, "policy");
+            if let Some(policy) = self.choice(
+                pv,
+                &key,
+                &[
+                    ("always", RestartPolicy::Always),
+                    ("on-failure", RestartPolicy::OnFailure),
+                    ("never", RestartPolicy::Never),
+                ],
+            ) {
+                if kind == Kind::Oneshot && policy == RestartPolicy::Always {
+                    self.err(
+                        pv.span(),
+                        &key,
+                        "a oneshot cannot restart always (it would run forever); use on-failure",
+                    );
+                }
+                r.policy = policy;
+            }
+        }
+        r.backoff = self
+            .field(t, p, "backoff", |cx, v, key| {
+                cx.parsed(
+                    v,
+                    key,
+                    "a range string such as \"200ms..30s\"",
+                    Backoff::parse,
+                )
+            })
+            .unwrap_or(r.backoff);
+        r.limit = self
+            .field(t, p, "limit", |cx, v, key| {
+                cx.parsed(v, key, "a string such as \"5/1m\"", StartLimit::parse)
+            })
+            .unwrap_or(r.limit);
+        r.stable = self.field(t, p, "stable", Cx::duration).unwrap_or(r.stable);
+        r
+    }
+
+    pub(super) fn stop(&mut self, v: Option<&Val<'_>>, p: &str) -> Stop {
+        let mut s = Stop {
+            signal: Signal::TERM,
+            timeout: defaults::STOP_TIMEOUT,
+            mode: StopMode::Group,
+            exec: None,
+            notify: false,
+        };
+        let Some(t) = v.and_then(|v| self.table(v, p)) else {
+            return s;
+        };
+        self.keys(t, p, STOP_KEYS);
+        s.signal = self.field(t, p, "signal", Cx::signal).unwrap_or(s.signal);
+        s.timeout = self
+            .field(t, p, "timeout", Cx::duration)
+            .unwrap_or(s.timeout);
+        s.mode = self
+            .field(t, p, "mode", |cx, v, key| {
+                cx.choice(
+                    v,
+                    key,
+                    &[
+                        ("group", StopMode::Group),
+                        ("main", StopMode::Main),
+                        ("mixed", StopMode::Mixed),
+                    ],
+                )
+            })
+            .unwrap_or(s.mode);
+        s.exec = self.field(t, p, "exec", Cx::argv);
+        s.notify = self.field(t, p, "notify", Cx::boolean).unwrap_or(false);
+        s
+    }
+
+    pub(super) fn limits(&mut self, v: &Val<'_>, p: &str) -> Limits {
+        let Some(t) = self.table(v, p) else {
+            return Limits::default();
+        };
+        self.keys(t, p, LIMIT_KEYS);
+        Limits {
+            memory: self.field(t, p, "memory", |cx, v, key| {
+                let n = cx.size(v, key)?;
+                if n == 0 {
+                    cx.err(v.span(), key, "must be above zero");
+                    return None;
+                }
+                Some(n)
+            }),
+            pids: self.field(t, p, "pids", Cx::count),
+            cpu: self.field(t, p, "cpu", |cx, v, key| {
+                let n = match v.get_ref() {
+                    DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+                    DeValue::Integer(_) => cx.integer(v, key).map(|i| i as f64),
+                    _ => {
+                        cx.mismatch(v, key, "a number of CPUs such as 0.5 or 2");
+                        return None;
+                    }
+                };
+                match n {
+                    Some(n) if n.is_finite() && n > 0.0 => Some(n),
+                    _ => {
+                        cx.err(v.span(), key, "must be a number of CPUs above zero");
+                        None
+                    }
+                }
+            }),
+            nofile: self.field(t, p, "nofile", Cx::count),
+            nproc: self.field(t, p, "nproc", Cx::count),
+            core: self.field(t, p, "core", Cx::size),
+        }
+    }
+}
+
+/// Service names become cgroup directory names, environment values and parts of
+/// dotted keys, so they are kept to a safe alphabet.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok_first && ok_rest && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err("a service name is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit".into())
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "invalid address \"{s}\": write host:port, e.g. \"127.0.0.1:5432\""
+        ))
+    };
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => bad(),
+    }
+}
+
+fn check_http_url(s: &str) -> Result<(), String> {
+    let Some(rest) = s.strip_prefix("http://") else {
+        return Err(format!(
+            "invalid URL \"{s}\": only http:// URLs are checked (no TLS)"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("invalid URL \"{s}\": no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(check_name("api-v2_x").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("-api").is_err());
+        assert!(check_name("a.b").is_err());
+        assert!(check_name(&"a".repeat(65)).is_err());
+        assert!(check_host_port("127.0.0.1:5432").is_ok());
+        assert!(check_host_port("[::1]:80").is_ok());
+        assert!(check_host_port("localhost").is_err());
+        assert!(check_host_port(":80").is_err());
+        assert!(check_host_port("h:0").is_err());
+        assert!(check_http_url("http://127.0.0.1:8080/health").is_ok());
+        assert!(check_http_url("https://x").is_err());
+        assert!(check_http_url("http:///x").is_err());
+    }
+}
