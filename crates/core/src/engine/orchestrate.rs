@@ -10,6 +10,11 @@
 //! Each function reads services through [`Member`], which the engine's service
 //! and the tests' plain rows both implement, from a map by name (the engine's
 //! own table, so nothing is copied on the loop's every turn).
+//!
+//! # Caveats
+//!
+//! - Each call walks every service: the loop calls them once per settle, so their
+//!   cost grows with the number of services, not with the events.
 
 use std::collections::{BTreeMap, BTreeSet};
 

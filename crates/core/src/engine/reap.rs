@@ -13,6 +13,14 @@
 //!   of services whose main process is gone. An empty unit is removed, its run
 //!   dropped whole, its stop's closing line said, and `Empty` posted; a restart
 //!   that waited for the unit to empty is resumed.
+//!
+//! # Caveats
+//!
+//! - A unit is checked only for services whose main process is gone: while it
+//!   runs, the service is not stopped whatever else of it exits.
+//! - The freezer and none backends have no event of their own for "empty": the
+//!   last exit of a unit is always some process's SIGCHLD to herder (as
+//!   subreaper), which is what wakes the check.
 
 use tokio::time::Instant;
 

@@ -7,6 +7,13 @@
 //!   empty. It holds the unit, the invocation id, the event pipe, the readiness
 //!   task and deadline, the kill backoff and the stop log, and is dropped as one
 //!   piece, so nothing of a dead run can leak into the next.
+//!
+//! # Caveats
+//!
+//! - The main process's pid is not here but in the machine's state (the one copy),
+//!   and its pidfd in the process layer ([`super::Processes`]).
+//! - A run ends when its unit is empty, not when its main process exits: between
+//!   the two, a `Backoff` service still has a run, and its restart waits.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
