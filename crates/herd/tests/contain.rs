@@ -63,6 +63,12 @@ macro_rules! on_backends {
 }
 
 on_backends! {
+    a_stopped_process_is_continued {
+        cgroup2_continues_a_stopped_service: CGROUP2,
+        freezer_continues_a_stopped_service: FREEZER,
+        none_continues_a_stopped_service: NONE,
+        unprivileged_continues_a_stopped_service: UNPRIVILEGED,
+    }
     escapee_goes_with_its_service {
         cgroup2_stops_an_escapee_with_its_service: CGROUP2,
         freezer_stops_an_escapee_with_its_service: FREEZER,
@@ -544,4 +550,57 @@ stop = { timeout = "300ms" }
     left.sort_unstable();
     assert_eq!(left, frozen, "only the frozen processes are left");
     std::fs::write(ice.join("freezer.state"), "THAWED").unwrap();
+}
+
+/// A service stopped with SIGSTOP acts on SIGTERM only once it runs again: its
+/// stop continues it (SIGCONT after the stop signal), so its TERM handler exits
+/// at once instead of waiting out the 3 s timeout for SIGKILL. Regression test:
+/// every backend waited the whole timeout and SIGKILLed it.
+fn a_stopped_process_is_continued(on: On) {
+    stopped_then_stop(on, "group");
+}
+
+fn stopped_then_stop(on: On, mode: &str) {
+    let mut up = Up::with(
+        &format!(
+            r#"
+[services.paused]
+command = ["{{helper}}", "{{dir}}", "slow-exit", "0"]
+ready = {{ log = "^ready$" }}
+stop = {{ timeout = "3s", mode = "{mode}" }}
+"#
+        ),
+        on.opts(),
+    );
+    up.wait_for(&format!("containment: {}", on.backend()), LONG);
+    up.wait_for("herd: paused ready", LONG);
+    let main = in_mode(&up, "slow-exit");
+    assert_eq!(main.len(), 1);
+    common::kill(main[0], libc::SIGSTOP);
+    common::wait_state(main[0], 'T', LONG);
+    let asked = Instant::now();
+    let out = common::herd(
+        up.dir.path(),
+        &["--socket", ".herd/herd.sock", "stop", "paused"],
+    );
+    let took = asked.elapsed();
+    assert!(out.status.success(), "{out:?}\n{}", up.seen.join("\n"));
+    let line = up.wait_for("herd: paused: SIGTERM at +", LONG);
+    assert!(!line.contains("SIGKILL"), "{line}");
+    // Well under the 3 s timeout (about a millisecond here; the margin is for a
+    // loaded machine, not a target).
+    assert!(took < Duration::from_millis(2_000), "stop took {took:?}");
+    assert!(in_mode(&up, "slow-exit").is_empty());
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+}
+
+#[test]
+fn a_stopped_main_process_is_continued_in_main_mode() {
+    stopped_then_stop(CGROUP2, "main");
+}
+
+#[test]
+fn a_stopped_main_process_is_continued_in_mixed_mode() {
+    stopped_then_stop(NONE, "mixed");
 }

@@ -8,7 +8,8 @@
 //!   out on the event pipe of a service that subscribed (`stop.notify`), then the
 //!   `stop.exec` hook runs in the service's unit, and when it ends (or at once,
 //!   without one) the stop signal goes to every process of the unit, or to the
-//!   main one, by `stop.mode`.
+//!   main one, by `stop.mode`, followed by SIGCONT to the same processes (a
+//!   stopped process acts on nothing until it runs again).
 //! - At the deadline the machine asks for `KillAll`: SIGKILL to the main process
 //!   and the whole unit, through the backend (no pid can be recycled in between).
 //!   If the unit is not empty a little later, the survivors are named, the
@@ -39,6 +40,7 @@ use crate::log::note;
 use crate::machine::{Event, State, StopReason};
 
 const SIGKILL: i32 = herd_config::units::Signal::KILL.0;
+const SIGCONT: i32 = libc::SIGCONT;
 
 impl Engine {
     /// Stops `name` for a shutdown, SIGKILL due at `deadline`.
@@ -157,13 +159,22 @@ impl Engine {
         if let Some(log) = &mut run.stop {
             log.signal_at = Some(Instant::now());
         }
-        let result = match (svc.cfg.stop.mode, main) {
+        let mut send = |sig: i32| match (svc.cfg.stop.mode, main) {
             (StopMode::Group, _) => run.unit.signal(sig).map(|n| n > 0),
             (_, Some(pid)) => self.procs.signal(pid, sig),
             _ => Ok(false),
         };
-        if let Err(e) = result {
+        if let Err(e) = send(sig) {
             note(&format!("{name}: cannot send {}: {e}", svc.cfg.stop.signal));
+        }
+        // A stopped process (SIGSTOP, a debugger) acts on the signal only once it
+        // runs again, so those signalled are continued, as systemd and s6 do;
+        // without it a stopped service with a TERM handler waits out its whole
+        // timeout and is SIGKILLed.
+        if sig != SIGCONT
+            && let Err(e) = send(SIGCONT)
+        {
+            note(&format!("{name}: cannot send SIGCONT: {e}"));
         }
     }
 

@@ -571,3 +571,24 @@ pub fn can_run(test: &str, available: bool, what: &str) -> bool {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Waits until process `pid` is in state `state` (`T`: stopped), from
+/// /proc/PID/stat; panics after `limit`. There is no event for another process's
+/// stop that a test can wait on without ptrace, so this polls every millisecond.
+pub fn wait_state(pid: i32, state: char, limit: Duration) {
+    let end = Instant::now() + limit;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let now = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        if now == Some(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "pid {pid} never reached state {state}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
