@@ -406,3 +406,53 @@ fn usage_errors_exit_2() {
     let out = herd(dir.path(), &["check", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression test: `herd check -f /dev/zero` read for ever (4.4 GB in 4 s,
+/// growing). A device, or a link to one, is refused before a byte is read.
+#[test]
+fn a_device_as_the_configuration_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("herd.toml")).unwrap();
+    for args in [&["check", "-f", "/dev/zero"][..], &["check"]] {
+        let out = herd(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("cannot read: a character device, not a regular file"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Regression test: `include = ["/**/*.toml"]` walked the whole file system
+/// (herd check hung). The walk is bounded and the error names the pattern.
+#[test]
+fn an_include_that_walks_the_whole_file_system_gives_up() {
+    let out_of_bounds = "herd.toml:1:12: include: \"/**/*.toml\" looks at more than 100000 directory entries; name the files more narrowly\nherd.toml: 1 error\n";
+    fails1("include = [\"/**/*.toml\"]\n", out_of_bounds);
+}
+
+/// `herd check` says what `herd up` would refuse about its paths: a control
+/// socket path too long for `sun_path`, a state directory that cannot be made.
+#[test]
+fn paths_herd_up_would_refuse_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("x".repeat(120)).join("herd.sock");
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let toml = format!(
+        "[supervisor]\nstate_dir = \"file/state\"\nsocket = \"{}\"\n\n[services.a]\ncommand = [\"true\"]\n",
+        long.display()
+    );
+    std::fs::write(dir.path().join("herd.toml"), toml).unwrap();
+    let out = herd(dir.path(), &["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let len = long.as_os_str().len();
+    let expected = format!(
+        "herd.toml: supervisor.socket: {} is {len} bytes; a Unix socket's path may have 107 at most (set supervisor.socket)\n\
+         herd.toml: supervisor.state_dir: ./file/state cannot be created: ./file is not a directory\n\
+         herd.toml: 2 errors\n",
+        long.display(),
+    );
+    assert_eq!(stderr, expected);
+}

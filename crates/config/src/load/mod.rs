@@ -28,6 +28,7 @@ use crate::graph::DepGraph;
 use crate::schema::*;
 
 mod cx;
+mod files;
 mod service;
 
 use service::check_name;
@@ -207,17 +208,17 @@ impl Loader {
 
     /// Reads a file; `from` is the include that named it, where the error belongs.
     fn read(&mut self, path: &Path, from: Option<Diagnostic>) -> Option<Source> {
-        match std::fs::read_to_string(path) {
+        match files::read(path) {
             Ok(text) => Some(Source::new(path.to_path_buf(), text)),
-            Err(e) => {
-                let message = format!("cannot read {}: {}", path.display(), io_reason(&e));
+            Err(why) => {
+                let message = format!("cannot read {}: {why}", path.display());
                 self.diags.push(match from {
                     Some(d) => Diagnostic { message, ..d },
                     None => Diagnostic {
                         file: path.to_path_buf(),
                         position: None,
                         key: String::new(),
-                        message: format!("cannot read: {}", io_reason(&e)),
+                        message: format!("cannot read: {why}"),
                     },
                 });
                 None
@@ -226,31 +227,13 @@ impl Loader {
     }
 
     fn expand(&mut self, src: &Source, pattern: &str, span: Range<usize>) -> Vec<PathBuf> {
-        let base = base_dir(&src.path);
-        let full = if Path::new(pattern).is_absolute() {
-            pattern.to_string()
-        } else {
-            let escaped = glob::Pattern::escape(&base.to_string_lossy());
-            match escaped.as_str() {
-                "." => pattern.to_string(),
-                b => format!("{b}/{pattern}"),
-            }
-        };
-        let paths = match glob::glob(&full) {
-            Ok(paths) => paths,
-            Err(e) => {
-                self.diags.push(src.diag(
-                    span,
-                    "include",
-                    format!("invalid pattern \"{pattern}\": {}", e.msg),
-                ));
+        let found = match files::expand(&base_dir(&src.path), pattern) {
+            Ok(found) => found,
+            Err(why) => {
+                self.diags.push(src.diag(span, "include", why));
                 return Vec::new();
             }
         };
-        let found: Vec<PathBuf> = paths
-            .filter_map(Result::ok)
-            .filter(|p| p.is_file())
-            .collect();
         if found.is_empty() {
             self.diags
                 .push(src.diag(span, "include", format!("\"{pattern}\" matches no file")));

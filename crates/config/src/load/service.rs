@@ -16,7 +16,7 @@ use crate::units::{Backoff, Signal, StartLimit};
 impl Cx<'_> {
     /// Reads one service. It is returned even when it has errors, so that services
     /// depending on it are not also told it does not exist; the values of bad keys
-    /// are placeholders, never seen because [`load`] then fails.
+    /// are placeholders, never seen because [`load`](crate::load()) then fails.
     pub(super) fn service(&mut self, name: &str, t: &DeTable<'_>, loc: Loc) -> Parsed {
         let p = format!("services.{name}");
         self.keys(t, &p, SERVICE_KEYS);
