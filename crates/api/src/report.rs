@@ -6,7 +6,7 @@
 //! reads the same on any clock; `started_unix_ms` anchors it in wall-clock time.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,14 +77,9 @@ pub struct ServiceReport {
 }
 
 impl Report {
-    /// Writes the report to `dir/shutdown-report.json`, atomically.
-    pub fn save(&self, dir: &Path) -> io::Result<PathBuf> {
-        let path = dir.join(FILE);
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, text + "\n")?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
+    /// The report as its file holds it (`shutdown-report.json`).
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plain data") + "\n"
     }
 
     /// The last report kept in `dir`.
@@ -223,7 +218,7 @@ mod tests {
     fn json_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let r = sample();
-        r.save(dir.path()).unwrap();
+        std::fs::write(dir.path().join(FILE), r.json()).unwrap();
         assert_eq!(Report::load(dir.path()).unwrap(), r);
     }
 

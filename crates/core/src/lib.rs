@@ -4,6 +4,7 @@
 //! - [`engine`]: the supervisor loop that carries out its effects;
 //! - [`log`]: herder's own lines, one write each;
 //! - [`output`]: capturing services' output without blocking them;
+//! - [`private`]: what herder writes, readable by its user (and group) only;
 //! - [`spec`]: from configuration to what is spawned;
 //! - [`state`]: the state file of what runs, and recovery after herder was killed.
 
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod log;
 pub mod machine;
 pub mod output;
+pub mod private;
 mod ready;
 pub mod spec;
 pub mod state;

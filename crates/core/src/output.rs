@@ -10,7 +10,9 @@
 //! says how many it skipped. A line is cut at [`MAX_LINE`] bytes, so a flood without
 //! newlines cannot grow herder's memory either.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+
+use crate::private::Private;
 use std::io::{IsTerminal, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -38,11 +40,18 @@ pub struct Output {
     log_dir: Option<PathBuf>,
     max_size: u64,
     keep: u32,
+    private: Private,
 }
 
 impl Output {
     /// Starts the printer. `width` aligns the service-name prefixes.
-    pub fn start(width: usize, log_dir: Option<PathBuf>, max_size: u64, keep: u32) -> Output {
+    pub fn start(
+        width: usize,
+        log_dir: Option<PathBuf>,
+        max_size: u64,
+        keep: u32,
+        private: Private,
+    ) -> Output {
         let (tx, mut rx) = mpsc::channel::<(Arc<str>, String)>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let d = dropped.clone();
@@ -72,6 +81,7 @@ impl Output {
             log_dir,
             max_size,
             keep,
+            private,
         }
     }
 
@@ -86,10 +96,10 @@ impl Output {
         let rx = pipe::Receiver::from_owned_fd(fd)?;
         let name: Arc<str> = Arc::from(name);
         let me = self.clone();
-        let mut log = self
-            .log_dir
-            .as_ref()
-            .map(|d| LogFile::new(d.join(format!("{name}.log")), me.max_size, me.keep));
+        let mut log = self.log_dir.as_ref().map(|d| {
+            let path = d.join(format!("{name}.log"));
+            LogFile::new(path, me.max_size, me.keep, me.private)
+        });
         tokio::spawn(async move {
             let mut pending: Vec<u8> = Vec::new();
             loop {
@@ -153,36 +163,30 @@ struct LogFile {
     size: u64,
     max_size: u64,
     keep: u32,
+    private: Private,
 }
 
 impl LogFile {
-    fn new(path: PathBuf, max_size: u64, keep: u32) -> LogFile {
+    fn new(path: PathBuf, max_size: u64, keep: u32, private: Private) -> LogFile {
         LogFile {
             path,
             file: None,
             size: 0,
             max_size,
             keep,
+            private,
         }
     }
 
     fn write(&mut self, data: &[u8]) {
         if self.file.is_none() {
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
+            self.file = self.private.append(&self.path).ok();
             self.size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         }
         if self.size > 0 && self.size + data.len() as u64 > self.max_size {
             self.file = None;
             rotate(&self.path, self.keep);
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
+            self.file = self.private.append(&self.path).ok();
             self.size = 0;
         }
         if let Some(f) = self.file.as_mut()
@@ -214,7 +218,7 @@ mod tests {
     fn log_files_rotate_by_size_and_keep_so_many() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("svc.log");
-        let mut log = LogFile::new(path.clone(), 10, 2);
+        let mut log = LogFile::new(path.clone(), 10, 2, Private::default());
         for chunk in ["aaaaaa\n", "bbbbbb\n", "cccccc\n", "dddddd\n"] {
             log.write(chunk.as_bytes());
         }

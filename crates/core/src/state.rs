@@ -83,12 +83,10 @@ pub struct Run {
 }
 
 impl StateFile {
-    /// Writes the file atomically.
-    pub fn save(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!(".{FILE}.tmp"));
+    /// Writes the file atomically, readable by `private`'s user (and group).
+    pub fn save(&self, dir: &Path, private: crate::private::Private) -> io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, dir.join(FILE))
+        private.write(&dir.join(FILE), text.as_bytes())
     }
 
     /// The file in `dir`, if there is one.
@@ -340,7 +338,7 @@ mod tests {
                 stop_timeout_ms: 10_000,
             },
         );
-        s.save(dir.path()).unwrap();
+        s.save(dir.path(), Default::default()).unwrap();
         assert_eq!(StateFile::load(dir.path()).unwrap(), Some(s));
         StateFile::remove(dir.path()).unwrap();
         assert_eq!(StateFile::load(dir.path()).unwrap(), None);

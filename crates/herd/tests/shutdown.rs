@@ -569,3 +569,46 @@ fn stale_cgroups_cgroup2() {
 fn stale_cgroups_freezer() {
     cgroups_left_without_a_state_file_are_emptied("freezer");
 }
+
+/// What herder writes holds the services' output and run ids: the logs, the state
+/// file and the report are 0600 in 0700 directories, or 0640 in 0750 directories
+/// owned by `supervisor.socket_group`. Regression test: they were 0644 in 0755.
+#[test]
+fn what_herder_writes_is_private() {
+    for group in [None, Some("nogroup")] {
+        let supervisor = group.map_or(String::new(), |g| {
+            format!("[supervisor]\nsocket_group = \"{g}\"\n")
+        });
+        let mut up = Up::start(&format!(
+            r#"{supervisor}
+[services.talk]
+command = ["sh", "-c", "echo hello; exec {{helper}} {{dir}} term-exit"]
+ready = {{ log = "^ready$" }}
+"#
+        ));
+        up.wait_for("herd: talk ready", LONG);
+        let root = up.dir.path().to_path_buf();
+        let mode = |p: &str| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            (m.mode() & 0o777, m.gid())
+        };
+        let gid = group.map_or(0, |_| 65534);
+        let (dir, file) = if group.is_some() {
+            (0o750, 0o640)
+        } else {
+            (0o700, 0o600)
+        };
+        for (p, want) in [
+            (".herd", dir),
+            (".herd/logs", dir),
+            (".herd/logs/talk.log", file),
+            (".herd/state.json", file),
+        ] {
+            assert_eq!(mode(p), (want, gid), "{p}, socket_group {group:?}");
+        }
+        up.signal(libc::SIGTERM);
+        assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+        assert_eq!(mode(".herd/shutdown-report.json"), (file, gid));
+    }
+}

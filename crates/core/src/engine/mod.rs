@@ -51,6 +51,7 @@ use herd_sys::notify::Notification;
 use crate::log::note;
 use crate::machine::{Effect, Event, State};
 use crate::output::Output;
+use crate::private::Private;
 
 mod control;
 mod events;
@@ -134,6 +135,8 @@ pub struct Options {
     /// PID 1 duty: at the end, herder's remaining children (orphans no service
     /// claimed) are killed and reaped before it exits.
     pub init: bool,
+    /// Who may read the logs, the state file and the reports.
+    pub private: Private,
 }
 
 pub struct Engine {
@@ -227,7 +230,8 @@ impl Engine {
             e
         };
         let log_dir = opts.state_dir.join("logs");
-        std::fs::create_dir_all(&log_dir).map_err(release)?;
+        opts.private.dir(&opts.state_dir).map_err(release)?;
+        opts.private.dir(&log_dir).map_err(release)?;
         let width = config
             .services
             .keys()
@@ -254,7 +258,13 @@ impl Engine {
             config: config.clone(),
             events: tokio::sync::broadcast::Sender::new(events::CAPACITY),
             plan,
-            out: Output::start(width, Some(log_dir), config.logs.max_size, config.logs.keep),
+            out: Output::start(
+                width,
+                Some(log_dir),
+                config.logs.max_size,
+                config.logs.keep,
+                opts.private,
+            ),
             tx,
             rx,
             deferred: None,

@@ -257,8 +257,13 @@ impl Engine {
             report: Report::default(),
         };
         outcome.report = self.report(&outcome);
-        match outcome.report.save(&self.opts.state_dir) {
-            Ok(path) => note(&format!("shutdown report: {}", path.display())),
+        let path = self.opts.state_dir.join(herd_api::report::FILE);
+        match self
+            .opts
+            .private
+            .write(&path, outcome.report.json().as_bytes())
+        {
+            Ok(()) => note(&format!("shutdown report: {}", path.display())),
             Err(e) => note(&format!("cannot save the shutdown report: {e}")),
         }
         // What is stuck stays in the state file, for the next run to deal with.
@@ -400,7 +405,7 @@ impl Engine {
                 shutdown_budget_ms: self.plan.budget.as_millis() as u64,
                 services,
             }
-            .save(dir)
+            .save(dir, self.opts.private)
         };
         if let Err(e) = result {
             note(&format!(

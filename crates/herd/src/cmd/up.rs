@@ -13,6 +13,7 @@ use std::sync::Arc;
 use herd_config::{Config, Containment};
 use herd_core::engine::{Engine, Options, Outcome};
 use herd_core::log::note;
+use herd_core::private::Private;
 
 use crate::api::health::{self, HealthCtx};
 use crate::api::server::{self, Access, Ctx};
@@ -65,7 +66,10 @@ struct How<'a> {
 /// kept herder from starting.
 fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
     let state_dir = state_dir(config, how.file);
-    std::fs::create_dir_all(&state_dir)
+    let access = access(config)?;
+    let private = Private { group: access.gid };
+    private
+        .dir(&state_dir)
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,7 +84,6 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
     for l in &r.left {
         note(&format!("  still there: {l}"));
     }
-    let access = access(config)?;
     // The listeners come before the backend claims its cgroups, so a socket in use
     // stops herder before it has made anything it would have to undo.
     let sock = crate::api::socket_path(config, how.file, how.socket);
@@ -93,6 +96,7 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
         state_dir: state_dir.clone(),
         config_file: Some(how.file.to_path_buf()),
         init: how.init,
+        private,
     };
     rt.block_on(async {
         let engine = Engine::new(config, opts, backend)?;
