@@ -46,14 +46,17 @@ impl Private {
         self.own(dir, self.dir_mode())
     }
 
-    /// Opens `path` for appending, created with the mode if it is new.
+    /// Opens `path` for appending, created with the mode if it is new. A
+    /// symbolic link is not followed: nothing planted in the directory can make
+    /// herder write to, or change the mode of, another file.
     pub fn append(self, path: &Path) -> io::Result<File> {
         let f = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(self.file_mode())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
-        self.own(path, self.file_mode())?;
+        self.own_file(&f)?;
         Ok(f)
     }
 
@@ -71,17 +74,25 @@ impl Private {
             .create_new(true)
             .mode(self.file_mode())
             .open(&tmp)?;
-        self.own(&tmp, self.file_mode())?;
+        self.own_file(&f)?;
         f.write_all(bytes)?;
         std::fs::rename(&tmp, path)
     }
 
-    /// Sets `path`'s mode, and its group if one is shared.
+    /// Sets the mode and group of the directory `path`.
     fn own(self, path: &Path, mode: u32) -> io::Result<()> {
         if let Some(g) = self.group {
             std::os::unix::fs::chown(path, None, Some(g))?;
         }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    /// Sets the mode and group of an open file, through its descriptor.
+    fn own_file(self, f: &File) -> io::Result<()> {
+        if let Some(g) = self.group {
+            std::os::unix::fs::fchown(f, None, Some(g))?;
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(self.file_mode()))
     }
 }
 
@@ -92,6 +103,18 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn a_planted_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("a.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(Private::default().append(&link).is_err());
+        assert_eq!(mode(&target), 0o644);
     }
 
     #[test]
