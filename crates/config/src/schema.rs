@@ -229,6 +229,8 @@ pub struct Supervisor {
     pub socket: Option<PathBuf>,
     /// A group whose members may use the control socket besides its owner and root.
     pub socket_group: Option<String>,
+    /// Control connections served at once; more are answered 503 and closed.
+    pub max_connections: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -253,4 +255,5 @@ pub mod defaults {
     pub const STABLE: Duration = Duration::from_secs(10);
     pub const LOG_MAX_SIZE: u64 = 10 << 20;
     pub const LOG_KEEP: u32 = 3;
+    pub const MAX_CONNECTIONS: u32 = 256;
 }

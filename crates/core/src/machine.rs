@@ -8,6 +8,7 @@
 //!     Pending --> Starting: Start / Spawn
 //!     Starting --> Ready: ReadyCheckPassed (or no check)
 //!     Starting --> Failed: SpawnFailed, ReadyTimeout (no restart left)
+//!     Starting --> Backoff: SpawnShort (descriptors, processes or memory short)
 //!     Starting --> Backoff: exits, ReadyTimeout (restart allowed)
 //!     Ready --> RunningNotReady: NotReady (sd_notify RELOADING=1)
 //!     RunningNotReady --> Ready: ReadyCheckPassed
@@ -134,6 +135,12 @@ pub enum Event {
     SpawnFailed {
         reason: String,
     },
+    /// The spawn failed for want of a resource that may be there on the next try
+    /// (descriptors, processes, memory): an attempt, retried after the restart
+    /// backoff whatever the policy, and counted against the start limit.
+    SpawnShort {
+        reason: String,
+    },
     ReadyCheckPassed,
     ReadyTimeout,
     NotReady,
@@ -250,6 +257,19 @@ impl Machine {
                 } else {
                     (S::Ready { pid, since: now }, effects)
                 }
+            }
+            (S::Starting { .. }, E::SpawnShort { reason }) => {
+                self.failures += 1;
+                let delay = backoff_delay(&self.policy.backoff, self.failures, jitter);
+                let (state, mut effects) = self.schedule_restart(delay, now);
+                effects.insert(
+                    0,
+                    Effect::Log(format!(
+                        "cannot start for now ({reason}); trying again in {}",
+                        herd_config::units::format_duration(delay)
+                    )),
+                );
+                (state, effects)
             }
             (S::Starting { .. }, E::SpawnFailed { reason }) => {
                 // A command that cannot start will not start on retry either.
@@ -941,5 +961,38 @@ mod tests {
         // Jitter takes off up to half, never going under the floor.
         assert_eq!(backoff_delay(&b, 3, 0.5), ms(600));
         assert_eq!(backoff_delay(&b, 1, 0.99), ms(200));
+    }
+
+    #[test]
+    fn a_shortage_at_spawn_is_retried_even_without_restarts_until_the_limit() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(policy(RestartPolicy::Never));
+        m.policy.limit = StartLimit {
+            starts: 2,
+            window: ms(60_000),
+        };
+        assert_eq!(m.step(E::Start, t0, 0.0), vec![F::Spawn]);
+        let short = E::SpawnShort {
+            reason: "Too many open files".into(),
+        };
+        let effects = m.step(short.clone(), t0, 0.0);
+        assert_eq!(
+            effects,
+            vec![
+                F::Log("cannot start for now (Too many open files); trying again in 100ms".into()),
+                F::Timer { at: t0 + ms(100) },
+            ]
+        );
+        assert_eq!(
+            m.state,
+            State::Backoff {
+                until: t0 + ms(100)
+            }
+        );
+        assert_eq!(m.step(E::BackoffElapsed, t0 + ms(100), 0.0), vec![F::Spawn]);
+        m.step(short, t0 + ms(100), 0.0);
+        // The third attempt is over the start limit.
+        m.step(E::BackoffElapsed, t0 + ms(400), 0.0);
+        assert!(matches!(m.state, State::Failed { .. }), "{:?}", m.state);
     }
 }

@@ -684,3 +684,150 @@ ready = { log = "ready" }
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+/// herder's resident memory, from /proc.
+fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The `runs` of `name` reaches `at_least` within `limit`.
+fn runs_reach(up: &Up, name: &str, at_least: u64, limit: Duration) -> u64 {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let runs = service(&ps(up), name)["runs"].as_u64().unwrap();
+        if runs >= at_least {
+            return runs;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{name} stuck at {runs} runs\n{}",
+            up.seen.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Regression test: with `ulimit -n 1024`, 2,000 silent connections to the control
+/// socket made `herd ps` take 9 s and a restarting service end `failed` for good
+/// (`Too many open files`). Connections over `supervisor.max_connections` are
+/// answered 503 at once; `herd ps` still answers, the crash-looping service goes on
+/// restarting through the flood and after it, and the memory the flood took is
+/// given back.
+#[test]
+fn a_descriptor_flood_never_takes_a_service_down() {
+    use std::os::unix::net::UnixStream;
+    let mut up = Up::with(
+        r#"
+[services.crashy]
+command = ["sh", "-c", "sleep 0.05; exit 1"]
+restart = { policy = "always", backoff = "50ms..100ms", limit = "100000/1m" }
+"#,
+        common::Opts {
+            nofile: Some(1024),
+            ..common::Opts::default()
+        },
+    );
+    up.wait_for("herd: crashy backoff", LONG);
+    let herd = up.pid();
+    let before_rss = rss_kb(herd);
+    // This test holds 2,000 descriptors of its own.
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    let sock = up.path(".herd/herd.sock");
+    let before = service(&ps(&up), "crashy")["runs"].as_u64().unwrap();
+    let flood: Vec<UnixStream> = (0..2000)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let asked = std::time::Instant::now();
+    let during = runs_reach(&up, "crashy", before + 5, LONG);
+    let took = asked.elapsed();
+    up.wait_for("closing silent ones to make room", LONG);
+    // `herd ps` answered at once, through the flood (the first ps above).
+    assert!(took < Duration::from_secs(10), "ps took {took:?}");
+    assert!(
+        !up.seen
+            .iter()
+            .any(|l| l.contains("Too many open files") && l.contains("failed")),
+        "{}",
+        up.seen.join("\n")
+    );
+    drop(flood);
+    runs_reach(&up, "crashy", during + 5, LONG);
+    // Memory back within twice what it was, within 10 s of the flood's end.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rss = rss_kb(herd);
+        if rss <= 2 * before_rss {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "RSS {rss} kB, was {before_rss} kB before the flood"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+}
+
+/// At `supervisor.max_connections`, with every connection busy (event streams),
+/// one more is answered 503 at once, and said; once one ends, requests are served
+/// again.
+#[test]
+fn over_the_connection_cap_a_request_is_answered_503() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let mut up = Up::start(
+        r#"
+[supervisor]
+max_connections = 3
+
+[services.one]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "^ready$" }
+"#,
+    );
+    up.wait_for("herd: one ready", LONG);
+    let sock = up.path(".herd/herd.sock");
+    let mut streams: Vec<UnixStream> = (0..3)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.write_all(b"GET /v1/events HTTP/1.1\r\nhost: herd\r\n\r\n")
+                .unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    let out = herd(up.dir.path(), &["ps"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "herd: herder is serving 3 connections, the most it serves at once (supervisor.max_connections); try again\n"
+    );
+    up.wait_for("answering 503 to more", LONG);
+    streams.pop();
+    // The ended stream's slot is free once herder has seen it close.
+    let end = std::time::Instant::now() + LONG;
+    while !herd(up.dir.path(), &["ps"]).status.success() {
+        assert!(std::time::Instant::now() < end, "never served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    up.wait_for("below the cap again", LONG);
+    drop(streams);
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+}

@@ -7,10 +7,12 @@
 //! - [`pidfd`]: signals that cannot hit a recycled pid;
 //! - [`user`]: user and group lookups, done before the clone;
 //! - [`notify`]: the sd_notify socket, with kernel-attested sender credentials;
-//! - [`watch`]: inotify and epoll under tokio: files, and `cgroup.events` (`POLLPRI`).
+//! - [`watch`]: inotify and epoll under tokio: files, and `cgroup.events` (`POLLPRI`);
+//! - [`memory`]: giving freed memory back to the system after a burst.
 //!
 //! Containment itself (cgroups, process tracking) is the `herd-contain` crate.
 
+pub mod memory;
 pub mod notify;
 pub mod pidfd;
 pub mod reap;
@@ -20,4 +22,4 @@ pub mod watch;
 
 pub use pidfd::Pidfd;
 pub use reap::{ExitStatus, become_subreaper, has_children, reap};
-pub use spawn::{Child, Credentials, Rlimit, SpawnError, Spec, spawn};
+pub use spawn::{Child, Credentials, Rlimit, SpawnError, Spec, raise_nofile, spawn};

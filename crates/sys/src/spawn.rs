@@ -126,6 +126,22 @@ pub enum SpawnError {
     Start { program: PathBuf, source: io::Error },
 }
 
+impl SpawnError {
+    /// The spawn failed for want of a resource that may be there on the next try
+    /// (descriptors, processes, memory), not because of the command.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SpawnError::Start { source, .. } if is_transient(source))
+    }
+}
+
+/// Whether `e` is a shortage that may pass: `EMFILE`, `ENFILE`, `EAGAIN`, `ENOMEM`.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
+}
+
 /// The PATH used when the service's environment sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -240,9 +256,12 @@ impl ExecStrings {
     }
 }
 
-/// The spec's rlimits as `setrlimit` takes them (soft and hard alike).
+/// The spec's rlimits as `setrlimit` takes them (soft and hard alike); without
+/// its own `nofile`, the soft descriptor limit herder was started with (see
+/// [`raise_nofile`]).
 fn rlimits(spec: &Spec) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    spec.rlimits
+    let mut out: Vec<_> = spec
+        .rlimits
         .iter()
         .map(|&(r, v)| {
             let limit = libc::rlimit {
@@ -251,7 +270,40 @@ fn rlimits(spec: &Spec) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
             };
             (r.resource(), limit)
         })
-        .collect()
+        .collect();
+    if !spec.rlimits.iter().any(|(r, _)| *r == Rlimit::Nofile)
+        && let Some(&(soft, hard)) = STARTED_NOFILE.get()
+    {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        out.push((libc::RLIMIT_NOFILE, limit));
+    }
+    out
+}
+
+/// The descriptor limits (soft, hard) this process had before [`raise_nofile`].
+static STARTED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, as a
+/// supervisor holding many services and connections needs; every child spawned
+/// afterwards gets the soft limit back (unless its spec sets `Nofile`), as systemd
+/// does, since `select(2)` users break above 1024. Returns (was, now).
+pub fn raise_nofile() -> io::Result<(u64, u64)> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let (soft, hard) = (now.current.unwrap_or(u64::MAX), now.maximum);
+    let _ = STARTED_NOFILE.set((soft, hard.unwrap_or(u64::MAX)));
+    if now.current == now.maximum {
+        return Ok((soft, soft));
+    }
+    let raised = rustix::process::Rlimit {
+        current: now.maximum,
+        maximum: now.maximum,
+    };
+    setrlimit(Resource::Nofile, raised)?;
+    Ok((soft, hard.unwrap_or(u64::MAX)))
 }
 
 /// What the child reads between clone and exec; all of it prepared by the parent.

@@ -55,7 +55,13 @@ const RESTART_KEYS: &[&str] = &["policy", "backoff", "limit", "stable"];
 const STOP_KEYS: &[&str] = &["signal", "timeout", "mode", "exec", "notify"];
 const LIMIT_KEYS: &[&str] = &["memory", "pids", "cpu", "nofile", "nproc", "core"];
 const SHUTDOWN_KEYS: &[&str] = &["timeout", "kill_reserve"];
-const SUPERVISOR_KEYS: &[&str] = &["containment", "state_dir", "socket", "socket_group"];
+const SUPERVISOR_KEYS: &[&str] = &[
+    "containment",
+    "state_dir",
+    "socket",
+    "socket_group",
+    "max_connections",
+];
 const LOGS_KEYS: &[&str] = &["max_size", "keep"];
 
 /// Loads `path` and everything it includes.
@@ -154,6 +160,7 @@ struct Top {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
+    max_connections: Option<u64>,
     log_max_size: Option<u64>,
     log_keep: Option<u32>,
 }
@@ -197,6 +204,9 @@ impl Loader {
                 state_dir: top.state_dir.map(|p| base.join(p)),
                 socket: top.socket.map(|p| base.join(p)),
                 socket_group: top.socket_group,
+                max_connections: top
+                    .max_connections
+                    .map_or(defaults::MAX_CONNECTIONS, |n| n.min(u32::MAX.into()) as u32),
             },
             logs: Logs {
                 max_size: top.log_max_size.unwrap_or(defaults::LOG_MAX_SIZE),
@@ -321,6 +331,7 @@ impl Loader {
             top.state_dir = cx.field(t, "supervisor", "state_dir", Cx::path);
             top.socket = cx.field(t, "supervisor", "socket", Cx::path);
             top.socket_group = cx.field(t, "supervisor", "socket_group", Cx::name);
+            top.max_connections = cx.field(t, "supervisor", "max_connections", Cx::count);
         }
         if let Some(t) = get(doc, "logs").and_then(|v| cx.table(v, "logs")) {
             cx.keys(t, "logs", LOGS_KEYS);

@@ -21,7 +21,8 @@
 //! # Caveats
 //!
 //! - A spawn that fails marks the service `failed` (the machine does not retry a
-//!   command that cannot start).
+//!   command that cannot start), unless it failed for want of descriptors,
+//!   processes or memory: that attempt is retried after the restart backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use tokio::time::Instant;
 
 use herd_config::ReadyCheck;
 use herd_contain::procfs::INVOCATION_VAR;
+use herd_sys::spawn::is_transient;
 
 use super::orchestrate::{self, Member};
 use super::service::{Run, limits};
@@ -38,6 +40,16 @@ use crate::log::note;
 use crate::machine::Event;
 
 const SIGKILL: i32 = herd_config::units::Signal::KILL.0;
+
+/// A spawn's failure: a shortage (`transient`) is an attempt to retry, anything
+/// else a command that cannot start.
+fn spawn_failed(reason: String, transient: bool) -> Event {
+    if transient {
+        Event::SpawnShort { reason }
+    } else {
+        Event::SpawnFailed { reason }
+    }
+}
 
 impl Engine {
     /// Posts what may start now, or advances the shutdown; whether it posted
@@ -97,7 +109,7 @@ impl Engine {
                 }
                 Err(e) => {
                     let reason = format!("cannot make its event pipe: {e}");
-                    return self.post_now(name, Event::SpawnFailed { reason });
+                    return self.post_now(name, spawn_failed(reason, is_transient(&e)));
                 }
             }
         } else {
@@ -112,7 +124,7 @@ impl Engine {
             Ok(u) => u,
             Err(e) => {
                 let reason = format!("cannot create its {} unit: {e}", self.backend.kind());
-                return self.post_now(name, Event::SpawnFailed { reason });
+                return self.post_now(name, spawn_failed(reason, is_transient(&e)));
             }
         };
         unit.set_invocation(&invocation);
@@ -121,8 +133,7 @@ impl Engine {
             Ok(c) => c,
             Err(e) => {
                 let _ = unit.remove();
-                let reason = e.to_string();
-                return self.post_now(name, Event::SpawnFailed { reason });
+                return self.post_now(name, spawn_failed(e.to_string(), e.is_transient()));
             }
         };
         let pid = child.pid;

@@ -96,18 +96,30 @@ pub struct Ctx {
     closing: watch::Sender<bool>,
     /// Connections being served.
     open: watch::Sender<usize>,
+    /// The most served at once (`supervisor.max_connections`).
+    max_open: usize,
+    /// The most open at once since memory was last given back.
+    peak: std::sync::atomic::AtomicUsize,
+    /// Connections that have not sent a request yet, oldest first: at the cap,
+    /// the oldest of them makes room for a new one.
+    silent: std::sync::Mutex<std::collections::VecDeque<Silent>>,
+    next_id: std::sync::atomic::AtomicU64,
     /// The last service list sent, as JSON, with the snapshot it was made from:
     /// requests answered from one snapshot are serialised once.
     services_json: std::sync::Mutex<Option<(Arc<Overview>, Bytes)>>,
 }
 
 impl Ctx {
-    pub fn new(handle: Handle, state_dir: PathBuf) -> Ctx {
+    pub fn new(handle: Handle, state_dir: PathBuf, max_open: u32) -> Ctx {
         Ctx {
             handle,
             state_dir,
             closing: watch::Sender::new(false),
             open: watch::Sender::new(0),
+            max_open: max_open as usize,
+            peak: std::sync::atomic::AtomicUsize::new(0),
+            silent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
             services_json: std::sync::Mutex::new(None),
         }
     }
@@ -127,8 +139,104 @@ struct Open(watch::Sender<usize>);
 impl Open {
     fn new(ctx: &Ctx) -> Open {
         ctx.open.send_modify(|n| *n += 1);
+        ctx.peak
+            .fetch_max(*ctx.open.borrow(), std::sync::atomic::Ordering::Relaxed);
         Open(ctx.open.clone())
     }
+}
+
+/// A connection that has sent no request yet.
+struct Silent {
+    id: u64,
+    since: tokio::time::Instant,
+    /// Ends the connection.
+    close: Arc<tokio::sync::Notify>,
+}
+
+/// How long a connection may stay silent before, at the cap, it is closed to
+/// make room: a client in a burst sends its request well within it.
+const SILENT_GRACE: Duration = Duration::from_millis(500);
+
+/// What the cap allows now.
+enum Room {
+    /// A silent connection was closed: one more may be accepted.
+    Made,
+    /// The oldest silent connection may be closed at this time, unless a slot
+    /// frees before.
+    At(tokio::time::Instant),
+    /// Every connection is busy with a request: a new one is answered 503.
+    Busy,
+}
+
+impl Ctx {
+    /// Registers a new connection as silent; the id to call [`Ctx::spoke`] and
+    /// [`Ctx::gone`] with, and what closes it if it is evicted.
+    fn silent(&self) -> (u64, Arc<tokio::sync::Notify>) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let close = Arc::new(tokio::sync::Notify::new());
+        let mut list = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+        list.push_back(Silent {
+            id,
+            since: tokio::time::Instant::now(),
+            close: close.clone(),
+        });
+        (id, close)
+    }
+
+    /// Connection `id` has sent a request (or ended): it is no longer evictable.
+    fn spoke(&self, id: u64) {
+        let mut list = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = list.iter().position(|s| s.id == id) {
+            list.remove(i);
+        }
+    }
+
+    /// At the cap: closes the oldest connection that has sent nothing for
+    /// [`SILENT_GRACE`], or says when it may be, or that every one is busy.
+    fn make_room(&self) -> Room {
+        let mut list = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(oldest) = list.front() else {
+            return Room::Busy;
+        };
+        let at = oldest.since + SILENT_GRACE;
+        if at > tokio::time::Instant::now() {
+            return Room::At(at);
+        }
+        let s = list.pop_front().expect("looked at above");
+        s.close.notify_one();
+        Room::Made
+    }
+}
+
+/// Connections open at once past which their end gives memory back.
+const TRIM_AFTER: usize = 32;
+
+/// The last connection of a burst has closed: what serving it took goes back to
+/// the system (see [`herd_sys::memory`]).
+fn after_close(ctx: &Ctx) {
+    use std::sync::atomic::Ordering;
+    if *ctx.open.borrow() == 0 && ctx.peak.load(Ordering::Relaxed) >= TRIM_AFTER {
+        ctx.peak.store(0, Ordering::Relaxed);
+        herd_sys::memory::trim();
+    }
+}
+
+/// Answers `503` and closes at once: the connection is over the most served at
+/// once. Written without waiting (a client that does not read misses it).
+fn refuse_busy(stream: tokio::net::UnixStream, max: usize) {
+    let body = serde_json::to_string(&ErrorAnswer {
+        error: format!(
+            "herder is serving {max} connections, the most it serves at once (supervisor.max_connections); try again"
+        ),
+    })
+    .expect("plain data");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }
 
 impl Drop for Open {
@@ -168,7 +276,39 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
 /// Serves connections until the task is dropped.
 pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
     let mut errors = super::AcceptErrors::new("control socket");
+    // Connections refused, and silent ones closed, at the cap since last said.
+    let (mut refused, mut evicted) = (0u64, 0u64);
     loop {
+        // At the cap, a connection that has been silent for a while makes room (a
+        // flood of silent connections cannot keep a client out); a newer silent
+        // one is given its grace, the next connection waiting in the kernel's
+        // backlog meanwhile; if every connection is busy, the new one costs a
+        // descriptor for an instant and is answered 503. Either way a flood
+        // cannot take the descriptors a restarting service needs.
+        let full = *ctx.open.borrow() >= ctx.max_open;
+        let mut busy = false;
+        if full {
+            match ctx.make_room() {
+                Room::Made => {
+                    if evicted == 0 {
+                        note(&format!(
+                            "control socket: {} connections open, the most served at once (supervisor.max_connections); closing silent ones to make room",
+                            ctx.max_open
+                        ));
+                    }
+                    evicted += 1;
+                }
+                Room::At(t) => {
+                    let mut open = ctx.open.subscribe();
+                    tokio::select! {
+                        _ = open.changed() => {}
+                        _ = tokio::time::sleep_until(t) => {}
+                    }
+                    continue;
+                }
+                Room::Busy => busy = true,
+            }
+        }
         let stream = match listener.accept().await {
             Ok((s, _)) => {
                 errors.accepted();
@@ -179,6 +319,26 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
                 continue;
             }
         };
+        if busy {
+            if refused == 0 {
+                note(&format!(
+                    "control socket: {} connections open and busy, the most served at once (supervisor.max_connections); answering 503 to more",
+                    ctx.max_open
+                ));
+            }
+            refused += 1;
+            refuse_busy(stream, ctx.max_open);
+            continue;
+        }
+        if !full && refused + evicted > 0 {
+            note(&format!(
+                "control socket: below the cap again; {evicted} silent connection(s) were closed, {refused} answered 503"
+            ));
+            (refused, evicted) = (0, 0);
+        }
+        // Counted from here, refused or not.
+        let open = Open::new(&ctx);
+        let opened = ctx.clone();
         let cred = rustix::net::sockopt::socket_peercred(&stream);
         let allowed = cred.as_ref().is_ok_and(|c| {
             access.allows(c.uid.as_raw(), c.gid.as_raw(), c.pid.as_raw_nonzero().get())
@@ -210,27 +370,37 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(open);
+                after_close(&opened);
             });
             continue;
         }
         let ctx = ctx.clone();
-        let open = Open::new(&ctx);
         let mut closing = ctx.closing.subscribe();
+        let (id, evicted) = ctx.silent();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| route(req, ctx.clone()));
+            let routes = ctx.clone();
+            let service = hyper::service::service_fn(move |req| {
+                routes.spoke(id);
+                route(req, routes.clone())
+            });
             // A client that sends garbage or goes away ends its own connection only.
             let conn = http1().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let finished = tokio::select! {
                 _ = conn.as_mut() => true,
                 _ = closing.wait_for(|c| *c) => false,
+                // Made room for a newer connection: nothing was asked on it.
+                _ = evicted.notified() => true,
             };
+            ctx.spoke(id);
             if !finished {
                 // Idle connections close now; answers being written finish.
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
             drop(open);
+            after_close(&opened);
         });
     }
 }

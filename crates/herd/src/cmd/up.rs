@@ -37,6 +37,15 @@ pub fn run(
             "--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)",
         );
     }
+    // Many services and connections need many descriptors; the services get the
+    // limit herder was started with back (herd_sys::raise_nofile).
+    match herd_sys::raise_nofile() {
+        Ok((was, now)) if now > was => note(&format!(
+            "descriptors: raised to {now} (services get {was})"
+        )),
+        Ok(_) => {}
+        Err(e) => note(&format!("descriptors: cannot raise the soft limit: {e}")),
+    }
     let how = How {
         file,
         socket,
@@ -107,7 +116,11 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
             });
             tokio::spawn(health::serve(l, ctx))
         });
-        let ctx = Arc::new(Ctx::new(engine.handle(), state_dir));
+        let ctx = Arc::new(Ctx::new(
+            engine.handle(),
+            state_dir,
+            config.supervisor.max_connections,
+        ));
         let serving = tokio::spawn(server::serve(listener, access, ctx.clone()));
         let outcome = engine.run().await;
         serving.abort();

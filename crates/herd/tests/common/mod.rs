@@ -49,6 +49,8 @@ pub struct Opts<'a> {
     /// A command herd runs under (`unshare --pid --fork --mount-proc`): herd is then
     /// that command's child.
     pub wrap: &'a [&'a str],
+    /// herd's descriptor limit, soft and hard alike (`ulimit -n`).
+    pub nofile: Option<u64>,
 }
 
 /// The test helper program (adversarial services).
@@ -169,6 +171,10 @@ fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child,
         })
         .collect();
     let user = opts.user;
+    let nofile = opts.nofile.map(|n| libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    });
     use std::os::fd::AsRawFd;
     let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     // SAFETY: only async-signal-safe system calls between fork and exec.
@@ -179,6 +185,11 @@ fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child,
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if let Some(limit) = &nofile
+                && libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0
+            {
+                return Err(std::io::Error::last_os_error());
             }
             if let Some(uid) = user
                 && (libc::setgroups(0, std::ptr::null()) < 0
