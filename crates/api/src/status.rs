@@ -38,4 +38,6 @@ pub struct ServiceStatus {
     pub kills: u64,
     /// How long its last stop took, from the request to the last process gone.
     pub last_stop_ms: Option<f64>,
+    /// Bytes of its output its log file could not take (a full disk).
+    pub log_dropped_bytes: u64,
 }

@@ -9,15 +9,21 @@
 //! counted and dropped from the display (never from the log file), and the printer
 //! says how many it skipped. A line is cut at [`MAX_LINE`] bytes, so a flood without
 //! newlines cannot grow herder's memory either.
+//!
+//! A log file that cannot be written (a full disk, a quota, an I/O error) costs the
+//! service nothing: its output is still read, and what could not be written is
+//! counted per service ([`Output::log_dropped`]). herder says so once when writing
+//! fails, and once, with the count, when it works again.
 
 use std::fs::File;
 
 use crate::private::Private;
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -41,6 +47,18 @@ pub struct Output {
     max_size: u64,
     keep: u32,
     private: Private,
+    /// Each service's log file's health, shared by its stdout and stderr readers.
+    logs: Arc<Mutex<HashMap<Arc<str>, Arc<LogHealth>>>>,
+}
+
+/// Whether a service's log file can be written, and what could not be.
+#[derive(Default)]
+struct LogHealth {
+    failing: AtomicBool,
+    /// Bytes of output not written to the log file, over the service's life.
+    dropped: AtomicU64,
+    /// Of those, since writing last failed.
+    dropped_now: AtomicU64,
 }
 
 impl Output {
@@ -82,7 +100,20 @@ impl Output {
             max_size,
             keep,
             private,
+            logs: Arc::default(),
         }
+    }
+
+    /// Bytes of `name`'s output its log file could not take (a full disk).
+    pub fn log_dropped(&self, name: &str) -> u64 {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.get(name)
+            .map_or(0, |h| h.dropped.load(Ordering::Relaxed))
+    }
+
+    fn health(&self, name: &Arc<str>) -> Arc<LogHealth> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(name.clone()).or_default().clone()
     }
 
     /// Drains `fd` until the pipe closes. Each line is also given to `on_line`
@@ -98,7 +129,9 @@ impl Output {
         let me = self.clone();
         let mut log = self.log_dir.as_ref().map(|d| {
             let path = d.join(format!("{name}.log"));
-            LogFile::new(path, me.max_size, me.keep, me.private)
+            let mut f = LogFile::new(path, me.max_size, me.keep, me.private);
+            f.health = Some((name.clone(), me.health(&name)));
+            f
         });
         tokio::spawn(async move {
             let mut pending: Vec<u8> = Vec::new();
@@ -164,6 +197,8 @@ struct LogFile {
     max_size: u64,
     keep: u32,
     private: Private,
+    /// The service, and its log's health (which says when writing fails).
+    health: Option<(Arc<str>, Arc<LogHealth>)>,
 }
 
 impl LogFile {
@@ -175,24 +210,66 @@ impl LogFile {
             max_size,
             keep,
             private,
+            health: None,
         }
     }
 
     fn write(&mut self, data: &[u8]) {
+        let mut opened = Ok(());
         if self.file.is_none() {
-            self.file = self.private.append(&self.path).ok();
+            opened = self.private.append(&self.path).map(|f| self.file = Some(f));
             self.size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         }
         if self.size > 0 && self.size + data.len() as u64 > self.max_size {
             self.file = None;
             rotate(&self.path, self.keep);
-            self.file = self.private.append(&self.path).ok();
+            opened = self.private.append(&self.path).map(|f| self.file = Some(f));
             self.size = 0;
         }
-        if let Some(f) = self.file.as_mut()
-            && f.write_all(data).is_ok()
-        {
-            self.size += data.len() as u64;
+        let written = match (opened, self.file.as_mut()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(f)) => f.write_all(data),
+            (Ok(()), None) => Err(std::io::ErrorKind::NotFound.into()),
+        };
+        match written {
+            Ok(()) => {
+                self.size += data.len() as u64;
+                self.recovered();
+            }
+            Err(e) => {
+                // Reopened on the next write: the file may have been removed.
+                self.file = None;
+                self.dropped(data.len() as u64, &e);
+            }
+        }
+    }
+
+    /// `n` bytes could not be written: counted, and said the first time.
+    fn dropped(&self, n: u64, e: &std::io::Error) {
+        let Some((name, h)) = &self.health else {
+            return;
+        };
+        h.dropped.fetch_add(n, Ordering::Relaxed);
+        h.dropped_now.fetch_add(n, Ordering::Relaxed);
+        if !h.failing.swap(true, Ordering::Relaxed) {
+            crate::log::note(&format!(
+                "{name}: cannot write {} ({e}); its output is dropped from the log until it can be, and counted",
+                self.path.display()
+            ));
+        }
+    }
+
+    /// Writing works again after it failed: how much was lost is said.
+    fn recovered(&self) {
+        let Some((name, h)) = &self.health else {
+            return;
+        };
+        if h.failing.swap(false, Ordering::Relaxed) {
+            let lost = h.dropped_now.swap(0, Ordering::Relaxed);
+            crate::log::note(&format!(
+                "{name}: {} is written again; {lost} bytes of output were dropped from it",
+                self.path.display()
+            ));
         }
     }
 }

@@ -464,3 +464,102 @@ restart = { policy = "always", backoff = "50ms..50ms", limit = "1000/1m" }
     );
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A small tmpfs, unmounted (lazily, whatever still uses it) when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Regression test: a log file that could not be written (a full disk) lost the
+/// service's output silently. herder says so once, counts what it drops (in
+/// `herd ps --json`), says how much when writing works again, and the service
+/// runs on, never blocked.
+#[test]
+fn a_full_disk_is_said_and_counted_not_silent() {
+    use common::{can_run, is_root};
+    if !can_run(
+        "a_full_disk_is_said_and_counted_not_silent",
+        is_root(),
+        "root (it mounts a small tmpfs)",
+    ) {
+        return;
+    }
+    let fs = Tmpfs::mount("256k");
+    let state = fs.0.path().to_str().unwrap().to_string();
+    let mut up = Up::start(&format!(
+        r#"
+[supervisor]
+state_dir = "{state}"
+socket = "{{dir}}/.herd/herd.sock"
+
+[services.chatty]
+command = ["sh", "-c", "echo ready; while :; do echo 0123456789012345678901234567890123456789; sleep 0.01; done"]
+ready = {{ log = "^ready$" }}
+"#
+    ));
+    up.wait_for("herd: chatty ready", LONG);
+    // Fill what is left of the file system.
+    let filler = fs.0.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 512 << 10]);
+    up.wait_for("chatty: cannot write", LONG);
+    let line = up.seen.last().unwrap().clone();
+    assert!(line.contains("No space left on device"), "{line}");
+    // Said once, however many writes fail.
+    let dropped = || {
+        common::service(&common::ps(&up), "chatty")["log_dropped_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let end = std::time::Instant::now() + LONG;
+    while dropped() < 1000 {
+        assert!(
+            std::time::Instant::now() < end,
+            "nothing counted as dropped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let back = up.wait_for("chatty.log is written again;", LONG);
+    assert!(
+        back.contains("bytes of output were dropped from it"),
+        "{back}"
+    );
+    assert_eq!(
+        up.seen
+            .iter()
+            .filter(|l| l.contains("cannot write"))
+            .count(),
+        1,
+        "{}",
+        up.seen.join("\n")
+    );
+    assert_eq!(
+        common::service(&common::ps(&up), "chatty")["state"],
+        "ready"
+    );
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+}

@@ -530,6 +530,7 @@ impl Engine {
                     stops: svc.counters.stops,
                     kills: svc.counters.kills,
                     last_stop_ms: svc.counters.last_stop.map(|d| d.as_secs_f64() * 1000.0),
+                    log_dropped_bytes: self.out.log_dropped(name),
                 }
             })
             .collect()

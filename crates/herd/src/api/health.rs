@@ -220,5 +220,11 @@ fn metrics(o: &Overview) -> String {
         "Processes that survived SIGKILL (state stuck).",
         each(&|s| if s.state == "stuck" { s.pids.len() } else { 0 }.to_string()),
     );
+    series(
+        "herd_service_log_dropped_bytes_total",
+        "counter",
+        "Output its log file could not take (a full disk, a quota, an I/O error).",
+        each(&|s| s.log_dropped_bytes.to_string()),
+    );
     out
 }
