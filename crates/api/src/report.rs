@@ -28,6 +28,9 @@ pub struct Report {
     pub services: Vec<ServiceReport>,
     /// Processes no service could claim (none backend), killed at the end.
     pub strays_killed: usize,
+    /// Those processes: `pid (state) command` (none backend).
+    #[serde(default)]
+    pub unclaimed: Vec<String>,
     /// When herder was done: every process gone, or the budget spent.
     pub ended_at_ms: f64,
     /// `clean`, `killed` (SIGKILL was needed) or `stuck` (processes survived).
@@ -156,6 +159,9 @@ impl Report {
                 "{} process(es) no service claimed were killed at the end\n",
                 self.strays_killed
             ));
+            for l in &self.unclaimed {
+                out.push_str(&format!("  {l}\n"));
+            }
         }
         out
     }

@@ -41,3 +41,12 @@ pub struct ServiceStatus {
     /// Bytes of its output its log file could not take (a full disk).
     pub log_dropped_bytes: u64,
 }
+
+/// `GET /v1/unclaimed`: processes re-parented to herder that no service claims
+/// (the none backend cannot always tell whose a double-forked escapee is), each
+/// `pid (state) command`. They are killed at the end of the shutdown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unclaimed {
+    pub unclaimed: Vec<String>,
+}

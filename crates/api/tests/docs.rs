@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use herd_api::{Change, ErrorAnswer, Message, ReloadAnswer, Report, ServiceStatus, ShutdownAnswer};
+use herd_api::{
+    Change, ErrorAnswer, Message, ReloadAnswer, Report, ServiceStatus, ShutdownAnswer, Unclaimed,
+};
 
 fn doc() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md");
@@ -72,6 +74,7 @@ fn the_small_answers_in_the_routes_table() {
     for s in inline {
         let json = &s[4..];
         match &s[..3] {
+            _ if json.contains("\"unclaimed\"") => round_trips::<Unclaimed>(json),
             "202" => round_trips::<ShutdownAnswer>(json),
             "422" => round_trips::<ErrorAnswer>(&json.replace('…', "errors")),
             _ => round_trips::<Message>(json),

@@ -66,7 +66,7 @@ pub fn guarantees(kind: Containment) -> &'static [&'static str] {
             "services run in their own session; herder is the child subreaper",
             "processes found by ancestry in /proc, remembered after re-parenting to herder",
             "signals through pidfds, each checked against the process's start time",
-            "cannot attribute an orphan whose parent lived and died between two scans when several services run: it is killed at shutdown; escapes entirely if herder cannot be a subreaper",
+            "cannot attribute an orphan that cleared its environment and whose parent lived and died between two scans when several services run: it is named as unclaimed and killed at shutdown; escapes entirely if herder cannot be a subreaper",
         ],
     }
 }

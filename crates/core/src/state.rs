@@ -70,7 +70,13 @@ pub struct StateFile {
     pub backend: String,
     pub shutdown_budget_ms: u64,
     pub services: BTreeMap<String, Run>,
+    /// Processes re-parented to herder that no service claimed (none backend).
+    #[serde(default)]
+    pub unclaimed: Vec<Proc>,
 }
+
+/// The name recovery gives the processes no service claimed.
+pub const UNCLAIMED: &str = "(processes no service could claim)";
 
 /// One service's current run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,8 +213,11 @@ async fn terminate(state: &StateFile, found: &BTreeMap<String, BTreeSet<Proc>>) 
     let budget = Duration::from_millis(state.shutdown_budget_ms.max(1));
     let started = tokio::time::Instant::now();
     let mut waits = Vec::new();
-    for (name, procs) in found {
-        let grace = Duration::from_millis(state.services[name].stop_timeout_ms).min(budget);
+    // Processes no service claimed get no stop of their own: as at the end of a
+    // shutdown, they are only SIGKILLed (next).
+    for (name, procs) in found.iter().filter(|(n, _)| *n != UNCLAIMED) {
+        let timeout = state.services.get(name).map(|r| r.stop_timeout_ms);
+        let grace = timeout.map_or(budget, Duration::from_millis).min(budget);
         for p in procs {
             if let Some(fd) = open_verified(*p)
                 && matches!(fd.signal(libc::SIGTERM), Ok(true))
@@ -269,6 +278,15 @@ fn find(state: &StateFile) -> BTreeMap<String, BTreeSet<Proc>> {
         if let Some(cg) = &run.cgroup {
             set.extend(procs_below(cg).into_iter().filter_map(Proc::of));
         }
+    }
+    let unclaimed: BTreeSet<Proc> = state
+        .unclaimed
+        .iter()
+        .copied()
+        .filter(Proc::alive)
+        .collect();
+    if !unclaimed.is_empty() {
+        out.insert(UNCLAIMED.to_string(), unclaimed);
     }
     let me = std::process::id() as i32;
     for s in procfs::all() {

@@ -604,3 +604,135 @@ fn a_stopped_main_process_is_continued_in_main_mode() {
 fn a_stopped_main_process_is_continued_in_mixed_mode() {
     stopped_then_stop(NONE, "mixed");
 }
+
+/// The none backend with three services, one of which (`esc`) leaves an escapee
+/// that cleared its environment, whose parent lived only an instant: running.
+fn unclaimable() -> Up {
+    let mut up = Up::with(
+        r#"
+[services.esc]
+command = ["sh", "-c", "(setsid env -i {helper} {dir} ignore-term &); exec {helper} {dir} term-exit"]
+ready = { log = "^ready$" }
+stop = { timeout = "500ms" }
+
+[services.one]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "^ready$" }
+
+[services.two]
+command = ["{helper}", "{dir}", "slow-exit", "0"]
+ready = { log = "^ready$" }
+"#,
+        NONE.opts(),
+    );
+    up.wait_for("containment: none", LONG);
+    for s in ["esc", "one", "two"] {
+        up.wait_for(&format!("herd: {s} ready"), LONG);
+    }
+    let end = Instant::now() + LONG;
+    while in_mode(&up, "ignore-term").is_empty() {
+        assert!(Instant::now() < end, "the escapee never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    up
+}
+
+/// `herd stop esc`: its answer, and the escapee if herder could not claim it.
+fn stop_esc(up: &Up) -> (String, Vec<i32>) {
+    let out = common::herd(
+        up.dir.path(),
+        &["--socket", ".herd/herd.sock", "stop", "esc"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    let left = in_mode(up, "ignore-term");
+    eprintln!(
+        "the escapee was {}",
+        if left.is_empty() {
+            "claimed"
+        } else {
+            "unclaimed"
+        }
+    );
+    if left.is_empty() {
+        // herder claimed it after all: the stop took it, and said nothing more.
+        assert_eq!(answer, "esc stopped\n");
+    } else {
+        assert!(
+            answer.starts_with(
+                "esc stopped; 1 unclaimed process(es) re-parented to herder still running: "
+            ) && answer.contains(&left[0].to_string()),
+            "{answer}"
+        );
+    }
+    (answer, left)
+}
+
+/// Regression test: without cgroups, a double-forked escapee that cleared its
+/// environment (no `HERD_INVOCATION`) and whose parent lived and died between two
+/// scans cannot be attributed while other services run; `herd stop esc` answered
+/// `esc stopped` while it ran on, and the shutdown said nothing of it. Now
+/// whatever herder cannot claim is named: in the stop's answer, in `herd ps`, in
+/// the shutdown report, which lists it among what it killed.
+#[test]
+fn none_names_what_it_cannot_claim() {
+    let mut up = unclaimable();
+    let (_, left) = stop_esc(&up);
+    let ps = common::herd(up.dir.path(), &["--socket", ".herd/herd.sock", "ps"]);
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    for pid in &left {
+        assert!(
+            ps.contains("1 unclaimed process(es)") && ps.contains(&pid.to_string()),
+            "{ps}"
+        );
+    }
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(up.path(".herd/shutdown-report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["strays_killed"].as_u64().unwrap() as usize,
+        left.len()
+    );
+    for pid in &left {
+        let listed = report["unclaimed"].as_array().unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.as_str().unwrap().starts_with(&format!("{pid} "))),
+            "{report}"
+        );
+    }
+    assert!(up.survivors().is_empty());
+}
+
+/// After herder is SIGKILLed, the next one names (and stops) what the last could
+/// not claim, from its state file.
+#[test]
+fn none_recovery_names_what_was_unclaimed() {
+    let mut up = unclaimable();
+    let (_, left) = stop_esc(&up);
+    up.signal(libc::SIGKILL);
+    up.wait_exit(LONG);
+    up.relaunch(&["--containment", "none"]);
+    let line = up.wait_for("ended without stopping its services", LONG);
+    assert!(!line.is_empty());
+    if let Some(pid) = left.first() {
+        let named = up.wait_for("(processes no service could claim): 1 process(es)", LONG);
+        assert!(!named.is_empty());
+        let detail = up.wait_for(&format!("    {pid} "), LONG);
+        assert!(detail.contains("ignore-term"), "{detail}");
+    }
+    up.wait_for("herd: one ready", LONG);
+    // Gone (the new run's esc leaves an escapee of its own).
+    assert!(
+        common::wait_gone(&left, Duration::ZERO),
+        "{}",
+        up.seen.join("\n")
+    );
+    up.signal(libc::SIGTERM);
+    up.wait_exit(LONG);
+    assert!(up.survivors().is_empty());
+}

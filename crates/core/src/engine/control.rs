@@ -107,6 +107,10 @@ pub enum Request {
     Config {
         reply: oneshot::Sender<Box<herd_config::Config>>,
     },
+    /// Processes re-parented to herder that no service claims.
+    Unclaimed {
+        reply: oneshot::Sender<Vec<String>>,
+    },
     /// Answer once `name` is up (ready, or ran to completion), or is gone (a
     /// reload removed it).
     Wait {
@@ -197,6 +201,12 @@ impl Handle {
         self.ask(|reply| Request::Reload { reply }).await?
     }
 
+    /// Processes re-parented to herder that no service claims (none backend),
+    /// each `pid (state) command`.
+    pub async fn unclaimed(&self) -> Result<Vec<String>, ControlError> {
+        self.ask(|reply| Request::Unclaimed { reply }).await
+    }
+
     /// The configuration in force.
     pub async fn config(&self) -> Result<herd_config::Config, ControlError> {
         Ok(*self.ask(|reply| Request::Config { reply }).await?)
@@ -237,6 +247,10 @@ impl Engine {
             }
             Request::Config { reply } => {
                 let _ = reply.send(Box::new(self.config.clone()));
+                return;
+            }
+            Request::Unclaimed { reply } => {
+                let _ = reply.send(self.unclaimed());
                 return;
             }
             Request::Wait { name, gone, reply } => {
@@ -460,9 +474,7 @@ impl Engine {
             || self.stop_queue.iter().any(|q| q.name == name);
         match (want, &svc.m.state) {
             (Want::Gone, _) => None,
-            (Want::Down, _) if orchestrate::down(svc) && !busy => {
-                Some(Ok(format!("{name} stopped")))
-            }
+            (Want::Down, _) if orchestrate::down(svc) && !busy => Some(Ok(self.stopped(name))),
             (Want::Down, _) => None,
             // A restart's stop, or a start not begun yet: too early to tell.
             (Want::Up, _) if busy => None,
@@ -493,6 +505,32 @@ impl Engine {
             }
             (Want::Up, _) => None,
         }
+    }
+
+    /// `db stopped`, and, honestly, what re-parented processes no service claims
+    /// are still running (none backend): one of them may be the service's.
+    fn stopped(&self, name: &str) -> String {
+        let unclaimed = self.unclaimed();
+        if unclaimed.is_empty() {
+            return format!("{name} stopped");
+        }
+        format!(
+            "{name} stopped; {} unclaimed process(es) re-parented to herder still running: {}",
+            unclaimed.len(),
+            unclaimed.join(", ")
+        )
+    }
+
+    /// Processes no service claims, each `pid (state) command`.
+    pub(super) fn unclaimed(&self) -> Vec<String> {
+        let strays = self.backend.strays();
+        if strays.is_empty() {
+            return Vec::new();
+        }
+        herd_contain::procfs::leftovers(&strays)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     fn status(&mut self) -> Vec<ServiceStatus> {

@@ -55,8 +55,8 @@ pub(super) struct Shutdown {
     spent: bool,
     /// Services that had to be SIGKILLed.
     pub killed: BTreeSet<String>,
-    /// Strays (processes no unit claimed) have been killed, and how many.
-    strays_killed: Option<usize>,
+    /// Strays (processes no unit claimed) have been killed: which.
+    strays_killed: Option<Vec<String>>,
     /// Init mode: herder's own remaining children have been killed.
     orphans_killed: bool,
 }
@@ -314,7 +314,8 @@ impl Engine {
             backend: self.backend.kind().to_string(),
             waves_at_ms: sd.waves_at.iter().map(|&t| ms(t)).collect(),
             services,
-            strays_killed: sd.strays_killed.unwrap_or(0),
+            strays_killed: sd.strays_killed.as_ref().map_or(0, Vec::len),
+            unclaimed: sd.strays_killed.clone().unwrap_or_default(),
             ended_at_ms: ms(now),
             outcome: if !outcome.stuck.is_empty() {
                 "stuck"
@@ -365,7 +366,8 @@ impl Engine {
     fn kill_strays(&mut self) {
         let strays = self.backend.strays();
         let Some(sd) = &mut self.shutdown else { return };
-        sd.strays_killed = Some(strays.len());
+        let lines = herd_contain::procfs::leftovers(&strays);
+        sd.strays_killed = Some(lines.iter().map(ToString::to_string).collect());
         if strays.is_empty() {
             return;
         }
@@ -404,6 +406,13 @@ impl Engine {
                 backend: self.backend.kind().to_string(),
                 shutdown_budget_ms: self.plan.budget.as_millis() as u64,
                 services,
+                // So that a later herder can name and stop them too.
+                unclaimed: self
+                    .backend
+                    .strays()
+                    .into_iter()
+                    .filter_map(Proc::of)
+                    .collect(),
             }
             .save(dir, self.opts.private)
         };

@@ -41,6 +41,7 @@ pub enum Call<'a> {
     Shutdown,
     Report,
     Plan,
+    Unclaimed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,6 +125,7 @@ pub fn parse<'a>(
         (&Method::POST, ["v1", "shutdown"]) => Call::Shutdown,
         (&Method::GET, ["v1", "report"]) => Call::Report,
         (&Method::GET, ["v1", "plan"]) => Call::Plan,
+        (&Method::GET, ["v1", "unclaimed"]) => Call::Unclaimed,
         (_, ["v1", ..]) => {
             return Err(refuse(
                 StatusCode::NOT_FOUND,

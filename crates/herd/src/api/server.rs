@@ -24,6 +24,7 @@
 //! | POST | `/v1/shutdown` | `202`, the shutdown has begun |
 //! | GET | `/v1/report` | the last shutdown report |
 //! | GET | `/v1/plan` | start and stop waves, deadlines |
+//! | GET | `/v1/unclaimed` | processes re-parented to herder that no service claims |
 //!
 //! Streams (events, followed logs) end when herder does: once the engine has
 //! finished, [`drain`] ends them and lets the connections finish writing, within a
@@ -546,6 +547,10 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
         Call::Report => match herd_api::Report::load(&ctx.state_dir) {
             Ok(r) => json(StatusCode::OK, &r),
             Err(_) => error(StatusCode::NOT_FOUND, "no shutdown report yet"),
+        },
+        Call::Unclaimed => match h.unclaimed().await {
+            Ok(unclaimed) => json(StatusCode::OK, &herd_api::Unclaimed { unclaimed }),
+            Err(e) => refused(e),
         },
         Call::Plan => match h.config().await {
             Ok(c) => json(StatusCode::OK, &crate::cmd::plan::document(&c)),

@@ -122,7 +122,10 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
             output::stdout(&(String::from_utf8_lossy(&body).into_owned() + "\n"))
         }
         Action::Ps { json: false } => match serde_json::from_slice::<Vec<ServiceStatus>>(&body) {
-            Ok(list) => output::stdout(&table(&list)),
+            Ok(list) => {
+                let unclaimed = rt.block_on(unclaimed(&sock));
+                output::stdout(&(table(&list) + &unclaimed))
+            }
             Err(e) => fail(&format!("unexpected answer from herder: {e}")),
         },
         Action::Act { .. } | Action::Signal { .. } => {
@@ -132,6 +135,29 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
             unreachable!("answered above")
         }
     }
+}
+
+/// The footer of `herd ps` that lists processes re-parented to herder that no
+/// service claims (none backend), if there are any.
+async fn unclaimed(sock: &Path) -> String {
+    let Ok((status, body)) = client::request(sock, Method::GET, "/v1/unclaimed").await else {
+        return String::new();
+    };
+    let list = match serde_json::from_slice::<herd_api::Unclaimed>(&body) {
+        Ok(u) if status.is_success() => u.unclaimed,
+        _ => return String::new(),
+    };
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{} unclaimed process(es), re-parented to herder, of no service (killed at shutdown):\n",
+        list.len()
+    );
+    for l in list {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out
 }
 
 /// `herd reload`: what changed, and how each service it started or removed ended
