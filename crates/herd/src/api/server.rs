@@ -156,7 +156,7 @@ struct Silent {
 
 /// How long a connection may stay silent before, at the cap, it is closed to
 /// make room: a client in a burst sends its request well within it.
-const SILENT_GRACE: Duration = Duration::from_millis(500);
+const SILENT_GRACE: Duration = Duration::from_millis(100);
 
 /// What the cap allows now.
 enum Room {
@@ -380,21 +380,46 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
         let mut closing = ctx.closing.subscribe();
         let (id, evicted) = ctx.silent();
         tokio::spawn(async move {
-            let routes = ctx.clone();
-            let service = hyper::service::service_fn(move |req| {
-                routes.spoke(id);
-                route(req, routes.clone())
-            });
+            // Silent until its first bytes arrive. Picked to make room, it is
+            // closed only if it has still sent nothing: a client whose request
+            // waits unread (this task not run yet) is served all the same.
+            let spoke = loop {
+                tokio::select! {
+                    biased;
+                    r = stream.readable() => {
+                        if r.is_err() {
+                            break false;
+                        }
+                        // Readiness may be spurious: a peek tells (EOF counts as
+                        // having spoken: hyper ends it).
+                        let peek = stream.try_io(tokio::io::Interest::READABLE, || {
+                            rustix::net::recv(&stream, &mut [0u8; 1], rustix::net::RecvFlags::PEEK)
+                                .map_err(std::io::Error::from)
+                        });
+                        match peek {
+                            Ok(_) => break true,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => break false,
+                        }
+                    }
+                    _ = evicted.notified() => break false,
+                    _ = closing.wait_for(|c| *c) => break false,
+                }
+            };
+            ctx.spoke(id);
+            if !spoke {
+                drop(open);
+                after_close(&opened);
+                return;
+            }
+            let service = hyper::service::service_fn(move |req| route(req, ctx.clone()));
             // A client that sends garbage or goes away ends its own connection only.
             let conn = http1().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let finished = tokio::select! {
                 _ = conn.as_mut() => true,
                 _ = closing.wait_for(|c| *c) => false,
-                // Made room for a newer connection: nothing was asked on it.
-                _ = evicted.notified() => true,
             };
-            ctx.spoke(id);
             if !finished {
                 // Idle connections close now; answers being written finish.
                 conn.as_mut().graceful_shutdown();
