@@ -170,8 +170,8 @@ enum Room {
 }
 
 impl Ctx {
-    /// Registers a new connection as silent; the id to call [`Ctx::spoke`] and
-    /// [`Ctx::gone`] with, and what closes it if it is evicted.
+    /// Registers a new connection as silent; the id to call [`Ctx::spoke`] with
+    /// once it has sent something (or ended), and what closes it if it is evicted.
     fn silent(&self) -> (u64, Arc<tokio::sync::Notify>) {
         let id = self
             .next_id
@@ -186,7 +186,7 @@ impl Ctx {
         (id, close)
     }
 
-    /// Connection `id` has sent a request (or ended): it is no longer evictable.
+    /// Connection `id` has sent something (or ended): it is no longer evictable.
     fn spoke(&self, id: u64) {
         let mut list = self.silent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = list.iter().position(|s| s.id == id) {
