@@ -73,7 +73,10 @@ impl Output {
         let (tx, mut rx) = mpsc::channel::<(Arc<str>, String)>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let d = dropped.clone();
-        let color = std::io::stdout().is_terminal();
+        let color = use_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
         tokio::spawn(async move {
             while let Some((name, line)) = rx.recv().await {
                 let mut out = std::io::stdout().lock();
@@ -86,7 +89,7 @@ impl Output {
                     );
                 }
                 let _ = if color {
-                    let c = 31 + (name.bytes().map(u32::from).sum::<u32>() % 6);
+                    let c = colour_of(&name);
                     writeln!(out, "\x1b[{c}m{name:>width$}\x1b[0m | {line}")
                 } else {
                     writeln!(out, "{name:>width$} | {line}")
@@ -187,6 +190,21 @@ impl Output {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Colours for service names (ANSI SGR): none of red and yellow, which say
+/// errors and warnings.
+const PALETTE: [u8; 8] = [32, 34, 35, 36, 92, 94, 95, 96];
+
+/// A service's colour, the same on every run.
+fn colour_of(name: &str) -> u8 {
+    PALETTE[name.bytes().map(usize::from).sum::<usize>() % PALETTE.len()]
+}
+
+/// Colour on a terminal, unless `NO_COLOR` is set to anything but empty
+/// (no-color.org).
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A log file rotated by size: `name.log`, `name.log.1`, … `name.log.keep`.
@@ -304,5 +322,19 @@ mod tests {
         assert_eq!(read(&dir.path().join("svc.log.1")), "cccccc\n");
         assert_eq!(read(&dir.path().join("svc.log.2")), "bbbbbb\n");
         assert!(!dir.path().join("svc.log.3").exists());
+    }
+
+    #[test]
+    fn names_are_coloured_on_a_terminal_without_no_color_and_never_red_or_yellow() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+        for name in ["db", "api", "web", "worker", "a", "zz", "migrate"] {
+            let c = colour_of(name);
+            assert!(![31, 33, 91, 93].contains(&c), "{name}: {c}");
+            assert_eq!(c, colour_of(name));
+        }
     }
 }

@@ -29,8 +29,9 @@ use herd_config::Containment;
     about = "herder: a process supervisor whose stop is complete, bounded and explained"
 )]
 struct Cli {
-    /// The configuration file [default: ./herd.toml; as root, /etc/herd/herd.toml
-    /// when there is no ./herd.toml].
+    /// The configuration file [default: $HERD_FILE, else the nearest herd.toml
+    /// in this directory or one above it; as root, /etc/herd/herd.toml when
+    /// there is none].
     #[arg(short = 'f', long = "file", global = true)]
     file: Option<PathBuf>,
 
@@ -71,6 +72,8 @@ enum Command {
     },
     /// List the services of the running herder with their state.
     Ps {
+        /// Only these services (all without).
+        names: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -183,15 +186,32 @@ fn act(file: &Path, cli: &Cli, verb: &str, a: &ActArgs) -> ExitCode {
     cmd::ctl::run(file, cli.socket.as_deref(), action)
 }
 
-/// The configuration file: `-f`, else ./herd.toml, else (as root) the host's
-/// /etc/herd/herd.toml if there is one.
+/// The configuration file: `-f`, else `$HERD_FILE`, else ./herd.toml or the
+/// nearest one above, else (as root) the host's /etc/herd/herd.toml if there is
+/// one, else ./herd.toml (which then is said to be missing).
 fn config_file(flag: Option<&Path>) -> PathBuf {
     if let Some(f) = flag {
         return f.to_path_buf();
     }
+    if let Some(f) = std::env::var_os("HERD_FILE").filter(|f| !f.is_empty()) {
+        return PathBuf::from(f);
+    }
     let local = PathBuf::from("herd.toml");
+    if local.exists() {
+        return local;
+    }
+    // As git finds its repository: the nearest directory above that has one.
+    let above = std::env::current_dir().ok().and_then(|cwd| {
+        cwd.ancestors()
+            .skip(1)
+            .map(|d| d.join("herd.toml"))
+            .find(|f| f.is_file())
+    });
+    if let Some(found) = above {
+        return found;
+    }
     let host = PathBuf::from(HOST_CONFIG);
-    if !local.exists() && rustix::process::geteuid().is_root() && host.exists() {
+    if rustix::process::geteuid().is_root() && host.exists() {
         return host;
     }
     local
@@ -247,7 +267,10 @@ fn main() -> ExitCode {
             init,
             http,
         } => cmd::up::run(file, socket, *containment, *init, *http),
-        Command::Ps { json } => cmd::ctl::run(file, socket, cmd::ctl::Action::Ps { json: *json }),
+        Command::Ps { names, json } => {
+            let action = cmd::ctl::Action::Ps { names, json: *json };
+            cmd::ctl::run(file, socket, action)
+        }
         Command::Start(a) => act(file, &cli, "start", a),
         Command::Stop(a) => act(file, &cli, "stop", a),
         Command::Restart(a) => act(file, &cli, "restart", a),

@@ -456,3 +456,41 @@ fn paths_herd_up_would_refuse_are_errors() {
     );
     assert_eq!(stderr, expected);
 }
+
+/// Every command finds the project as git finds its repository: from a
+/// subdirectory, the nearest herd.toml above; `HERD_FILE` names one instead.
+#[test]
+fn the_nearest_herd_toml_above_is_found_and_herd_file_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::write(
+        root.join("herd.toml"),
+        "[services.a]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let deep = root.join("src/deeper");
+    std::fs::create_dir_all(&deep).unwrap();
+    let out = herd(&deep, &["check"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{}: ok (1 service, 1 start waves, 1 stop waves, 1 file read)\n",
+            root.join("herd.toml").display()
+        )
+    );
+    std::fs::write(
+        deep.join("other.toml"),
+        "[services.a]\ncommand = [\"true\"]\n[services.b]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .arg("check")
+        .current_dir(&deep)
+        .env("HERD_FILE", "other.toml")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "other.toml: ok (2 services, 1 start waves, 1 stop waves, 1 file read)\n"
+    );
+}

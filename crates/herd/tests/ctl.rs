@@ -41,6 +41,25 @@ fn ps_stop_start_restart_through_the_socket() {
     assert_eq!(api.len(), 5, "{before}");
     let table = herd(up.dir.path(), &["ps"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("SERVICE"));
+    // Names filter, in the list's order; one that is no service is an error.
+    let some = herd(up.dir.path(), &["ps", "other", "db"]);
+    let some = String::from_utf8_lossy(&some.stdout).to_string();
+    let rows: Vec<&str> = some
+        .lines()
+        .skip(1)
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(rows, ["db", "other"], "{some}");
+    let json = herd(up.dir.path(), &["ps", "--json", "api"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["name"], "api");
+    let nope = herd(up.dir.path(), &["ps", "nope"]);
+    assert_eq!(nope.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&nope.stderr),
+        "herd: no service named nope\n"
+    );
 
     // Stopping db stops api (which requires it) first; the answer comes once
     // every process is gone, which /proc confirms at once.
@@ -306,6 +325,17 @@ fn bad_input_on_the_socket_leaves_herder_and_services_running() {
         short,
     );
     assert!(route.starts_with("HTTP/1.1 404"), "{route:?}");
+    // A known path with the wrong method: 405 and what it takes.
+    let method = raw(
+        &sock,
+        b"GET /v1/shutdown HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        short,
+    );
+    assert!(method.starts_with("HTTP/1.1 405"), "{method:?}");
+    assert!(
+        method.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+        "{method:?}"
+    );
     let timeout = raw(&sock, b"POST /v1/services/db/stop?timeout=forever HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", short);
     assert!(timeout.starts_with("HTTP/1.1 400"), "{timeout:?}");
     let mut big = format!(
@@ -675,11 +705,19 @@ ready = { log = "ready" }
     let out = herd(d, &["down", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("shutdown: herd down"), "{text}");
+    let by = format!(
+        "shutdown asked on the control socket by uid {} (pid ",
+        rustix::process::getuid().as_raw()
+    );
+    assert!(text.contains(&format!("shutdown: {by}")), "{text}");
     let tail = events.until(|l| l.contains(r#""event":"finished""#));
     let fin: serde_json::Value = serde_json::from_str(tail.last().unwrap()).unwrap();
     assert_eq!(fin["exit_code"], 0);
-    assert_eq!(fin["report"]["trigger"], "herd down");
+    let trigger = fin["report"]["trigger"].as_str().unwrap();
+    assert!(
+        trigger.starts_with(&by) && trigger.ends_with(')'),
+        "{trigger}"
+    );
     assert_eq!(events.exit(), Some(0));
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());

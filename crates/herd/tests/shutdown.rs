@@ -365,8 +365,13 @@ ready = { log = "ready" }
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Asked over the socket; the report came with the stream's last event.
-    assert!(text.contains("shutdown: herd down"), "{text}");
+    // Asked over the socket, by this test's `herd down` (its uid); the report
+    // came with the stream's last event.
+    let by = format!(
+        "shutdown: shutdown asked on the control socket by uid {} (pid ",
+        rustix::process::getuid().as_raw()
+    );
+    assert!(text.contains(&by), "{text}");
     assert!(text.contains("stopped"), "{text}");
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());

@@ -55,12 +55,26 @@ pub enum Action {
 pub struct Refusal {
     pub status: StatusCode,
     pub message: String,
+    /// With `405`: the method the path takes (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal {
         status,
         message: message.into(),
+        allow: None,
+    }
+}
+
+/// The method a known path takes, if the path is one.
+fn allowed(segs: &[&str]) -> Option<&'static str> {
+    match segs {
+        ["v1", "services"] | ["v1", "services", _] | ["v1", "services", _, "logs"] => Some("GET"),
+        ["v1", "services", _, "signal" | "start" | "stop" | "restart"] => Some("POST"),
+        ["v1", "events" | "report" | "plan" | "unclaimed"] => Some("GET"),
+        ["v1", "reload" | "shutdown"] => Some("POST"),
+        _ => None,
     }
 }
 
@@ -127,10 +141,16 @@ pub fn parse<'a>(
         (&Method::GET, ["v1", "plan"]) => Call::Plan,
         (&Method::GET, ["v1", "unclaimed"]) => Call::Unclaimed,
         (_, ["v1", ..]) => {
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                format!("no route {method} {path}"),
-            ));
+            return Err(match allowed(&segs) {
+                Some(allow) => Refusal {
+                    allow: Some(allow),
+                    ..refuse(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        format!("{path} takes {allow}, not {method}"),
+                    )
+                },
+                None => refuse(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
+            });
         }
         _ => {
             return Err(refuse(
@@ -231,6 +251,22 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(status(get("/v2/anything", "")), StatusCode::NOT_FOUND);
-        assert_eq!(status(post("/v1/services", "")), StatusCode::NOT_FOUND);
+        assert_eq!(status(post("/v1/nothing", "")), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_known_path_with_the_wrong_method_is_405_with_allow() {
+        for (method, path, allow) in [
+            (Method::POST, "/v1/services", "GET"),
+            (Method::DELETE, "/v1/services/db", "GET"),
+            (Method::GET, "/v1/services/db/stop", "POST"),
+            (Method::GET, "/v1/shutdown", "POST"),
+            (Method::PUT, "/v1/events", "GET"),
+        ] {
+            let r = parse(&method, path, "", None).unwrap_err();
+            assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(r.allow, Some(allow), "{method} {path}");
+            assert_eq!(r.message, format!("{path} takes {allow}, not {method}"));
+        }
     }
 }

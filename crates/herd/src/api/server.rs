@@ -377,6 +377,14 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
             continue;
         }
         let ctx = ctx.clone();
+        let peer: Arc<str> = cred.map_or("an unknown peer".into(), |c| {
+            format!(
+                "uid {} (pid {})",
+                c.uid.as_raw(),
+                c.pid.as_raw_nonzero().get()
+            )
+            .into()
+        });
         let mut closing = ctx.closing.subscribe();
         let (id, evicted) = ctx.silent();
         tokio::spawn(async move {
@@ -412,7 +420,8 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
                 after_close(&opened);
                 return;
             }
-            let service = hyper::service::service_fn(move |req| route(req, ctx.clone()));
+            let service =
+                hyper::service::service_fn(move |req| route(req, ctx.clone(), peer.clone()));
             // A client that sends garbage or goes away ends its own connection only.
             let conn = http1().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -503,7 +512,12 @@ fn refused(e: ControlError) -> Answer {
     error(status_of(&e), e.to_string())
 }
 
-async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallible> {
+/// Answers one request from `peer` (`uid 0 (pid 4242)`).
+async fn route(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    peer: Arc<str>,
+) -> Result<Answer, Infallible> {
     let (parts, body) = req.into_parts();
     // Nothing takes a body; read (bounded) and drop it so the connection stays usable.
     if Limited::new(body, MAX_BODY).collect().await.is_err() {
@@ -520,7 +534,16 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
         accept,
     ) {
         Ok(call) => call,
-        Err(refusal) => return Ok(error(refusal.status, refusal.message)),
+        Err(refusal) => {
+            let mut answer = error(refusal.status, refusal.message);
+            if let Some(allow) = refusal.allow {
+                answer.headers_mut().insert(
+                    hyper::header::ALLOW,
+                    hyper::header::HeaderValue::from_static(allow),
+                );
+            }
+            return Ok(answer);
+        }
     };
     let h = &ctx.handle;
     let answer = match call {
@@ -560,7 +583,7 @@ async fn route(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Answer, Infallib
         Call::Logs { name, n, follow } => logs(&ctx, name, n, follow).await,
         Call::Reload { wait } => reload(h, wait).await,
         Call::Shutdown => {
-            h.shutdown("herd down");
+            h.shutdown(&format!("shutdown asked on the control socket by {peer}"));
             json(
                 StatusCode::ACCEPTED,
                 &ShutdownAnswer {

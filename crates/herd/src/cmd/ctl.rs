@@ -19,6 +19,8 @@ use crate::output::{self, Table};
 /// What to do.
 pub enum Action<'a> {
     Ps {
+        /// Only these (all when empty).
+        names: &'a [String],
         json: bool,
     },
     Act {
@@ -118,16 +120,23 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
         return fail(&client::message(&body));
     }
     match action {
-        Action::Ps { json: true } => {
-            output::stdout(&(String::from_utf8_lossy(&body).into_owned() + "\n"))
-        }
-        Action::Ps { json: false } => match serde_json::from_slice::<Vec<ServiceStatus>>(&body) {
-            Ok(list) => {
-                let unclaimed = rt.block_on(unclaimed(&sock));
-                output::stdout(&(table(&list) + &unclaimed))
+        Action::Ps { names, json } => {
+            let list = match serde_json::from_slice::<Vec<ServiceStatus>>(&body) {
+                Ok(list) => list,
+                Err(e) => return fail(&format!("unexpected answer from herder: {e}")),
+            };
+            let list = match only(list, names) {
+                Ok(list) => list,
+                Err(unknown) => return fail(&format!("no service named {unknown}")),
+            };
+            if json {
+                let text = serde_json::to_string(&list).expect("plain data");
+                return output::stdout(&(text + "\n"));
             }
-            Err(e) => fail(&format!("unexpected answer from herder: {e}")),
-        },
+            // The processes no service claims concern every service.
+            let unclaimed = rt.block_on(unclaimed(&sock));
+            output::stdout(&(table(&list) + &unclaimed))
+        }
         Action::Act { .. } | Action::Signal { .. } => {
             output::stdout(&(client::message(&body) + "\n"))
         }
@@ -135,6 +144,18 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
             unreachable!("answered above")
         }
     }
+}
+
+/// The services of `list` named in `names` (all of them when it is empty), in
+/// `list`'s order; the first name no service has, if one does not.
+fn only(list: Vec<ServiceStatus>, names: &[String]) -> Result<Vec<ServiceStatus>, String> {
+    if let Some(unknown) = names.iter().find(|n| !list.iter().any(|s| &s.name == *n)) {
+        return Err(unknown.clone());
+    }
+    Ok(list
+        .into_iter()
+        .filter(|s| names.is_empty() || names.contains(&s.name))
+        .collect())
 }
 
 /// The footer of `herd ps` that lists processes re-parented to herder that no
