@@ -23,9 +23,11 @@
 //! A service then gets `min(its stop.timeout, its wave's window)`.
 //!
 //! The plan is the worst case: each wave starting when the one before it has used its
-//! whole share. At run time a wave starts as soon as the one before it is empty, and
-//! its deadline is `min(start + granted, latest_kill_at)`, where `latest_kill_at`
-//! keeps back exactly the shares of the waves after it ([`StopWave::latest_kill_at`]).
+//! whole share. At run time the engine plans again over the services that run when
+//! the shutdown begins, a wave starts as soon as the one before it is empty, and a
+//! service's deadline is `min(start + stop_timeout, latest_kill_at)`, where
+//! `latest_kill_at` keeps back exactly the shares of the waves after it
+//! ([`StopWave::latest_kill_at`]).
 //! Time a quick wave leaves unused thus flows to later ones (or to a service asking for
 //! more with `EXTEND_TIMEOUT_USEC`), and the budget holds either way.
 //!
@@ -75,6 +77,28 @@ pub struct ServiceDeadline {
     pub granted: Duration,
     /// When it is SIGKILLed at the latest in the planned worst case.
     pub kill_at: Duration,
+}
+
+/// The services whose `stop.timeout` the plan cuts to fit the budget, each as
+/// `services.NAME.stop.timeout 10s is cut to 5.25s ...`: what `herd check`,
+/// `herd up` and `herd reload` say.
+pub fn cut_timeouts(plan: &ShutdownPlan) -> Vec<String> {
+    plan.waves
+        .iter()
+        .flat_map(|w| &w.services)
+        .filter(|s| s.granted < s.stop_timeout)
+        .map(|s| {
+            format!(
+                "services.{}.stop.timeout {} is cut to {} in the worst case of a full shutdown (budget {}, {} stop waves); it gets up to {} when the waves before it end early (herd plan)",
+                s.name,
+                crate::units::format_duration(s.stop_timeout),
+                crate::units::format_duration(s.granted),
+                crate::units::format_duration(plan.budget),
+                plan.waves.len(),
+                crate::units::format_duration(s.stop_timeout),
+            )
+        })
+        .collect()
 }
 
 /// Plans the shutdown of `config`, which must be valid (acyclic).

@@ -3,7 +3,8 @@
 //! shutdown report is exact and the test takes no real time.
 //!
 //! A fake process's command says how it behaves: `exit-on-term:MS` exits MS
-//! milliseconds after SIGTERM, `ignore-term` only dies of SIGKILL.
+//! milliseconds after SIGTERM, `ignore-term` only dies of SIGKILL, `exit-now`
+//! exits 0 as soon as it has started.
 
 use std::collections::HashMap;
 use std::io;
@@ -73,6 +74,10 @@ impl Processes for FakeProcesses {
         w.next_pid = w.next_pid.max(5_000_000) + 1;
         let pid = w.next_pid;
         w.alive.insert(pid, spec.argv.clone());
+        if spec.argv[0] == "exit-now" {
+            let world = self.0.clone();
+            tokio::spawn(async move { World::exit(&world, pid, ExitStatus::Code(0)) });
+        }
         Ok(Started {
             pid,
             stdout: None,
@@ -200,6 +205,123 @@ command = ["exit-on-term:100"]
 requires = ["api"]
 stop = { timeout = "3s" }
 "#;
+
+/// Runs an engine over `toml` with fake processes and units; `test` gets its
+/// handle and ends by asking for a shutdown. The outcome, and whether any fake
+/// process was left.
+async fn run_fake<F, Fut>(toml: &str, test: F) -> (herd_core::engine::Outcome, bool)
+where
+    F: FnOnce(herd_core::engine::Handle) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herd.toml");
+    std::fs::write(&file, toml).unwrap();
+    let config = herd_config::load(&file).unwrap();
+    let world: Shared = Arc::default();
+    let engine = Engine::with_processes(
+        &config,
+        Options {
+            state_dir: dir.path().join(".herd"),
+            ..Options::default()
+        },
+        Box::new(FakeBackend(SharedDebug(world.clone()))),
+        Box::new(FakeProcesses(world.clone())),
+    )
+    .unwrap();
+    let h = engine.handle();
+    let (outcome, ()) = tokio::join!(engine.run(), test(h));
+    let left = !world.lock().unwrap().alive.is_empty();
+    (outcome.unwrap(), left)
+}
+
+/// `got` is within a millisecond of `want`.
+#[track_caller]
+fn near(got: f64, want: f64, what: &str) {
+    assert!((got - want).abs() <= 1.0, "{what}: {got} ms, want {want}");
+}
+
+/// An exited oneshot (migrate, which requires nginx, which requires db) runs
+/// nothing: it is no stop wave and takes no share of the budget. Regression
+/// test: it made a wave of its own, the budget was shared three ways, and db's
+/// 10 s stop.timeout was cut to 5.25 s though the waves before it took 100 ms.
+#[tokio::test(start_paused = true)]
+async fn what_runs_nothing_takes_no_share_of_the_budget() {
+    let toml = r#"
+[shutdown]
+timeout = "15s"
+
+[services.db]
+command = ["ignore-term"]
+stop = { timeout = "10s" }
+
+[services.nginx]
+command = ["exit-on-term:100"]
+requires = ["db"]
+stop = { timeout = "3s" }
+
+[services.migrate]
+kind = "oneshot"
+command = ["exit-now"]
+requires = ["nginx"]
+"#;
+    let (outcome, left) = run_fake(toml, |h| async move {
+        let done = h.wait("migrate", false).await.unwrap();
+        assert_eq!(done, "migrate ran to completion");
+        h.shutdown("test");
+    })
+    .await;
+    assert!(!left);
+    let r = &outcome.report;
+    assert_eq!(r.waves_at_ms.len(), 2, "{:?}", r.waves_at_ms);
+    near(r.waves_at_ms[1], 100.0, "db's wave");
+    let db = r.services.iter().find(|s| s.name == "db").unwrap();
+    near(
+        db.deadline_at_ms.unwrap(),
+        10_100.0,
+        "db's whole stop.timeout",
+    );
+    near(db.killed_at_ms.unwrap(), 10_100.0, "db SIGKILL");
+    let migrate = r.services.iter().find(|s| s.name == "migrate").unwrap();
+    assert_eq!(migrate.state, "exited");
+    assert_eq!(migrate.stop_at_ms, None);
+}
+
+/// Time an earlier wave leaves unused flows on: with a budget that cut both
+/// waves' asks to 3.5 s, web leaves after 100 ms and db then gets up to its own
+/// 10 s, capped by the latest moment that keeps the budget (7.5 s: 8 s less its
+/// kill reserve). Regression test: db was SIGKILLed at its worst-case grant,
+/// 3.6 s.
+#[tokio::test(start_paused = true)]
+async fn time_a_quick_wave_leaves_flows_on() {
+    let toml = r#"
+[shutdown]
+timeout = "8s"
+
+[services.db]
+command = ["ignore-term"]
+stop = { timeout = "10s" }
+
+[services.web]
+command = ["exit-on-term:100"]
+requires = ["db"]
+stop = { timeout = "5s" }
+"#;
+    let (outcome, left) = run_fake(toml, |h| async move {
+        h.wait("web", false).await.unwrap();
+        h.shutdown("test");
+    })
+    .await;
+    assert!(!left);
+    let db = outcome
+        .report
+        .services
+        .iter()
+        .find(|s| s.name == "db")
+        .unwrap();
+    near(db.signal_at_ms.unwrap(), 100.0, "db SIGTERM");
+    near(db.killed_at_ms.unwrap(), 7_500.0, "db SIGKILL");
+}
 
 #[tokio::test(start_paused = true)]
 async fn a_three_wave_shutdown_under_a_paused_clock() {

@@ -494,3 +494,41 @@ fn the_nearest_herd_toml_above_is_found_and_herd_file_overrides() {
         "other.toml: ok (2 services, 1 start waves, 1 stop waves, 1 file read)\n"
     );
 }
+
+/// `herd check` says when a service's stop.timeout is cut to fit the budget (the
+/// configuration is valid: exit 0), and `herd plan` says what happens at run time.
+#[test]
+fn a_stop_timeout_cut_to_fit_the_budget_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("herd.toml"),
+        r#"[shutdown]
+timeout = "8s"
+
+[services.db]
+command = ["true"]
+stop = { timeout = "10s" }
+
+[services.web]
+command = ["true"]
+requires = ["db"]
+stop = { timeout = "5s" }
+"#,
+    )
+    .unwrap();
+    let out = herd(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "herd.toml: warning: services.web.stop.timeout 5s is cut to 3.5s in the worst case of a full shutdown (budget 8s, 2 stop waves); it gets up to 5s when the waves before it end early (herd plan)\n\
+         herd.toml: warning: services.db.stop.timeout 10s is cut to 3.5s in the worst case of a full shutdown (budget 8s, 2 stop waves); it gets up to 10s when the waves before it end early (herd plan)\n"
+    );
+    let plan = herd(dir.path(), &["plan"]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.ends_with(
+            "cut gets up to its stop.timeout, as long as the later waves keep their share.\n"
+        ),
+        "{plan}"
+    );
+}

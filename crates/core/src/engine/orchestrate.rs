@@ -111,6 +111,26 @@ pub fn not_down<M: Member>(svcs: &BTreeMap<String, M>) -> Vec<String> {
         .collect()
 }
 
+/// The stop waves of a shutdown that begins now: the configuration's `waves`,
+/// each without the services that have nothing running (an exited oneshot, a
+/// failed or stopped service: nothing to stop, so no share of the budget), and
+/// without the waves that are left empty.
+pub fn running_waves<M: Member>(
+    svcs: &BTreeMap<String, M>,
+    waves: &[Vec<String>],
+) -> Vec<Vec<String>> {
+    waves
+        .iter()
+        .map(|w| {
+            w.iter()
+                .filter(|n| svcs.get(*n).is_some_and(|s| s.has_run()))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 /// A stop that waits for `after` (services requiring this one) to be down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedStop {
@@ -476,5 +496,25 @@ mod tests {
             };
             assert_eq!(on_change(&row), *want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_shutdown_stops_only_what_runs_and_drops_empty_waves() {
+        // migrate (an exited oneshot) requires nginx requires db.
+        let svcs = herd(&[
+            ("db", ready(), ""),
+            ("nginx", ready(), "db"),
+            ("migrate", exited(0), "nginx"),
+            ("cron", State::Failed { reason: "x".into() }, "db"),
+        ]);
+        let waves = vec![list("migrate"), list("cron nginx"), list("db")];
+        assert_eq!(
+            running_waves(&svcs, &waves),
+            vec![list("nginx"), list("db")]
+        );
+        // An exited service with a process left still has something to stop.
+        let mut svcs = svcs;
+        svcs.get_mut("migrate").unwrap().run = true;
+        assert_eq!(running_waves(&svcs, &waves).len(), 3);
     }
 }

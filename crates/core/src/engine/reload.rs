@@ -180,6 +180,9 @@ impl Engine {
         for n in &plan.notes {
             note(&format!("{why}: {n}"));
         }
+        for cut in herd_config::plan::cut_timeouts(&self.plan) {
+            note(&format!("{why}: warning: {cut}"));
+        }
         let _ = self.events.send(Change::Reload {
             at_ms: events::now_ms(),
             added: plan.added.clone(),

@@ -23,9 +23,11 @@
 //!   is spent, names them, and leaves them in the state file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use herd_config::DepGraph;
 use herd_config::plan::ShutdownPlan;
 use herd_config::units::format_duration;
 use herd_sys::{ExitStatus, Pidfd};
@@ -129,6 +131,7 @@ impl Engine {
             return;
         }
         let now = Instant::now();
+        self.plan_running();
         note(&format!(
             "{trigger}: shutting down ({} stop waves, budget {})",
             self.plan.waves.len(),
@@ -153,6 +156,35 @@ impl Engine {
         self.timers.insert((now + self.plan.budget, Timer::Budget));
         self.backend.begin_close();
         self.begin_wave();
+    }
+
+    /// Plans the shutdown over what runs now (see
+    /// [`orchestrate::running_waves`]); a pending or backing-off service, which
+    /// runs nothing, is stopped at once so it never starts.
+    fn plan_running(&mut self) {
+        let waves = DepGraph::new(&self.config.services).stop_waves();
+        let running = orchestrate::running_waves(&self.svcs, &waves);
+        let asks: Vec<Vec<(String, Duration)>> = running
+            .iter()
+            .map(|w| {
+                w.iter()
+                    .map(|n| (n.clone(), self.svcs[n].cfg.stop.timeout))
+                    .collect()
+            })
+            .collect();
+        let shutdown = &self.config.shutdown;
+        self.plan = herd_config::plan::plan(shutdown.timeout, shutdown.kill_reserve, &asks);
+        assign_waves(&self.plan, &mut self.svcs);
+        let idle: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.run.is_none())
+            .filter(|(_, s)| matches!(s.m.state, State::Pending | State::Backoff { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in idle {
+            self.stop(&name, Instant::now());
+        }
     }
 
     pub(super) fn budget_spent(&mut self) {
@@ -193,9 +225,12 @@ impl Engine {
         let Some(plan) = self.plan.waves.get(wave).cloned() else {
             return;
         };
+        // Up to its own stop.timeout from the wave's start, not merely what the
+        // worst case granted: time the earlier waves left unused flows on, as
+        // long as the later waves keep their share (latest_kill_at).
         for s in &plan.services {
             let cap = started + plan.latest_kill_at;
-            let deadline = (wave_started + s.granted).min(cap);
+            let deadline = (wave_started + s.stop_timeout).min(cap);
             self.stop(&s.name, deadline);
         }
     }
@@ -276,33 +311,45 @@ impl Engine {
         let sd = self.shutdown.as_ref().expect("shutting down");
         let (started, now) = (sd.started, Instant::now());
         let ms = |t: Instant| at_ms(t, started);
+        let mut planned: Vec<String> = self
+            .plan
+            .waves
+            .iter()
+            .flat_map(|w| w.services.iter().map(|s| s.name.clone()))
+            .collect();
+        // What ran nothing when the shutdown began is reported too, after.
+        let idle: Vec<String> = self
+            .svcs
+            .keys()
+            .filter(|n| !planned.contains(n))
+            .cloned()
+            .collect();
+        planned.extend(idle);
         let mut services = Vec::new();
-        for w in &self.plan.waves {
-            for planned in &w.services {
-                let svc = self.svcs.get_mut(&planned.name).expect("planned service");
-                let log = svc.run.as_ref().and_then(|r| r.stop.clone());
-                let mut r = match (&svc.report, log) {
-                    (Some(r), _) => r.clone(),
-                    (None, Some(log)) => service_report(&planned.name, svc, &log, None, started),
-                    (None, None) => ServiceReport {
-                        name: planned.name.clone(),
-                        wave: svc.stop_wave,
-                        state: svc.m.state.name().into(),
-                        exit_status: svc.counters.last_exit.map(|s| s.to_string()),
-                        ..Default::default()
-                    },
-                };
-                if let Some(u) = svc.unit() {
-                    r.leftovers = herd_contain::procfs::leftovers(&u.pids())
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    for l in &r.leftovers {
-                        note(&format!("{}:   {l}", planned.name));
-                    }
+        for name in planned {
+            let svc = self.svcs.get_mut(&name).expect("a known service");
+            let log = svc.run.as_ref().and_then(|r| r.stop.clone());
+            let mut r = match (&svc.report, log) {
+                (Some(r), _) => r.clone(),
+                (None, Some(log)) => service_report(&name, svc, &log, None, started),
+                (None, None) => ServiceReport {
+                    name: name.clone(),
+                    wave: svc.stop_wave,
+                    state: svc.m.state.name().into(),
+                    exit_status: svc.counters.last_exit.map(|s| s.to_string()),
+                    ..Default::default()
+                },
+            };
+            if let Some(u) = svc.unit() {
+                r.leftovers = herd_contain::procfs::leftovers(&u.pids())
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                for l in &r.leftovers {
+                    note(&format!("{name}:   {l}"));
                 }
-                services.push(r);
             }
+            services.push(r);
         }
         Report {
             trigger: sd.trigger.clone(),

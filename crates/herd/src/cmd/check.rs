@@ -30,6 +30,9 @@ pub fn run(file: &Path) -> ExitCode {
         output::stderr(&text);
         return ExitCode::from(1);
     }
+    for cut in herd_config::plan::cut_timeouts(&herd_config::shutdown_plan(&config)) {
+        output::stderr(&format!("{}: warning: {cut}\n", file.display()));
+    }
     let graph = DepGraph::new(&config.services);
     let n = config.services.len();
     output::stdout(&format!(

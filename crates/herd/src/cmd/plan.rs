@@ -109,5 +109,12 @@ fn render(start_waves: &[Vec<String>], plan: &ShutdownPlan) -> String {
         plus(plan.end),
         format_duration(plan.budget)
     ));
+    if plan.squeezed {
+        out.push_str(
+            "This is the worst case, every wave taking its whole window. At run time a wave\n\
+             begins as soon as the one before is done, and a service whose stop.timeout was\n\
+             cut gets up to its stop.timeout, as long as the later waves keep their share.\n",
+        );
+    }
     out
 }

@@ -189,6 +189,9 @@ fn backend(
     for n in backend.notices() {
         note(&n);
     }
+    for cut in herd_config::plan::cut_timeouts(&herd_config::shutdown_plan(config)) {
+        note(&format!("warning: {cut}"));
+    }
     for (name, s) in &config.services {
         let limits = herd_contain::Limits {
             memory: s.limits.memory,
