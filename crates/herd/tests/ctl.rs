@@ -95,6 +95,15 @@ fn ps_stop_start_restart_through_the_socket() {
     assert_eq!(service(&now, "api")["runs"], 3);
     assert_eq!(service(&now, "other")["runs"], 1);
 
+    // api's tree ignores SIGTERM: its stop says SIGKILL was needed, and when.
+    let out = herd(up.dir.path(), &["stop", "api"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("api stopped (SIGKILL at +3") && said.ends_with("ms)\n"),
+        "{said}"
+    );
+    assert!(herd(up.dir.path(), &["start", "api"]).status.success());
+
     // Clear errors, exit code 1.
     let out = herd(up.dir.path(), &["stop", "nope"]);
     assert_eq!(out.status.code(), Some(1));
@@ -770,7 +779,7 @@ restart = { policy = "always", backoff = "50ms..100ms", limit = "100000/1m" }
             ..common::Opts::default()
         },
     );
-    up.wait_for("herd: crashy backoff", LONG);
+    up.wait_for("herd: crashy exited 1; restart in", LONG);
     let herd = up.pid();
     let before_rss = rss_kb(herd);
     // This test holds 2,000 descriptors of its own.

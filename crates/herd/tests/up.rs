@@ -131,7 +131,7 @@ requires = ["mute"]
     );
     up.wait_for("mute: readiness check timed out", T);
     up.wait_for("mute failed: readiness check timed out", T);
-    assert_eq!(shut_down(&mut up), Some(0));
+    assert_eq!(shut_down(&mut up), Some(5));
     assert!(!up.seen.iter().any(|l| l.contains("dependent starting")));
 }
 
@@ -158,7 +158,7 @@ restart = { policy = "always", backoff = "100ms..1s", limit = "5/1m" }
             "gap {i} was {gap_ms} ms, expected about {full} ms"
         );
     }
-    assert_eq!(shut_down(&mut up), Some(0));
+    assert_eq!(shut_down(&mut up), Some(5));
 }
 
 #[test]
@@ -176,7 +176,13 @@ requires = ["migrate"]
 "#,
     );
     up.wait_for("migrate failed: exit code 3", T);
-    assert_eq!(shut_down(&mut up), Some(0));
+    // A service that ended failed makes herd up's exit code 5, and is named.
+    assert_eq!(shut_down(&mut up), Some(5));
+    assert!(
+        up.seen
+            .iter()
+            .any(|l| l == "herd: migrate ended failed: exit code 3")
+    );
     assert!(
         !up.path("api.started").exists(),
         "api started despite its failed oneshot"
@@ -233,7 +239,7 @@ ready = { log = "fine" }
         ),
         "{reasons:?}"
     );
-    assert_eq!(shut_down(&mut up), Some(0));
+    assert_eq!(shut_down(&mut up), Some(5));
 }
 
 #[test]
@@ -353,7 +359,7 @@ command = "NOTIFY_SOCKET=@herd-$PPID-victim systemd-notify --ready; exec sleep 1
     up.wait_for("victim: ignored a notification from pid", T);
     up.wait_for("victim failed: readiness check timed out", T);
     assert!(!up.seen.iter().any(|l| l.contains("victim ready")));
-    assert_eq!(shut_down(&mut up), Some(0));
+    assert_eq!(shut_down(&mut up), Some(5));
 }
 
 #[test]

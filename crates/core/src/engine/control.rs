@@ -510,15 +510,20 @@ impl Engine {
     /// `db stopped`, and, honestly, what re-parented processes no service claims
     /// are still running (none backend): one of them may be the service's.
     fn stopped(&self, name: &str) -> String {
-        let unclaimed = self.unclaimed();
-        if unclaimed.is_empty() {
-            return format!("{name} stopped");
+        let mut out = format!("{name} stopped");
+        // Whether it had to be killed: `db stopped (SIGKILL at +2s)`.
+        if let Some(at) = self.svcs.get(name).and_then(|s| s.counters.last_kill) {
+            out.push_str(&format!(" (SIGKILL at +{})", format_duration(at)));
         }
-        format!(
-            "{name} stopped; {} unclaimed process(es) re-parented to herder still running: {}",
-            unclaimed.len(),
-            unclaimed.join(", ")
-        )
+        let unclaimed = self.unclaimed();
+        if !unclaimed.is_empty() {
+            out.push_str(&format!(
+                "; {} unclaimed process(es) re-parented to herder still running: {}",
+                unclaimed.len(),
+                unclaimed.join(", ")
+            ));
+        }
+        out
     }
 
     /// Processes no service claims, each `pid (state) command`.

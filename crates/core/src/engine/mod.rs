@@ -70,7 +70,7 @@ pub use events::Change;
 pub use procs::{Processes, Started, System, Waker};
 pub use reload::ReloadPlan;
 pub use service::StopLog;
-pub use shutdown::{EXIT_KILLED, EXIT_STUCK, Outcome};
+pub use shutdown::{EXIT_FAILED, EXIT_KILLED, EXIT_STUCK, Outcome};
 
 use orchestrate::Member;
 use service::Svc;
@@ -408,9 +408,17 @@ impl Engine {
             run.end_ready_task();
         }
         if from != to {
-            let detail = describe(&svc.m.state, now);
+            let mut detail = describe(&svc.m.state, now);
+            // A restart says why the run ended: `crashy exited 1; restart in 200ms`.
+            let ended = matches!(from, "starting" | "ready" | "running-not-ready");
+            if let (State::Backoff { .. }, true, Some(status), Some(d)) =
+                (&svc.m.state, ended, svc.counters.last_exit, &detail)
+            {
+                detail = Some(format!("{}; {d}", ended_how(status)));
+            }
             match (&svc.m.state, &detail) {
                 (State::Failed { .. }, Some(d)) => note(&format!("{name} {to}: {d}")),
+                (State::Backoff { .. }, Some(d)) if ended => note(&format!("{name} {d}")),
                 (State::Stopping { .. }, _) | (_, None) => note(&format!("{name} {to}")),
                 (_, Some(d)) => note(&format!("{name} {to} ({d})")),
             }
@@ -646,6 +654,16 @@ fn describe(state: &State, now: Instant) -> Option<String> {
         State::Stuck { pids, .. } => Some(format!("pids {pids:?}")),
         State::Stopping { reason, .. } => Some(format!("reason: {}", reason.name())),
         _ => None,
+    }
+}
+
+/// How a main process ended, for a restart's line: `exited 1`, `killed by
+/// SIGSEGV`.
+fn ended_how(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(c) => format!("exited {c}"),
+        ExitStatus::Signal(s) => format!("killed by {}", herd_config::units::Signal(s)),
+        ExitStatus::Unknown => "ended".into(),
     }
 }
 

@@ -139,6 +139,7 @@ impl Engine {
             svc.counters.stops += 1;
             svc.counters.kills += u64::from(log.killed_at.is_some());
             svc.counters.last_stop = Some(now - log.requested);
+            svc.counters.last_kill = log.killed_at.map(|t| t - log.requested);
             if let Some(sd) = &self.shutdown {
                 svc.report = Some(service_report(name, svc, &log, Some(now), sd.started));
             }

@@ -80,6 +80,8 @@ pub(super) struct Counters {
     pub kills: u64,
     /// How long the last stop took.
     pub last_stop: Option<Duration>,
+    /// When, after its request, the last stop needed SIGKILL (if it did).
+    pub last_kill: Option<Duration>,
     /// How the last run's main process ended.
     pub last_exit: Option<ExitStatus>,
 }

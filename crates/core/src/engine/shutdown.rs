@@ -72,6 +72,8 @@ pub struct Outcome {
     pub stuck: Vec<String>,
     /// How the `main` service ended, when its end ended the run.
     pub main: Option<(String, ExitStatus)>,
+    /// Services that ended `failed` (start limit, cannot start), with why.
+    pub failed: Vec<(String, String)>,
     /// The shutdown report (also saved in the state directory).
     pub report: Report,
 }
@@ -80,11 +82,15 @@ pub struct Outcome {
 pub const EXIT_KILLED: u8 = 3;
 /// Exit code: processes survived SIGKILL and were left behind (stuck).
 pub const EXIT_STUCK: u8 = 4;
+/// Exit code: a service ended `failed` (its start limit, a command that cannot
+/// start); everything is gone.
+pub const EXIT_FAILED: u8 = 5;
 
 impl Outcome {
     /// herder's exit code: 4 if anything was left stuck; else the `main` service's
     /// code when its end ended the run (128 + N for a signal, as a shell shows
-    /// it); else 3 if anything had to be SIGKILLed; else 0.
+    /// it); else 5 if a service ended `failed`; else 3 if anything had to be
+    /// SIGKILLed; else 0.
     pub fn exit_code(&self) -> u8 {
         if !self.stuck.is_empty() {
             return EXIT_STUCK;
@@ -96,7 +102,9 @@ impl Outcome {
                 ExitStatus::Unknown => 1,
             };
         }
-        if self.killed.is_empty() {
+        if !self.failed.is_empty() {
+            EXIT_FAILED
+        } else if self.killed.is_empty() {
             0
         } else {
             EXIT_KILLED
@@ -289,6 +297,14 @@ impl Engine {
             killed: sd.killed.iter().cloned().collect(),
             stuck,
             main: self.main_ended.clone(),
+            failed: self
+                .svcs
+                .iter()
+                .filter_map(|(n, s)| match &s.m.state {
+                    State::Failed { reason } => Some((n.clone(), reason.clone())),
+                    _ => None,
+                })
+                .collect(),
             report: Report::default(),
         };
         outcome.report = self.report(&outcome);

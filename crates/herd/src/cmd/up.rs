@@ -224,6 +224,9 @@ fn finish(o: &Outcome) -> ExitCode {
     if let Some((name, status)) = &o.main {
         note(&format!("the main service {name} ended the run ({status})"));
     }
+    for (name, why) in &o.failed {
+        note(&format!("{name} ended failed: {why}"));
+    }
     note(&format!("exit code {code}"));
     ExitCode::from(code)
 }
