@@ -60,6 +60,11 @@ enum Command {
         /// Serve /healthz, /readyz and /metrics (only) over TCP at this address.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
+        /// Run in the background: return once every service is up (0), or one
+        /// has failed (1); herder's messages go to herd.log in the state
+        /// directory, and `herd down` stops it.
+        #[arg(short = 'd', long)]
+        detach: bool,
     },
     /// Shut down the running herder, as SIGTERM would.
     Down {
@@ -266,6 +271,13 @@ fn main() -> ExitCode {
             containment,
             init,
             http,
+            detach: true,
+        } => cmd::detach::run(file, socket, *containment, *init, *http),
+        Command::Up {
+            containment,
+            init,
+            http,
+            detach: false,
         } => cmd::up::run(file, socket, *containment, *init, *http),
         Command::Ps { names, json } => {
             let action = cmd::ctl::Action::Ps { names, json: *json };

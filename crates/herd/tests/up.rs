@@ -569,3 +569,104 @@ ready = {{ log = "^ready$" }}
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
 }
+
+/// A detached herder in `dir`: whatever a test leaves of it (the herder, its
+/// services, all carrying the test's marker) is stopped when this is dropped.
+struct Detached(tempfile::TempDir);
+
+impl Detached {
+    fn new(toml: &str) -> Detached {
+        let dir = tempfile::tempdir().unwrap();
+        let text = toml
+            .replace("{dir}", dir.path().to_str().unwrap())
+            .replace("{helper}", common::helper());
+        std::fs::write(dir.path().join("herd.toml"), text).unwrap();
+        Detached(dir)
+    }
+
+    fn herd(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(args)
+            .current_dir(self.0.path())
+            .env("HERD_TEST_MARKER", self.0.path())
+            .output()
+            .unwrap()
+    }
+
+    fn left(&self) -> Vec<i32> {
+        common::marked(self.0.path().to_str().unwrap())
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = self.herd(&["down", "--wait"]);
+        for pid in self.left() {
+            common::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// `herd up -d` returns once every service is up, herder running on in the
+/// background with its messages in herd.log; a second one says one runs; `herd
+/// down` stops it, and nothing is left.
+#[test]
+fn detached_up_returns_once_everything_is_up() {
+    let d = Detached::new(
+        r#"
+[services.db]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "^ready$" }
+
+[services.migrate]
+kind = "oneshot"
+command = ["true"]
+requires = ["db"]
+"#,
+    );
+    let out = d.herd(&["up", "-d"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        said.contains("runs in the background: 2 service(s) up"),
+        "{said}"
+    );
+    let ps = d.herd(&["ps", "--json"]);
+    let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(common::service(&ps, "db")["state"], "ready");
+    assert_eq!(common::service(&ps, "migrate")["state"], "exited");
+    let log = std::fs::read_to_string(d.0.path().join(".herd/herd.log")).unwrap();
+    assert!(log.contains("herd: db ready"), "{log}");
+    let again = d.herd(&["up", "-d"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is already running for herd.toml"),
+        "{again:?}"
+    );
+    let down = d.herd(&["down", "--wait"]);
+    assert_eq!(down.status.code(), Some(0), "{down:?}");
+    assert_eq!(d.left(), Vec::<i32>::new());
+}
+
+/// `herd up -d` with a service that cannot start returns 1 at once, naming it
+/// and why; herder runs on.
+#[test]
+fn detached_up_says_which_service_failed() {
+    let d = Detached::new(
+        r#"
+[services.ok]
+command = ["{helper}", "{dir}", "term-exit"]
+
+[services.broken]
+command = ["/no/such/program-herd-test"]
+"#,
+    );
+    let out = d.herd(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.starts_with("herd: broken failed: "), "{said}");
+    assert!(said.contains("runs on (herd down stops it)"), "{said}");
+    let down = d.herd(&["down", "--wait"]);
+    assert_eq!(down.status.code(), Some(5), "{down:?}");
+    assert_eq!(d.left(), Vec::<i32>::new());
+}

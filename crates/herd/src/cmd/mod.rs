@@ -1,5 +1,6 @@
 pub mod check;
 pub mod ctl;
+pub mod detach;
 pub mod doctor;
 pub mod down;
 pub mod plan;
