@@ -416,11 +416,16 @@ impl Engine {
             {
                 detail = Some(format!("{}; {d}", ended_how(status)));
             }
+            // Without a readiness check nothing says it is ready: it has started.
+            let said = match svc.m.state {
+                State::Ready { .. } if !svc.m.policy.has_ready_check => "started",
+                _ => to,
+            };
             match (&svc.m.state, &detail) {
                 (State::Failed { .. }, Some(d)) => note(&format!("{name} {to}: {d}")),
                 (State::Backoff { .. }, Some(d)) if ended => note(&format!("{name} {d}")),
-                (State::Stopping { .. }, _) | (_, None) => note(&format!("{name} {to}")),
-                (_, Some(d)) => note(&format!("{name} {to} ({d})")),
+                (State::Stopping { .. }, _) | (_, None) => note(&format!("{name} {said}")),
+                (_, Some(d)) => note(&format!("{name} {said} ({d})")),
             }
             let _ = self.events.send(Change::State {
                 at_ms: events::now_ms(),
