@@ -88,6 +88,13 @@ fn ps_stop_start_restart_through_the_socket() {
     let out = herd(up.dir.path(), &["restart", "db"]);
     assert!(out.status.success(), "{out:?}");
     assert!(wait_gone(&old_api, Duration::ZERO));
+    // It answers once what it restarted, the dependent api included, is back.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("db is ready (pid ") && said.ends_with("; back too: api\n"),
+        "{said}"
+    );
+    assert_eq!(service(&ps(&up), "api")["state"], "ready");
     let out = herd(up.dir.path(), &["start", "api"]);
     assert!(out.status.success(), "{out:?}");
     let now = ps(&up);

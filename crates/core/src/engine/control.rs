@@ -225,6 +225,9 @@ impl Handle {
 pub(super) struct Waiter {
     name: String,
     want: Want,
+    /// With `Want::Up`: services that must be up too (the dependents a restart
+    /// stopped).
+    also: Vec<String>,
     reply: Reply,
 }
 
@@ -238,6 +241,7 @@ enum Want {
 
 impl Engine {
     pub(super) fn on_request(&mut self, req: Request) {
+        let mut also = Vec::new();
         let (name, want, reply, result) = match req {
             Request::Status { reply } => return self.answer_status(reply),
             Request::Shutdown { trigger } => return self.begin_shutdown(trigger),
@@ -284,12 +288,21 @@ impl Engine {
                 let r = self
                     .refuse(&name, "restarted")
                     .and_then(|()| self.stop_request(&name, true, StopReason::Restart));
+                // Answered once what it restarted, dependents included, is back.
+                if let Ok(stopped) = &r {
+                    also = stopped.iter().filter(|n| **n != name).cloned().collect();
+                }
                 (name, Want::Up, reply, r.map(drop))
             }
         };
         match result {
             // Answered once the loop has settled (see `settle_waiters`).
-            Ok(()) => self.waiters.push(Waiter { name, want, reply }),
+            Ok(()) => self.waiters.push(Waiter {
+                name,
+                want,
+                also,
+                reply,
+            }),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -442,13 +455,31 @@ impl Engine {
             if w.reply.is_closed() {
                 continue;
             }
-            match self.answer(&w.name, w.want) {
+            match self.answer_all(&w) {
                 Some(result) => {
                     let _ = w.reply.send(result);
                 }
                 None => self.waiters.push(w),
             }
         }
+    }
+
+    /// The answer for a waiter, once there is one: about its service, then about
+    /// each service it waits for too (`db is ready (pid 42); back too: api, web`).
+    fn answer_all(&self, w: &Waiter) -> Option<Result<String, ControlError>> {
+        let first = self.answer(&w.name, w.want)?;
+        let Ok(msg) = first else {
+            return Some(first);
+        };
+        if w.also.is_empty() {
+            return Some(Ok(msg));
+        }
+        for n in &w.also {
+            if let Err(e) = self.answer(n, Want::Up)? {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(format!("{msg}; back too: {}", w.also.join(", "))))
     }
 
     /// The answer for a waiter, once there is one.
