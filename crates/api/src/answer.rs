@@ -47,4 +47,7 @@ pub fn text_of(body: &[u8]) -> String {
 pub struct LogLine {
     pub service: String,
     pub line: String,
+    /// When herder read it (`2026-11-30T21:48:44.123Z`), if its log file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }

@@ -3,7 +3,8 @@
 //! # How it works
 //!
 //! Each pipe has a reader task that drains it as fast as the kernel fills it. Every
-//! line goes to the service's log file (rotated by size) and is offered to the one
+//! line goes to the service's log file (rotated by size), stamped with the time it
+//! was read (`2026-11-30T21:48:44.123Z line`), and is offered to the one
 //! printer task that shows it, prefixed, on herder's stdout. The offer never waits:
 //! when the terminal is slower than the service, lines the printer cannot take are
 //! counted and dropped from the display (never from the log file), and the printer
@@ -138,6 +139,8 @@ impl Output {
         });
         tokio::spawn(async move {
             let mut pending: Vec<u8> = Vec::new();
+            // The log file's lines of one read, each stamped with its time.
+            let mut batch: Vec<u8> = Vec::new();
             loop {
                 if rx.readable().await.is_err() {
                     break;
@@ -151,33 +154,48 @@ impl Output {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                         Err(_) => return Err(()),
                     };
-                    if let Some(l) = log.as_mut() {
-                        l.write(&buf[..n]);
-                    }
                     pending.extend_from_slice(&buf[..n]);
                     Ok(())
                 });
                 if read.is_err() {
                     break;
                 }
+                let stamp = crate::log::timestamp(std::time::SystemTime::now());
                 let mut start = 0;
                 while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
-                    me.line(&name, &pending[start..start + i], &mut on_line);
+                    let line = &pending[start..start + i];
+                    me.line(&name, line, &mut on_line);
+                    stamped(&mut batch, &stamp, line);
                     start += i + 1;
                 }
                 pending.drain(..start);
                 while pending.len() >= MAX_LINE {
                     let rest = pending.split_off(MAX_LINE);
                     me.line(&name, &pending, &mut on_line);
+                    stamped(&mut batch, &stamp, &pending);
                     pending = rest;
                 }
+                if let Some(l) = log.as_mut()
+                    && !batch.is_empty()
+                {
+                    l.write(&batch);
+                }
+                batch.clear();
+                // A long line once must not keep its memory.
                 if pending.is_empty() && pending.capacity() > 4096 {
-                    // A long line once must not keep its memory.
                     pending = Vec::new();
+                }
+                if batch.capacity() > 64 << 10 {
+                    batch = Vec::new();
                 }
             }
             if !pending.is_empty() {
                 me.line(&name, &pending, &mut on_line);
+                if let Some(l) = log.as_mut() {
+                    let stamp = crate::log::timestamp(std::time::SystemTime::now());
+                    stamped(&mut batch, &stamp, &pending);
+                    l.write(&batch);
+                }
             }
         });
         Ok(())
@@ -190,6 +208,15 @@ impl Output {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Appends `stamp line\n` to `batch`: a log file's line, with the time it was
+/// read (see [`crate::log::timestamp`]).
+fn stamped(batch: &mut Vec<u8>, stamp: &str, line: &[u8]) {
+    batch.extend_from_slice(stamp.as_bytes());
+    batch.push(b' ');
+    batch.extend_from_slice(line);
+    batch.push(b'\n');
 }
 
 /// Colours for service names (ANSI SGR): none of red and yellow, which say

@@ -110,9 +110,12 @@ enum Command {
         /// Only the last N lines of each (default: the whole current log file).
         #[arg(short = 'n', long = "lines", value_name = "N")]
         lines: Option<usize>,
-        /// One JSON object a line: {"service", "line"}.
+        /// One JSON object a line: {"service", "line", "time"}.
         #[arg(long)]
         json: bool,
+        /// Show the time each line was read (UTC).
+        #[arg(short = 't', long)]
+        timestamps: bool,
     },
     /// Print every state change as it happens, until herder finishes.
     Events {
@@ -291,6 +294,7 @@ fn main() -> ExitCode {
             follow,
             lines,
             json,
+            timestamps,
         } => cmd::ctl::run(
             file,
             socket,
@@ -299,6 +303,7 @@ fn main() -> ExitCode {
                 follow: *follow,
                 lines: *lines,
                 json: *json,
+                timestamps: *timestamps,
             },
         ),
         Command::Events { json } => {

@@ -647,19 +647,22 @@ ready = { log = "ready" }
     assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nready\n");
     let out = herd(d, &["logs", "talk"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nready\n");
-    // Every service, prefixed; --json parsed back.
+    // Every service, interleaved by the time each line was read; --json parsed
+    // back, with that time.
     let out = herd(d, &["logs", "-n", "1", "--json"]);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(
-        lines,
-        [
-            serde_json::json!({"service": "other", "line": "ready"}),
-            serde_json::json!({"service": "talk", "line": "ready"}),
-        ]
-    );
+    let mut services: Vec<&str> = lines
+        .iter()
+        .map(|l| l["service"].as_str().unwrap())
+        .collect();
+    services.sort();
+    assert_eq!(services, ["other", "talk"]);
+    assert!(lines.iter().all(|l| l["line"] == "ready"));
+    let times: Vec<&str> = lines.iter().map(|l| l["time"].as_str().unwrap()).collect();
+    assert!(times[0] <= times[1] && times[0].ends_with('Z'), "{times:?}");
     let out = herd(d, &["logs", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service named nope"));
@@ -884,4 +887,57 @@ ready = { log = "^ready$" }
     drop(streams);
     up.signal(libc::SIGTERM);
     up.wait_exit(LONG);
+}
+
+/// `herd logs` with no herder running reads the log files; lines of several
+/// services come out in the order they were read, whatever the service; `-t`
+/// shows when.
+#[test]
+fn logs_without_herder_interleave_by_time() {
+    // a says a1, then b says b1 (it starts once a is ready), then a says a2 once
+    // b has: the order a1, b1, a2 is the order they were written in.
+    let mut up = Up::start(
+        r#"
+[services.a]
+command = ["sh", "-c", "echo a1; while [ ! -e {dir}/b-said ]; do sleep 0.01; done; echo a2; exec sleep 1000"]
+ready = { log = "^a1$" }
+
+[services.b]
+command = ["sh", "-c", "echo b1; touch {dir}/b-said; exec sleep 1000"]
+requires = ["a"]
+ready = { log = "^b1$" }
+"#,
+    );
+    up.wait_for("herd: b ready", LONG);
+    let end = std::time::Instant::now() + LONG;
+    while !std::fs::read_to_string(up.path(".herd/logs/a.log"))
+        .unwrap_or_default()
+        .contains(" a2\n")
+    {
+        assert!(std::time::Instant::now() < end, "a never said a2");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    let d = up.dir.path();
+    let out = herd(d, &["logs"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a | a1\nb | b1\na | a2\n"
+    );
+    let out = herd(d, &["logs", "-t", "-n", "1", "b"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    // `2026-11-30T21:48:44.123Z b1`
+    assert_eq!(said.len(), 24 + 4, "{said}");
+    assert!(
+        said[..24].ends_with('Z') && said[10..11] == *"T" && said.ends_with(" b1\n"),
+        "{said}"
+    );
+    let out = herd(d, &["logs", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no log of nope"),
+        "{out:?}"
+    );
 }

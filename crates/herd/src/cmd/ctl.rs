@@ -38,6 +38,8 @@ pub enum Action<'a> {
         follow: bool,
         lines: Option<usize>,
         json: bool,
+        /// Show the time each line was read.
+        timestamps: bool,
     },
     Events {
         json: bool,
@@ -80,7 +82,18 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
             follow,
             lines,
             json,
-        } => return rt.block_on(logs(&sock, names, *follow, *lines, *json)),
+            timestamps,
+        } => {
+            let how = LogsHow {
+                follow: *follow,
+                lines: *lines,
+                json: *json,
+                timestamps: *timestamps,
+            };
+            let dir =
+                super::load_quietly(file).map(|c| super::up::state_dir(&c, file).join("logs"));
+            return rt.block_on(logs(&sock, dir.as_deref(), names, &how));
+        }
         Action::Events { json } => return rt.block_on(events(&sock, *json)),
         Action::Reload { timeout, .. } => (
             Method::POST,
@@ -270,36 +283,49 @@ impl Lines {
     }
 }
 
+/// How `herd logs` shows lines.
+pub struct LogsHow {
+    pub follow: bool,
+    pub lines: Option<usize>,
+    pub json: bool,
+    pub timestamps: bool,
+}
+
 /// `herd logs`: each service's last lines (all of its current log without `-n`),
-/// one service after the other; with `-f`, then every new line of all of them as
-/// it comes. Lines carry a `NAME | ` prefix when there is more than one service.
-async fn logs(
-    sock: &Path,
-    names: &[String],
-    follow: bool,
-    lines: Option<usize>,
-    json: bool,
-) -> ExitCode {
+/// every service's interleaved by the time they were read; with `-f`, then every
+/// new line of all of them as it comes. Lines carry a `NAME | ` prefix when there
+/// is more than one service, and their time with `-t`. With no herder running,
+/// the log files in `dir` are read instead (not with `-f`).
+async fn logs(sock: &Path, dir: Option<&Path>, names: &[String], how: &LogsHow) -> ExitCode {
     let names: Vec<String> = if names.is_empty() {
         match service_names(sock).await {
             Ok(n) => n,
+            Err(_) if !how.follow && dir.is_some_and(Path::is_dir) => {
+                return offline(dir.expect("checked"), &[], how);
+            }
             Err(e) => return fail(&e),
         }
+    } else if !how.follow
+        && dir.is_some_and(Path::is_dir)
+        && client::request(sock, Method::GET, "/v1/services")
+            .await
+            .is_err()
+    {
+        return offline(dir.expect("checked"), names, how);
     } else {
         names.to_vec()
     };
-    let prefix = names.len() > 1;
-    let width = names.iter().map(String::len).max().unwrap_or(0);
     let query = {
         let mut q = Vec::new();
-        if let Some(n) = lines {
+        if let Some(n) = how.lines {
             q.push(format!("n={n}"));
         }
-        if follow {
+        if how.follow {
             q.push("follow=true".into());
         }
         q.join("&")
     };
+    let show = Show::new(&names, how);
     // Every stream's lines go through one channel to the one writer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, String), String>>(256);
     let sock = sock.to_path_buf();
@@ -307,7 +333,7 @@ async fn logs(
         let path = format!("/v1/services/{name}/logs?{query}");
         fetch_log(sock.clone(), path, name, tx)
     };
-    if follow {
+    if how.follow {
         for n in names {
             tokio::spawn(fetch(n, tx.clone()));
         }
@@ -323,31 +349,130 @@ async fn logs(
     }
     drop(tx);
     let mut failed = false;
+    // Without -f, every line is in before any is shown: they are shown by time.
+    let mut tails = Vec::new();
     while let Some(item) = rx.recv().await {
-        let text = match item {
-            Ok((name, line)) if json => {
-                let line = LogLine {
-                    service: name,
-                    line,
-                };
-                serde_json::to_string(&line).expect("plain data") + "\n"
+        match item {
+            Ok(line) if !how.follow => tails.push(line),
+            Ok((name, line)) => {
+                if !output::emit(&show.line(&name, &line)) {
+                    return ExitCode::SUCCESS;
+                }
             }
-            Ok((name, line)) if prefix => format!("{name:>width$} | {line}\n"),
-            Ok((_, line)) => format!("{line}\n"),
             Err(e) => {
                 failed = true;
                 output::stderr(&format!("herd: {e}\n"));
-                continue;
             }
-        };
-        if !output::emit(&text) {
-            return ExitCode::SUCCESS;
         }
     }
-    if failed {
-        ExitCode::from(1)
+    if !show.all(tails) {
+        return ExitCode::SUCCESS;
+    }
+    ExitCode::from(u8::from(failed))
+}
+
+/// `herd logs` with no herder running: the files of `dir` (`NAME.log` and its
+/// rotated `NAME.log.N`, oldest first), every service's when `names` is empty.
+fn offline(dir: &Path, names: &[String], how: &LogsHow) -> ExitCode {
+    let names: Vec<String> = if names.is_empty() {
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".log").map(str::to_string)
+            })
+            .collect();
+        found.sort();
+        found
     } else {
-        ExitCode::SUCCESS
+        names.to_vec()
+    };
+    let mut tails = Vec::new();
+    for name in &names {
+        let file = crate::api::logs::path(dir, name);
+        if !file.exists() {
+            return fail(&format!(
+                "no herder runs, and no log of {name} in {}",
+                dir.display()
+            ));
+        }
+        let mut all: Vec<String> = Vec::new();
+        for k in (1..=99).rev() {
+            let rotated = PathBuf::from(format!("{}.{k}", file.display()));
+            if let Ok(text) = std::fs::read_to_string(&rotated) {
+                all.extend(text.lines().map(str::to_string));
+            }
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        all.extend(text.lines().map(str::to_string));
+        let skip = how.lines.map_or(0, |n| all.len().saturating_sub(n));
+        tails.extend(all.into_iter().skip(skip).map(|l| (name.clone(), l)));
+    }
+    Show::new(&names, how).all(tails);
+    ExitCode::SUCCESS
+}
+
+/// How each line of `herd logs` is written.
+struct Show {
+    prefix: bool,
+    width: usize,
+    json: bool,
+    timestamps: bool,
+}
+
+impl Show {
+    fn new(names: &[String], how: &LogsHow) -> Show {
+        Show {
+            prefix: names.len() > 1,
+            width: names.iter().map(String::len).max().unwrap_or(0),
+            json: how.json,
+            timestamps: how.timestamps,
+        }
+    }
+
+    /// One line of the log file of `name` (`STAMP text`), as shown.
+    fn line(&self, name: &str, line: &str) -> String {
+        let (stamp, text) = split_stamp(line);
+        if self.json {
+            let line = LogLine {
+                service: name.to_string(),
+                line: text.to_string(),
+                time: stamp.map(str::to_string),
+            };
+            return serde_json::to_string(&line).expect("plain data") + "\n";
+        }
+        let text = match stamp {
+            Some(s) if self.timestamps => format!("{s} {text}"),
+            _ => text.to_string(),
+        };
+        if self.prefix {
+            format!("{name:>width$} | {text}\n", width = self.width)
+        } else {
+            format!("{text}\n")
+        }
+    }
+
+    /// Every line of `tails`, interleaved by the time each was read (a stable
+    /// sort: each service's own order is kept); false if the reader went away.
+    fn all(&self, mut tails: Vec<(String, String)>) -> bool {
+        tails.sort_by(|a, b| split_stamp(&a.1).0.cmp(&split_stamp(&b.1).0));
+        tails.iter().all(|(n, l)| output::emit(&self.line(n, l)))
+    }
+}
+
+/// A log file's line split into its time stamp (if it has one: files written
+/// before lines were stamped have none) and its text.
+fn split_stamp(line: &str) -> (Option<&str>, &str) {
+    let b = line.as_bytes();
+    let len = herd_core::log::TIMESTAMP_LEN;
+    let stamped =
+        b.len() > len && b[4] == b'-' && b[10] == b'T' && b[len - 1] == b'Z' && b[len] == b' ';
+    if stamped {
+        (Some(&line[..len]), &line[len + 1..])
+    } else {
+        (None, line)
     }
 }
 

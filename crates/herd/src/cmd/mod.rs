@@ -13,6 +13,12 @@ use std::process::ExitCode;
 use herd_config::Config;
 
 /// Loads the configuration, or prints every error and says how to exit.
+/// The configuration, or nothing (no error said): for commands that can do
+/// without it.
+pub fn load_quietly(file: &Path) -> Option<Config> {
+    herd_config::load(file).ok()
+}
+
 pub fn load_or_report(file: &Path) -> Result<Config, ExitCode> {
     herd_config::load(file).map_err(|diags| {
         let n = diags.len();
