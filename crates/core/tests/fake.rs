@@ -207,11 +207,11 @@ stop = { timeout = "3s" }
 "#;
 
 /// Runs an engine over `toml` with fake processes and units; `test` gets its
-/// handle and ends by asking for a shutdown. The outcome, and whether any fake
-/// process was left.
+/// handle and the fake world, and ends by asking for a shutdown. The outcome, and
+/// whether any fake process was left.
 async fn run_fake<F, Fut>(toml: &str, test: F) -> (herd_core::engine::Outcome, bool)
 where
-    F: FnOnce(herd_core::engine::Handle) -> Fut,
+    F: FnOnce(herd_core::engine::Handle, Shared) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
@@ -230,7 +230,7 @@ where
     )
     .unwrap();
     let h = engine.handle();
-    let (outcome, ()) = tokio::join!(engine.run(), test(h));
+    let (outcome, ()) = tokio::join!(engine.run(), test(h, world.clone()));
     let left = !world.lock().unwrap().alive.is_empty();
     (outcome.unwrap(), left)
 }
@@ -265,7 +265,7 @@ kind = "oneshot"
 command = ["exit-now"]
 requires = ["nginx"]
 "#;
-    let (outcome, left) = run_fake(toml, |h| async move {
+    let (outcome, left) = run_fake(toml, |h, _| async move {
         let done = h.wait("migrate", false).await.unwrap();
         assert_eq!(done, "migrate ran to completion");
         h.shutdown("test");
@@ -307,7 +307,7 @@ command = ["exit-on-term:100"]
 requires = ["db"]
 stop = { timeout = "5s" }
 "#;
-    let (outcome, left) = run_fake(toml, |h| async move {
+    let (outcome, left) = run_fake(toml, |h, _| async move {
         h.wait("web", false).await.unwrap();
         h.shutdown("test");
     })
@@ -325,44 +325,20 @@ stop = { timeout = "5s" }
 
 #[tokio::test(start_paused = true)]
 async fn a_three_wave_shutdown_under_a_paused_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("herd.toml");
-    std::fs::write(&file, STACK).unwrap();
-    let config = herd_config::load(&file).unwrap();
-    let world: Shared = Arc::default();
-    let engine = Engine::with_processes(
-        &config,
-        Options {
-            state_dir: dir.path().join(".herd"),
-            ..Options::default()
-        },
-        Box::new(FakeBackend(SharedDebug(world.clone()))),
-        Box::new(FakeProcesses(world.clone())),
-    )
-    .unwrap();
-    let h = engine.handle();
-    let test = async {
+    let (outcome, left) = run_fake(STACK, |h, world| async move {
         // Every service is up once the last of the chain is.
         let up = h.wait("web", false).await.unwrap();
         assert!(up.starts_with("web is ready"), "{up}");
         assert_eq!(world.lock().unwrap().alive.len(), 3);
         h.shutdown("test");
-    };
-    let (outcome, ()) = tokio::join!(engine.run(), test);
-    let outcome = outcome.unwrap();
-
-    assert!(
-        world.lock().unwrap().alive.is_empty(),
-        "a fake process left"
-    );
+    })
+    .await;
+    assert!(!left, "a fake process left");
     assert_eq!(outcome.killed, vec!["api".to_string()]);
     assert!(outcome.stuck.is_empty());
     assert_eq!(outcome.exit_code(), herd_core::engine::EXIT_KILLED);
 
     let r = &outcome.report;
-    let near = |got: f64, want: f64, what: &str| {
-        assert!((got - want).abs() <= 1.0, "{what}: {got} ms, want {want}");
-    };
     assert_eq!(r.waves_at_ms.len(), 3);
     // Each wave begins as soon as the last ends, not at its planned worst case.
     near(r.waves_at_ms[0], 0.0, "wave 1");
