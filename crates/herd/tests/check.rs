@@ -532,3 +532,43 @@ stop = { timeout = "5s" }
         "{plan}"
     );
 }
+
+/// The README's tour stays true: its `herd check` example is what the binary
+/// prints for the tour's file with the two changes the README names, and its
+/// `herd plan` example is what the binary prints for the example stack.
+#[test]
+fn the_readme_tour_is_what_the_binary_prints() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let block = |after: &str, fence: &str| -> String {
+        let from = readme.find(after).unwrap_or_else(|| panic!("no {after:?}"));
+        let rest = &readme[from..];
+        let start = rest.find(fence).expect("a block") + fence.len();
+        let body = &rest[start..];
+        let body = &body[body.find('\n').unwrap() + 1..];
+        body[..body.find("```").expect("its end")].to_string()
+    };
+    let tour = block("## A 60-second tour", "```toml");
+    let broken = tour
+        .replace(r#"requires = ["db"]"#, r#"requires = ["dbx"]"#)
+        .replace(
+            r#"stop = { timeout = "8s", notify = true }"#,
+            r#"stop = { timeout = "8s", signal = "SIGFOO" }"#,
+        );
+    assert_ne!(broken, tour);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("herd.toml"), broken).unwrap();
+    let check = block(
+        "`herd check` validates and names every problem",
+        "```console",
+    );
+    let (cmd, expected) = check.split_once('\n').unwrap();
+    assert_eq!(cmd, "$ herd check");
+    let out = herd(dir.path(), &["check"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+
+    let plan = block("`herd plan` shows the start order", "```console");
+    let (cmd, expected) = plan.split_once('\n').unwrap();
+    assert_eq!(cmd, "$ herd plan -f examples/stack/herd.toml");
+    let out = herd(common::repo(), &["plan", "-f", "examples/stack/herd.toml"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
