@@ -41,6 +41,19 @@ fn ps_stop_start_restart_through_the_socket() {
     assert_eq!(api.len(), 5, "{before}");
     let table = herd(up.dir.path(), &["ps"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("SERVICE"));
+    // From a subdirectory, as git finds its repository: the same herder.
+    let sub = up.path("src/deeper");
+    std::fs::create_dir_all(&sub).unwrap();
+    let from_sub = herd(&sub, &["ps"]);
+    assert!(from_sub.status.success(), "{from_sub:?}");
+    // Name, state and pid (the uptime may have ticked).
+    let rows = |out: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(rows(&from_sub.stdout), rows(&table.stdout));
     // Names filter, in the list's order; one that is no service is an error.
     let some = herd(up.dir.path(), &["ps", "other", "db"]);
     let some = String::from_utf8_lossy(&some.stdout).to_string();
