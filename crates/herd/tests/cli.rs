@@ -37,3 +37,37 @@ fn the_committed_man_page_is_what_the_cli_generates() {
         "docs/herd.1 is stale: run `cargo run -q -- man > docs/herd.1`"
     );
 }
+
+/// `cargo install --path crates/herd` installs `herd` alone: the herd package has
+/// that one binary (the test helper is an example, which cargo never installs).
+#[test]
+fn the_package_installs_herd_alone() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let herd = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "herd")
+        .unwrap();
+    let bins: Vec<&str> = herd["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(bins, ["herd"]);
+}

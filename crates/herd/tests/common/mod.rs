@@ -53,9 +53,28 @@ pub struct Opts<'a> {
     pub nofile: Option<u64>,
 }
 
-/// The test helper program (adversarial services).
+/// The test helper program (adversarial services): the example
+/// `herd-test-helper`, built once per test binary with the cargo that runs the
+/// tests (an example, so that `cargo install` does not install it; cargo gives
+/// integration tests the path of bins only).
 pub fn helper() -> &'static str {
-    env!("CARGO_BIN_EXE_herd-test-helper")
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-q", "-p", "herd", "--example", "herd-test-helper"])
+            .current_dir(repo())
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "cannot build the test helper");
+        // target/debug/deps/<test> -> target/debug/examples/herd-test-helper
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().and_then(Path::parent).expect("target/debug");
+        dir.join("examples/herd-test-helper")
+            .to_str()
+            .unwrap()
+            .to_string()
+    })
 }
 
 impl Up {
