@@ -61,11 +61,15 @@ pub fn helper() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .args(["build", "-q", "-p", "herd", "--example", "herd-test-helper"])
-            .current_dir(repo())
-            .status()
-            .expect("run cargo");
+            .current_dir(repo());
+        // In the profile the tests were built with, so it lands beside them.
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let built = build.status().expect("run cargo");
         assert!(built.success(), "cannot build the test helper");
         // target/debug/deps/<test> -> target/debug/examples/herd-test-helper
         let exe = std::env::current_exe().unwrap();
