@@ -360,3 +360,37 @@ async fn a_three_wave_shutdown_under_a_paused_clock() {
     near(db.gone_at_ms.unwrap(), 2400.0, "db gone");
     assert_eq!(api.exit_status.as_deref(), Some("killed by signal 9"));
 }
+
+/// Issue 23's case: an exited oneshot that requires a TERM-ignoring service
+/// with `stop.timeout = "3s"`, under a 4 s budget. The oneshot used to make a
+/// wave of its own, and the two waves shared the budget, so the service was
+/// SIGKILLed at 1.5 s. It now gets its whole 3 s.
+#[tokio::test(start_paused = true)]
+async fn an_exited_oneshot_leaves_a_service_its_whole_timeout() {
+    let toml = r#"
+[shutdown]
+timeout = "4s"
+
+[services.db]
+command = ["ignore-term"]
+stop = { timeout = "3s" }
+
+[services.migrate]
+kind = "oneshot"
+command = ["exit-now"]
+requires = ["db"]
+"#;
+    let (outcome, left) = run_fake(toml, |h, _| async move {
+        h.wait("migrate", false).await.unwrap();
+        h.shutdown("test");
+    })
+    .await;
+    assert!(!left);
+    let db = outcome
+        .report
+        .services
+        .iter()
+        .find(|s| s.name == "db")
+        .unwrap();
+    near(db.killed_at_ms.unwrap(), 3_000.0, "db SIGKILL");
+}
