@@ -40,10 +40,21 @@ impl Private {
     }
 
     /// Makes `dir` (and its parents, as `create_dir_all` does) and sets its mode
-    /// and group.
+    /// and group: for directories that are herder's alone (`logs/`).
     pub fn dir(self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         self.own(dir, self.dir_mode())
+    }
+
+    /// Makes the state directory if it is not there, with the mode and group;
+    /// one that exists keeps its own: an operator's `state_dir` may be a
+    /// directory with other uses, whose mode herder has no business changing (what
+    /// herder writes in it is private either way).
+    pub fn state_dir(self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        self.dir(dir)
     }
 
     /// Opens `path` for appending, created with the mode if it is new. A
@@ -132,6 +143,14 @@ mod tests {
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
         drop(own.append(&log).unwrap());
         assert_eq!(mode(&log), 0o600);
+
+        // An existing state directory keeps its mode; a new one is private.
+        let mine = dir.path().join("mine");
+        own.state_dir(&mine).unwrap();
+        assert_eq!(mode(&mine), 0o700);
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
+        own.state_dir(&mine).unwrap();
+        assert_eq!(mode(&mine), 0o755);
 
         let gid = std::fs::metadata(dir.path()).unwrap().gid();
         let shared = Private { group: Some(gid) };

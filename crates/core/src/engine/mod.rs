@@ -230,7 +230,7 @@ impl Engine {
             e
         };
         let log_dir = opts.state_dir.join("logs");
-        opts.private.dir(&opts.state_dir).map_err(release)?;
+        opts.private.state_dir(&opts.state_dir).map_err(release)?;
         opts.private.dir(&log_dir).map_err(release)?;
         let width = config
             .services

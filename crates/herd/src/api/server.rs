@@ -344,14 +344,15 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
         let allowed = cred.as_ref().is_ok_and(|c| {
             access.allows(c.uid.as_raw(), c.gid.as_raw(), c.pid.as_raw_nonzero().get())
         });
+        // `uid 1000 (pid 4242)`, for herder's lines and a shutdown's trigger.
+        let who = cred.map_or("unknown peer".to_string(), |c| {
+            format!(
+                "uid {} (pid {})",
+                c.uid.as_raw(),
+                c.pid.as_raw_nonzero().get()
+            )
+        });
         if !allowed {
-            let who = cred.map_or("unknown peer".to_string(), |c| {
-                format!(
-                    "uid {} (pid {})",
-                    c.uid.as_raw(),
-                    c.pid.as_raw_nonzero().get()
-                )
-            });
             note(&format!("control socket: refused {who}: not allowed"));
             let msg = format!(
                 "{who} may not use this socket: only uid {}, root{} may",
@@ -377,14 +378,7 @@ pub async fn serve(listener: UnixListener, access: Access, ctx: Arc<Ctx>) {
             continue;
         }
         let ctx = ctx.clone();
-        let peer: Arc<str> = cred.map_or("an unknown peer".into(), |c| {
-            format!(
-                "uid {} (pid {})",
-                c.uid.as_raw(),
-                c.pid.as_raw_nonzero().get()
-            )
-            .into()
-        });
+        let peer: Arc<str> = who.into();
         let mut closing = ctx.closing.subscribe();
         let (id, evicted) = ctx.silent();
         tokio::spawn(async move {

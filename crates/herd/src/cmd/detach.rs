@@ -4,7 +4,8 @@
 //!
 //! The command starts `herd up` again, without `--detach`, in a process group of
 //! its own (the terminal's Ctrl-C does not reach it), with its messages going to
-//! `herd.log` in the state directory, and waits: once its control socket answers,
+//! `herd.log` in the state directory, and waits, woken by what herder writes
+//! there and by its pidfd (no polling): once its control socket answers,
 //! it follows the event stream, and after each event looks at the services. It
 //! returns 0 once every service is up (ready, or a oneshot that ran to
 //! completion), or 1 as soon as one has failed, naming it and why; herder runs on
@@ -20,7 +21,6 @@
 
 use std::path::Path;
 use std::process::{Child, ExitCode};
-use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::Method;
@@ -30,6 +30,7 @@ use herd_config::Containment;
 use herd_core::private::Private;
 
 use crate::api::client;
+use crate::cmd::ctl::fail;
 use crate::output;
 
 /// Where the detached herder's messages go, in its state directory.
@@ -58,7 +59,7 @@ pub fn run(
     }
     let sock = crate::api::socket_path(&config, file, socket);
     let log = state_dir.join(LOG);
-    let mut child = match spawn(file, socket, forced, init, http, &state_dir, &log) {
+    let child = match spawn(file, socket, forced, init, http, &state_dir, &log) {
         Ok(c) => c,
         Err(e) => return fail(&format!("cannot start herd up: {e}")),
     };
@@ -66,7 +67,7 @@ pub fn run(
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(wait_up(&sock, &mut child)) {
+    match rt.block_on(wait_up(&sock, &log, &child)) {
         Ok(n) => output::stdout(&format!(
             "herd (pid {}) runs in the background: {n} service(s) up; its messages are in {}\n",
             child.id(),
@@ -97,7 +98,7 @@ fn spawn(
     log: &Path,
 ) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
-    Private::default().dir(state_dir)?;
+    Private::default().state_dir(state_dir)?;
     let out = Private::default().append(log)?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("up").arg("-f").arg(file);
@@ -131,19 +132,33 @@ enum Ended {
 
 /// Waits for the socket, then follows the events until every service is up
 /// (their number) or one has failed.
-async fn wait_up(sock: &Path, child: &mut Child) -> Result<usize, Ended> {
-    let events = loop {
-        if child.try_wait().ok().flatten().is_some() {
-            return Err(Ended::Exited);
-        }
-        // Before it answers, nothing tells when the socket will: look again
-        // shortly (herder binds it within milliseconds of starting).
+///
+/// Until the socket answers, herder's own log wakes the wait: it says
+/// `control socket: …` right after binding it, so each write to `log` is a
+/// moment to try again; the child's pidfd says if it ends first.
+async fn wait_up(sock: &Path, log: &Path, child: &Child) -> Result<usize, Ended> {
+    let watch = herd_sys::watch::FileWatch::new(log)
+        .map_err(|e| Ended::Failed(format!("cannot watch {}: {e}", log.display())))?;
+    // Not reaped by anyone but this process, which does not: the pid is its.
+    let ended = herd_sys::Pidfd::open(child.id() as i32)
+        .map_err(|_| Ended::Exited)?
+        .exited();
+    tokio::pin!(ended);
+    let mut events = loop {
         match client::open(sock, Method::GET, "/v1/events").await {
             Ok((status, body)) if status.is_success() => break body,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok((_, body)) => {
+                let body = client::rest(body).await;
+                return Err(Ended::Failed(client::message(&body)));
+            }
+            // Not bound yet.
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = &mut ended => return Err(Ended::Exited),
         }
     };
-    let mut events = events;
     loop {
         if let Some(verdict) = verdict(&services(sock).await.map_err(|_| Ended::Exited)?) {
             return verdict;
@@ -172,9 +187,4 @@ fn verdict(list: &[ServiceStatus]) -> Option<Result<usize, Ended>> {
         s.ready || (s.state == "exited" && s.last_exit.as_deref() == Some("exit code 0"))
     };
     list.iter().all(up).then_some(Ok(list.len()))
-}
-
-fn fail(msg: &str) -> ExitCode {
-    output::stderr(&format!("herd: {msg}\n"));
-    ExitCode::from(1)
 }

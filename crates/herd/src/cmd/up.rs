@@ -78,7 +78,7 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
     let access = access(config)?;
     let private = Private { group: access.gid };
     private
-        .dir(&state_dir)
+        .state_dir(&state_dir)
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
