@@ -42,7 +42,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HERD = os.path.join(ROOT, "target", "release", "herd")
+# HERD_BIN runs another build of herder (an A/B of two commits on one machine).
+HERD = os.environ.get("HERD_BIN") or os.path.join(ROOT, "target", "release", "herd")
 SVC = os.path.join(ROOT, "target", "bench", "svc")
 PS = os.path.join(ROOT, "target", "bench", "ps")
 FLOOR = os.path.join(ROOT, "target", "release", "examples", "control_floor")
@@ -464,19 +465,20 @@ class Bench:
     # 1 and 2
     def start_stop(self):
         for n in self.args.sizes:
-            for kind in self.kinds():
+            for kind, backend in self.kinds_backends():
+                who = self.label(kind, backend)
                 starts, stops = [], []
                 for _ in range(self.args.repeat):
                     def body(sup, t0):
                         starts.append(self.wait_running(sup, t0, n))
-                        took, surv = sup.stop(30)
+                        took, surv = sup.stop(self.args.stop_deadline)
                         stops.append(took if took is not None else float("nan"))
                         if surv:
-                            self.emit("stop", kind, "survivors", len(surv), "processes", n=n)
-                    self.run(kind, services(n), body=body)
-                self.emit("start", kind, "seconds", statistics.median(starts), "s", n=n,
+                            self.emit("stop", who, "survivors", len(surv), "processes", n=n)
+                    self.run(kind, services(n), backend=backend, body=body)
+                self.emit("start", who, "seconds", statistics.median(starts), "s", n=n,
                           runs=[round(x, 4) for x in starts])
-                self.emit("stop", kind, "seconds", statistics.median(stops), "s", n=n,
+                self.emit("stop", who, "seconds", statistics.median(stops), "s", n=n,
                           runs=[round(x, 4) for x in stops])
 
     # 3
@@ -724,6 +726,8 @@ def main():
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--sizes", default="10,100,500")
     ap.add_argument("--repeat", type=int, default=3, help="runs of start/stop and pid1 (median kept)")
+    ap.add_argument("--stop-deadline", type=float, default=60.0,
+                    help="seconds a start/stop shutdown may take before it counts as never")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle and crashloop")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE")

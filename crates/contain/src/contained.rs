@@ -135,7 +135,10 @@ impl Contained {
             }
         };
         unit.set_invocation(&invocation);
-        spec.cgroup = unit.join();
+        spec.cgroup = unit.join().map_err(|source| SpawnError::Start {
+            program: name.into(),
+            source,
+        })?;
         let child = herd_sys::spawn(&spec)?;
         unit.started(child.pid);
         let pidfd = Pidfd::open(child.pid).map_err(|source| SpawnError::Start {

@@ -135,11 +135,10 @@ impl Backend for Freezer {
     }
 
     fn create(&self, name: &str, _limits: &Limits) -> io::Result<Box<dyn Unit>> {
-        let leaf = tree::leaf(&self.tree, name, rustix::fs::OFlags::WRONLY, |_| Ok(()))?;
+        let leaf = tree::leaf(&self.tree, name, |_| Ok(()))?;
         Ok(Box::new(FreezerUnit {
             dir: leaf.dir,
             path: leaf.path,
-            procs: leaf.procs,
         }))
     }
 
@@ -167,12 +166,11 @@ impl Backend for Freezer {
 struct FreezerUnit {
     dir: PathBuf,
     path: String,
-    procs: Arc<OwnedFd>,
 }
 
 impl Unit for FreezerUnit {
-    fn join(&self) -> Option<Arc<OwnedFd>> {
-        Some(self.procs.clone())
+    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
+        tree::open_procs(&self.dir).map(|fd| Some(Arc::new(fd)))
     }
 
     fn started(&mut self, _pid: i32) {}

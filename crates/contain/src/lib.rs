@@ -96,6 +96,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The limits in `limits` this backend cannot enforce here, each with the reason.
     fn unsupported(&self, limits: &Limits) -> Vec<String>;
 
+    /// Descriptors a unit holds open while its main process runs, for a caller
+    /// sizing its descriptor limit (none, for every backend here: a cgroup's
+    /// files are opened when used, and `cgroup.events` from the main process's
+    /// end until the unit is removed).
+    fn descriptors_per_unit(&self) -> u64 {
+        0
+    }
+
     /// Processes under the caller that no unit could claim (none backend only).
     fn strays(&self) -> Vec<i32> {
         Vec::new()
@@ -106,6 +114,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn notices(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Begins a batch of questions and signals to many units, which may then
+    /// share what they learn of the system until [`Backend::end_batch`] (the none
+    /// backend reads /proc once for all of them). A shared look is never older
+    /// than the batch, and never calls a unit empty that is not; the caller
+    /// says when it reaped processes ([`Backend::refresh`]), as units may have
+    /// emptied since.
+    fn begin_batch(&self) {}
+
+    /// Processes were reaped: what the batch shares may be out of date.
+    fn refresh(&self) {}
+
+    /// Ends the batch: work put off to its end is done (the none backend's
+    /// later SIGKILL rounds), and every question asks the system again.
+    fn end_batch(&self) {}
 
     /// The supervisor is shutting down: [`Backend::close`] will follow once every
     /// unit is gone. Lets a backend begin slow parts of its close early.
@@ -120,8 +143,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
 /// One run's containment.
 pub trait Unit: Send + std::fmt::Debug {
-    /// A `cgroup.procs` for the child to join before exec ([`herd_sys::Spec::cgroup`]).
-    fn join(&self) -> Option<Arc<OwnedFd>>;
+    /// A `cgroup.procs` for the child to join before exec ([`herd_sys::Spec::cgroup`]),
+    /// opened for this spawn; `None` for a backend without cgroups.
+    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>>;
 
     /// A process started into this unit (its main process, a hook, a check).
     fn started(&mut self, pid: i32);
@@ -133,6 +157,9 @@ pub trait Unit: Send + std::fmt::Debug {
 
     /// A descriptor that signals `POLLPRI` when the unit may have become empty
     /// (a cgroup's `cgroup.events`; watch it with [`herd_sys::watch::PriorityWatch`]).
+    /// Opened by the first [`Unit::is_empty`], and `None` before it: a unit
+    /// holds no descriptor while its main process runs, and a change since
+    /// that check is reported when the descriptor is added to a watch.
     fn events(&self) -> Option<BorrowedFd<'_>>;
 
     /// The unit's cgroup directory, if it has one (for the state file, so a later

@@ -40,6 +40,16 @@
 //! SIGKILL goes round after round until a scan finds no process it has not already
 //! killed, which catches children forked between a scan and the signals.
 //!
+//! **Batches** keep a supervisor of many services linear: between
+//! [`Backend::begin_batch`] and [`Backend::end_batch`] (herder's batch is one
+//! wake-up of its loop) every unit answers from one shared scan, taken when the
+//! first question comes, and SIGKILL's later rounds run once for every unit
+//! killed in the batch, at its end. A shared scan never calls a unit empty that
+//! is not: a process forked after it descends from one the scan saw alive, or
+//! was [`Unit::started`]. Reaping makes it stale, as a unit may have emptied:
+//! the caller says so with [`Backend::refresh`]. Outside a batch each question
+//! scans, as an embedder without a loop expects.
+//!
 //! # What it cannot guarantee
 //!
 //! - A process whose intermediate parent lived and died between two scans, with its
@@ -66,7 +76,7 @@ use crate::procfs::{self, Stat};
 use crate::{Backend, Containment, Limits, Unit};
 
 /// The backend; its units share one tracker, since attributing an orphan needs to
-/// know every unit.
+/// know every unit, and a batch shares its scans.
 #[derive(Debug, Clone)]
 pub struct Tracking {
     tracker: Arc<Mutex<Tracker>>,
@@ -82,6 +92,13 @@ struct Tracker {
     /// the last [`MAX_ENDED`]: 64 KiB once full, which a herder restarting
     /// services all day reaches and then keeps (its memory grows until then).
     ended: VecDeque<(u64, u64)>,
+    /// Inside a batch: scans are shared until it ends or is refreshed.
+    batch: bool,
+    /// Inside a batch, the last scan still stands.
+    fresh: bool,
+    /// Units SIGKILLed in this batch, with what they have been sent it: the
+    /// later rounds run at the batch's end, for all of them at once.
+    killing: HashMap<u64, HashSet<(i32, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -168,12 +185,68 @@ impl Backend for Tracking {
 
     fn strays(&self) -> Vec<i32> {
         let mut t = self.lock();
-        t.scan();
+        t.look();
         t.strays.keys().copied().collect()
+    }
+
+    fn begin_batch(&self) {
+        let mut t = self.lock();
+        t.batch = true;
+        t.fresh = false;
+    }
+
+    fn refresh(&self) {
+        self.lock().fresh = false;
+    }
+
+    fn end_batch(&self) {
+        let mut t = self.lock();
+        t.kill_rounds();
+        t.batch = false;
+        t.fresh = false;
     }
 }
 
 impl Tracker {
+    /// Brings the units' members up to date: the batch's scan if it still
+    /// stands, a new one otherwise.
+    fn look(&mut self) {
+        if !(self.batch && self.fresh) {
+            self.scan();
+            self.fresh = self.batch;
+        }
+    }
+
+    /// SIGKILL round after round, with a new scan each, for every unit killed
+    /// in this batch, until no scan finds a process not sent it.
+    fn kill_rounds(&mut self) {
+        // Bounded: a fork bomb is caught by its limits, not by endless rounds.
+        for _ in 0..1_000 {
+            if self.killing.is_empty() {
+                return;
+            }
+            self.scan();
+            let mut fresh = 0;
+            for (id, done) in &mut self.killing {
+                let Some(track) = self.units.get(id) else {
+                    continue;
+                };
+                for (&pid, &start) in &track.members {
+                    if done.insert((pid, start)) {
+                        fresh += 1;
+                        if let Some(fd) = TreeUnit::verified(pid, start) {
+                            let _ = fd.signal(libc::SIGKILL);
+                        }
+                    }
+                }
+            }
+            if fresh == 0 {
+                break;
+            }
+        }
+        self.killing.clear();
+    }
+
     /// One pass over /proc, updating every unit's members (see the module docs).
     fn scan(&mut self) {
         let all: HashMap<i32, Stat> = procfs::all()
@@ -327,7 +400,7 @@ impl TreeUnit {
     /// the stop would report an exit where there was a kill.
     fn members(&self) -> Vec<(i32, u64)> {
         let mut t = self.tracking.lock();
-        t.scan();
+        t.look();
         t.units
             .get(&self.id)
             .map(|u| signal_order(&u.members, u.main))
@@ -344,8 +417,8 @@ impl TreeUnit {
 }
 
 impl Unit for TreeUnit {
-    fn join(&self) -> Option<Arc<OwnedFd>> {
-        None
+    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
+        Ok(None)
     }
 
     fn started(&mut self, pid: i32) {
@@ -390,6 +463,7 @@ impl Unit for TreeUnit {
         // A process forked since the last scan is not known yet: look again.
         known(&t) || {
             t.scan();
+            t.fresh = t.batch;
             known(&t)
         }
     }
@@ -424,6 +498,14 @@ impl Unit for TreeUnit {
                 }
                 done.insert((pid, start));
             }
+            let mut t = self.tracking.lock();
+            if t.batch {
+                // The next rounds at the batch's end, shared with every other
+                // unit killed in it.
+                t.killing.entry(self.id).or_default().extend(done);
+                break;
+            }
+            // Outside a batch every round scans anew.
         }
         Ok(())
     }

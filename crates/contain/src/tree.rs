@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -256,22 +256,16 @@ fn make_dir(p: &Path) -> io::Result<()> {
     }
 }
 
-/// A service's leaf, fresh, with its `cgroup.procs` open for the child to join.
+/// A service's leaf, fresh.
 pub(crate) struct Leaf {
     pub dir: PathBuf,
     pub path: String,
-    /// The directory itself (`O_PATH`), for opening files in it without a path walk.
-    pub dirfd: OwnedFd,
-    pub procs: Arc<OwnedFd>,
 }
 
-/// Makes `services/NAME`; `setup` writes limits before anything joins. Its
-/// `cgroup.procs` is opened with `access` (write-only, or read-write for a unit
-/// that also lists its processes through it).
+/// Makes `services/NAME`; `setup` writes limits before anything joins.
 pub(crate) fn leaf(
     t: &Subtree,
     name: &str,
-    access: OFlags,
     setup: impl FnOnce(&Path) -> io::Result<()>,
 ) -> io::Result<Leaf> {
     let leaf = dir_name(name);
@@ -286,23 +280,19 @@ pub(crate) fn leaf(
         made => made?,
     }
     setup(&dir)?;
-    let dirfd = rustix::fs::open(
-        &dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let procs = rustix::fs::openat(
-        &dirfd,
-        "cgroup.procs",
-        access | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     Ok(Leaf {
         path: format!("{}/services/{leaf}", t.path.trim_end_matches('/')),
         dir,
-        dirfd,
-        procs: Arc::new(procs),
     })
+}
+
+/// The `cgroup.procs` of `dir`, open for a child to join (write-only).
+pub(crate) fn open_procs(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        dir.join("cgroup.procs"),
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Whether /proc/PID/cgroup puts `pid` in `path` or below, in the hierarchy whose

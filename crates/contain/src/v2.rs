@@ -156,26 +156,17 @@ impl Backend for Cgroup2 {
             let quota = ((c * period as f64).round() as u64).max(1_000);
             settings.push(("cpu.max", format!("{quota} {period}")));
         }
-        let rdwr = rustix::fs::OFlags::RDWR;
-        let leaf = tree::leaf(&self.tree, name, rdwr, |dir| {
+        let leaf = tree::leaf(&self.tree, name, |dir| {
             for (file, value) in settings {
                 fs::write(dir.join(file), &value)
                     .map_err(|e| io::Error::new(e.kind(), format!("{file} = {value}: {e}")))?;
             }
             Ok(())
         })?;
-        let events = rustix::fs::openat(
-            &leaf.dirfd,
-            "cgroup.events",
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
         Ok(Box::new(Cgroup2Unit {
             dir: leaf.dir,
             path: leaf.path,
-            dirfd: leaf.dirfd,
-            procs: leaf.procs,
-            events,
+            events: None,
         }))
     }
 
@@ -210,26 +201,26 @@ struct Cgroup2Unit {
     dir: PathBuf,
     /// The cgroup as /proc/PID/cgroup names it.
     path: String,
-    /// The cgroup's directory (O_PATH).
-    dirfd: OwnedFd,
-    /// Its cgroup.procs, read-write: the child joins through it, and `pids`
-    /// reads it, with no path walk either way.
-    procs: Arc<OwnedFd>,
-    /// Its cgroup.events, read-only: watched for POLLPRI, read for `populated`.
-    events: OwnedFd,
+    /// Its cgroup.events, read-only, from the first emptiness check on: watched
+    /// for POLLPRI, read for `populated`. Nothing else is held open, so a
+    /// running service costs herder no descriptor here (10,000 services fit a
+    /// limit of 20,000 with their output pipes).
+    events: Option<OwnedFd>,
 }
 
-/// The pids in a `cgroup.procs` opened for reading. A read from offset 0
-/// restarts the kernel's walk of the cgroup, so one descriptor, kept, gives a
-/// fresh list each time, with no open or close: for a service's few pids, one
-/// pread (see [`READ_ENDS_LIST`]).
-fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
+/// The pids in the `cgroup.procs` of `dir`, with one read for a service's few
+/// (see [`READ_ENDS_LIST`]).
+fn procs_in(dir: &Path) -> io::Result<Vec<i32>> {
+    let file = rustix::fs::open(
+        dir.join("cgroup.procs"),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
     let mut pids = Vec::new();
     let mut buf = [0u8; PROCS_READ];
     let mut partial = 0i32;
-    let mut offset = 0u64;
     loop {
-        let n = rustix::io::pread(file, &mut buf, offset)?;
+        let n = rustix::io::read(&file, &mut buf)?;
         // Lines may straddle reads: digits accumulate until their newline.
         for &b in &buf[..n] {
             match b {
@@ -241,11 +232,10 @@ fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
         if n <= READ_ENDS_LIST {
             return Ok(pids);
         }
-        offset += n as u64;
     }
 }
 
-/// How much `procs_from` asks of each read: at most a page, whatever the
+/// How much `procs_in` asks of each read: at most a page, whatever the
 /// architecture's page size, for [`READ_ENDS_LIST`] to hold.
 const PROCS_READ: usize = 4096;
 
@@ -259,15 +249,29 @@ const PROCS_READ: usize = 4096;
 /// cgroup, and this halves its reads. Longer reads go on to that 0.
 const READ_ENDS_LIST: usize = PROCS_READ - 8;
 
-/// Whether the cgroup whose directory `dir` is has cgroups below it: kernfs
-/// keeps a directory's link count at 2 + its subdirectories, so one fstat tells.
-fn has_children(dir: &OwnedFd) -> bool {
-    rustix::fs::fstat(dir).map_or(true, |st| st.st_nlink > 2)
+/// Whether the cgroup `dir` has cgroups below it: kernfs keeps a directory's
+/// link count at 2 + its subdirectories, so one stat tells.
+fn has_children(dir: &Path) -> bool {
+    rustix::fs::stat(dir).map_or(true, |st| st.st_nlink > 2)
+}
+
+impl Cgroup2Unit {
+    /// cgroup.events, opened now if it was not.
+    fn events_file(&mut self) -> io::Result<&OwnedFd> {
+        if self.events.is_none() {
+            self.events = Some(rustix::fs::open(
+                self.dir.join("cgroup.events"),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?);
+        }
+        Ok(self.events.as_ref().expect("just opened"))
+    }
 }
 
 impl Unit for Cgroup2Unit {
-    fn join(&self) -> Option<Arc<OwnedFd>> {
-        Some(self.procs.clone())
+    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
+        tree::open_procs(&self.dir).map(|fd| Some(Arc::new(fd)))
     }
 
     fn started(&mut self, _pid: i32) {}
@@ -277,7 +281,7 @@ impl Unit for Cgroup2Unit {
     }
 
     fn events(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.events.as_fd())
+        self.events.as_ref().map(|f| f.as_fd())
     }
 
     fn pids(&mut self) -> Vec<i32> {
@@ -286,14 +290,19 @@ impl Unit for Cgroup2Unit {
         // cgroup.procs is the whole unit, with no walk of the directory. The
         // check comes second: with no cgroup below then, none held a process when
         // cgroup.procs was read (a cgroup is removed only once empty).
-        match procs_from(&self.procs) {
-            Ok(pids) if !has_children(&self.dirfd) => pids,
+        match procs_in(&self.dir) {
+            Ok(pids) if !has_children(&self.dir) => pids,
             _ => procs_below(&self.dir),
         }
     }
 
     fn is_empty(&mut self) -> bool {
-        !populated(&self.events)
+        // Opened before it is read, and kept: a change after this read is
+        // reported by a watch the descriptor is added to later.
+        match self.events_file() {
+            Ok(events) => !populated(events),
+            Err(_) => self.pids().is_empty(),
+        }
     }
 
     fn owns(&mut self, pid: i32) -> bool {

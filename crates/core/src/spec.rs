@@ -57,6 +57,7 @@ pub fn build(cfg: &Service, extra: &[(String, String)]) -> Result<Spec, String> 
         credentials,
         rlimits,
         discard_output: false,
+        merge_output: true,
         cgroup: None,
         inherit: Vec::new(),
     })

@@ -78,11 +78,7 @@ impl Processes for FakeProcesses {
             let world = self.0.clone();
             tokio::spawn(async move { World::exit(&world, pid, ExitStatus::Code(0)) });
         }
-        Ok(Started {
-            pid,
-            stdout: None,
-            stderr: None,
-        })
+        Ok(Started { pid, output: None })
     }
 
     fn reap(&mut self) -> Vec<(i32, ExitStatus)> {
@@ -146,8 +142,8 @@ struct FakeUnit {
 }
 
 impl Unit for FakeUnit {
-    fn join(&self) -> Option<Arc<OwnedFd>> {
-        None
+    fn join(&self) -> std::io::Result<Option<Arc<OwnedFd>>> {
+        Ok(None)
     }
     fn started(&mut self, pid: i32) {
         self.members.push(pid);

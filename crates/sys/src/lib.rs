@@ -22,4 +22,4 @@ pub mod watch;
 
 pub use pidfd::Pidfd;
 pub use reap::{ExitStatus, become_subreaper, has_children, reap};
-pub use spawn::{Child, Credentials, Rlimit, SpawnError, Spec, raise_nofile, spawn};
+pub use spawn::{Child, Credentials, Nofile, Rlimit, SpawnError, Spec, raise_nofile, spawn};

@@ -69,6 +69,10 @@ pub struct Spec {
     pub rlimits: Vec<(Rlimit, u64)>,
     /// stdout and stderr to /dev/null instead of pipes (readiness commands).
     pub discard_output: bool,
+    /// stderr into the stdout pipe (`2>&1`), as systemd's journal takes both:
+    /// one descriptor a child in the parent instead of two, and the two
+    /// streams' lines in the order they were written.
+    pub merge_output: bool,
     /// A `cgroup.procs` file, open for writing, that the child joins before exec.
     pub cgroup: Option<Arc<OwnedFd>>,
     /// Descriptors the program is given as 3, 4, … in this order
@@ -107,7 +111,8 @@ impl Rlimit {
 pub struct Child {
     pub pid: i32,
     pub pidfd: Pidfd,
-    /// The read ends of its stdout and stderr, unless output is discarded.
+    /// The read ends of its stdout and stderr, unless output is discarded;
+    /// with `merge_output`, `stdout` has both.
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
 }
@@ -172,8 +177,12 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         (None, None, None, None)
     } else {
         let (out_r, out_w) = pipe(PipeFlags::CLOEXEC).map_err(|e| fail(e.into()))?;
-        let (err_r, err_w) = pipe(PipeFlags::CLOEXEC).map_err(|e| fail(e.into()))?;
-        (Some(out_r), Some(err_r), Some(out_w), Some(err_w))
+        if spec.merge_output {
+            (Some(out_r), None, Some(out_w), None)
+        } else {
+            let (err_r, err_w) = pipe(PipeFlags::CLOEXEC).map_err(|e| fail(e.into()))?;
+            (Some(out_r), Some(err_r), Some(out_w), Some(err_w))
+        }
     };
     if spec.inherit.len() > MAX_INHERIT {
         let e = io::Error::new(
@@ -187,7 +196,10 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
     let sources: Vec<BorrowedFd> = [
         null.as_fd(),
         out_w.as_ref().map_or(null.as_fd(), |f| f.as_fd()),
-        err_w.as_ref().map_or(null.as_fd(), |f| f.as_fd()),
+        err_w
+            .as_ref()
+            .or(out_w.as_ref())
+            .map_or(null.as_fd(), |f| f.as_fd()),
     ]
     .into_iter()
     .chain(spec.inherit.iter().map(|fd| fd.as_fd()))
@@ -286,24 +298,58 @@ fn rlimits(spec: &Spec) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
 /// The descriptor limits (soft, hard) this process had before [`raise_nofile`].
 static STARTED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
 
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, as a
-/// supervisor holding many services and connections needs; every child spawned
-/// afterwards gets the soft limit back (unless its spec sets `Nofile`), as systemd
-/// does, since `select(2)` users break above 1024. Returns (was, now).
-pub fn raise_nofile() -> io::Result<(u64, u64)> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, and the hard
+/// limit itself to `want` where it is lower and the kernel lets this process
+/// (root, `CAP_SYS_RESOURCE`; never above `fs.nr_open`), as a supervisor holding
+/// many services and connections needs. Every child spawned afterwards gets the
+/// limits herder was started with back (unless its spec sets `Nofile`), as
+/// systemd does, since `select(2)` users break above 1024.
+pub fn raise_nofile(want: u64) -> io::Result<Nofile> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let now = getrlimit(Resource::Nofile);
-    let (soft, hard) = (now.current.unwrap_or(u64::MAX), now.maximum);
-    let _ = STARTED_NOFILE.set((soft, hard.unwrap_or(u64::MAX)));
-    if now.current == now.maximum {
-        return Ok((soft, soft));
+    let (soft, hard) = (
+        now.current.unwrap_or(u64::MAX),
+        now.maximum.unwrap_or(u64::MAX),
+    );
+    let _ = STARTED_NOFILE.set((soft, hard));
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let wanted = want.min(ceiling);
+    if hard < wanted {
+        let higher = Rlimit {
+            current: Some(wanted),
+            maximum: Some(wanted),
+        };
+        // Refused without the privilege: the hard limit as it is will do.
+        if setrlimit(Resource::Nofile, higher).is_ok() {
+            return Ok(Nofile {
+                was: soft,
+                now: wanted,
+            });
+        }
     }
-    let raised = rustix::process::Rlimit {
-        current: now.maximum,
-        maximum: now.maximum,
-    };
-    setrlimit(Resource::Nofile, raised)?;
-    Ok((soft, hard.unwrap_or(u64::MAX)))
+    if soft < hard {
+        let raised = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)?;
+    }
+    Ok(Nofile {
+        was: soft,
+        now: hard,
+    })
+}
+
+/// This process's descriptor limit before and after [`raise_nofile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nofile {
+    /// The soft limit herder was started with, which its children get.
+    pub was: u64,
+    /// The soft limit now.
+    pub now: u64,
 }
 
 /// What the child reads between clone and exec; all of it prepared by the parent.

@@ -69,7 +69,7 @@ pub use control::{ControlError, Handle, Overview, ServiceStatus};
 pub use events::Change;
 pub use procs::{Processes, Started, System, Waker};
 pub use reload::ReloadPlan;
-pub use service::StopLog;
+pub use service::{DESCRIPTORS_NOTIFY, DESCRIPTORS_PER_RUN, Descriptors, StopLog, descriptors};
 pub use shutdown::{EXIT_FAILED, EXIT_KILLED, EXIT_STUCK, Outcome};
 
 use orchestrate::Member;
@@ -311,6 +311,10 @@ impl Engine {
                 "cannot become a subreaper ({e}): orphans go to init"
             ));
         }
+        // One wake-up is one batch for the backend: every unit it asks about, and
+        // every SIGKILL it sends, shares one look at the system (the none
+        // backend's /proc scan), so a wave of a thousand services costs one.
+        self.backend.begin_batch();
         loop {
             self.settle();
             // Once per wake-up, however many runs began or ended in it: starting
@@ -324,6 +328,7 @@ impl Engine {
                     exit_code: outcome.exit_code(),
                     report: Box::new(outcome.report.clone()),
                 });
+                self.backend.end_batch();
                 for problem in self.backend.close() {
                     note(&problem);
                 }
@@ -333,6 +338,7 @@ impl Engine {
                 self.on_msg(msg);
                 continue;
             }
+            self.backend.end_batch();
             let next = self.timers.first().map(|(t, _)| *t);
             tokio::select! {
                 _ = sig.chld.recv() => self.on_sigchld(),
@@ -351,6 +357,7 @@ impl Engine {
                 }
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
             }
+            self.backend.begin_batch();
         }
     }
 

@@ -5,12 +5,16 @@
 //!
 //! # How it works
 //!
-//! [`System`] keeps a pidfd for every process the engine started (a service's main
-//! process, a `stop.exec` hook, an `exec` readiness check) or adopted (sd_notify
-//! `MAINPID=`) until it is reaped or forgotten: the engine names processes by pid,
-//! and every signal goes through the pidfd behind that pid, so none can hit a
-//! recycled one. [`System::reap`] is herder's one reaper
-//! ([`herd_sys::reap()`]); the loop calls it on every SIGCHLD.
+//! The engine names processes by pid, and no signal may hit a recycled one.
+//! [`System`] knows every process the engine started (a service's main
+//! process, a `stop.exec` hook, an `exec` readiness check) until it reaps it:
+//! those are herder's children, whose pids stay theirs until herder itself
+//! collects them, so they are signalled by pid and cost no descriptor (a
+//! herder of 10,000 services would otherwise hold 10,000 pidfds). A process
+//! adopted through sd_notify `MAINPID=` may not be a child: it is held by a
+//! pidfd until it ends. [`System::reap`] is herder's one reaper
+//! ([`herd_sys::reap()`]); the loop calls it on every SIGCHLD, on the same
+//! thread that signals, so no reap can come between the check and a signal.
 //!
 //! # Caveats
 //!
@@ -19,7 +23,7 @@
 //! - Processes that no service started (orphans in PID 1 duty, strays of the none
 //!   backend) are killed by [`herd_sys`] directly: a fake has none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use herd_sys::{ExitStatus, Pidfd, SpawnError, Spec};
@@ -27,11 +31,11 @@ use tokio::sync::mpsc;
 
 use super::Msg;
 
-/// A process the engine started: its pid and, when it was asked for, its output.
+/// A process the engine started: its pid and, when it was asked for, its output
+/// (stdout and stderr in one pipe).
 pub struct Started {
     pub pid: i32,
-    pub stdout: Option<OwnedFd>,
-    pub stderr: Option<OwnedFd>,
+    pub output: Option<OwnedFd>,
 }
 
 /// What the engine does to processes.
@@ -88,33 +92,39 @@ impl Waker {
     }
 }
 
-/// Processes, for real: [`herd_sys`]'s spawn, pidfds and reaper.
+/// Processes, for real: [`herd_sys`]'s spawn, signals and reaper.
 #[derive(Default)]
 pub struct System {
-    /// Started or adopted, not reaped yet.
+    /// Started, not reaped yet.
+    children: HashSet<i32>,
+    /// Adopted, not forgotten yet.
     pidfds: HashMap<i32, Pidfd>,
 }
 
 impl Processes for System {
     fn spawn(&mut self, spec: &Spec) -> Result<Started, SpawnError> {
+        // The pidfd that comes with the child is closed: its pid is enough.
         let child = herd_sys::spawn(spec)?;
-        self.pidfds.insert(child.pid, child.pidfd);
+        self.children.insert(child.pid);
         Ok(Started {
             pid: child.pid,
-            stdout: child.stdout,
-            stderr: child.stderr,
+            output: child.stdout,
         })
     }
 
     fn reap(&mut self) -> Vec<(i32, ExitStatus)> {
         let reaped = herd_sys::reap();
         for (pid, _) in &reaped {
+            self.children.remove(pid);
             self.pidfds.remove(pid);
         }
         reaped
     }
 
     fn signal(&self, pid: i32, sig: i32) -> std::io::Result<bool> {
+        if self.children.contains(&pid) {
+            return herd_sys::pidfd::signal_child(pid, sig);
+        }
         match self.pidfds.get(&pid) {
             Some(fd) => fd.signal(sig),
             None => Ok(false),
@@ -123,7 +133,7 @@ impl Processes for System {
 
     fn signal_group(&self, pid: i32, sig: i32) {
         // An unreaped child's pid is its own: its group id cannot be recycled.
-        if self.pidfds.contains_key(&pid) {
+        if self.children.contains(&pid) {
             let _ = herd_sys::pidfd::signal_group(pid, sig);
         }
     }

@@ -22,13 +22,16 @@
 //!   last exit of a unit is always some process's SIGCHLD to herder (as
 //!   subreaper), which is what wakes the check.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use herd_sys::ExitStatus;
 
-use super::Engine;
 use super::service::stop_deadline;
 use super::shutdown::service_report;
+use super::{Engine, Msg};
 use crate::log::note;
 use crate::machine::{Event, State};
 
@@ -40,6 +43,19 @@ impl Engine {
     /// Reaps every exited child; the pids it reaped.
     fn reap_children(&mut self) -> Vec<i32> {
         let reaped = self.procs.reap();
+        self.check_units = true;
+        if reaped.is_empty() {
+            return Vec::new();
+        }
+        // A unit may have emptied: what the backend shares in this batch is old.
+        self.backend.refresh();
+        // Main processes by pid, once: a search per reaped pid made a shutdown
+        // of thousands of services quadratic.
+        let mut mains: HashMap<i32, String> = self
+            .svcs
+            .iter()
+            .filter_map(|(n, s)| Some((s.m.state.pid()?, n.clone())))
+            .collect();
         for &(pid, status) in &reaped {
             if let Some((name, svc_pid)) = self.checks.remove(&pid) {
                 self.exec_check_done(&name, svc_pid, status.success());
@@ -49,16 +65,10 @@ impl Engine {
                 self.hook_done(&name, status);
                 continue;
             }
-            let owner = self
-                .svcs
-                .iter()
-                .find(|(_, s)| s.m.state.pid() == Some(pid))
-                .map(|(n, _)| n.clone());
-            if let Some(name) = owner {
+            if let Some(name) = mains.remove(&pid) {
                 self.main_exited(&name, status);
             }
         }
-        self.check_units = true;
         reaped.into_iter().map(|(pid, _)| pid).collect()
     }
 
@@ -97,17 +107,31 @@ impl Engine {
         }
     }
 
-    /// Turns units with no process left into `Empty` events, and removes them.
+    /// Turns units with no process left into `Empty` events, and removes them;
+    /// the others are watched from now on, where the backend can tell when they
+    /// empty.
     pub(super) fn check_empty(&mut self) {
         let hooked: Vec<&String> = self.hooks.values().collect();
-        let gone: Vec<String> = self
-            .svcs
-            .iter_mut()
-            .filter(|(_, s)| s.m.state.pid().is_none())
+        let mut gone = Vec::new();
+        let mut watch = Vec::new();
+        for (name, svc) in &mut self.svcs {
             // A hook's exit is handled when it is reaped, before its unit counts.
-            .filter(|(n, _)| !hooked.contains(n))
-            .filter_map(|(n, s)| s.unit().is_some_and(|u| u.is_empty()).then(|| n.clone()))
-            .collect();
+            if svc.m.state.pid().is_some() || hooked.contains(&name) {
+                continue;
+            }
+            let Some(run) = svc.run.as_mut() else {
+                continue;
+            };
+            if run.unit.is_empty() {
+                gone.push(name.clone());
+            } else if !run.watched {
+                run.watched = true;
+                watch.push(name.clone());
+            }
+        }
+        for name in watch {
+            self.watch_unit(&name);
+        }
         let now = Instant::now();
         for name in gone {
             self.run_ended(&name, now);
@@ -117,6 +141,46 @@ impl Engine {
                 _ => {}
             }
         }
+    }
+
+    /// Adds the unit's `cgroup.events` (opened by its first emptiness check) to
+    /// the watch: a change since that check is reported at once.
+    fn watch_unit(&mut self, name: &str) {
+        let watch = match self.unit_watch() {
+            Ok(w) => w.clone(),
+            Err(e) => {
+                return note(&format!(
+                    "cannot watch units ({e}); their end is noticed on SIGCHLD only"
+                ));
+            }
+        };
+        let svc = self.svcs.get_mut(name).expect("known service");
+        if let Some(fd) = svc.unit().and_then(|u| u.events())
+            && let Err(e) = watch.add(fd)
+        {
+            note(&format!(
+                "{name}: cannot watch its cgroup.events ({e}); its end is noticed on SIGCHLD only"
+            ));
+        }
+    }
+
+    /// The epoll set watching every unit's `cgroup.events`, made (with the task
+    /// that forwards its wake-ups) the first time one is needed. A unit's
+    /// descriptor leaves it when the unit is dropped.
+    fn unit_watch(&mut self) -> std::io::Result<&Arc<herd_sys::watch::PriorityWatch>> {
+        if self.unit_watch.is_none() {
+            let watch = Arc::new(herd_sys::watch::PriorityWatch::new()?);
+            let (w, tx) = (watch.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                while w.changed().await.is_ok() {
+                    if tx.send(Msg::UnitChanged).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.unit_watch = Some(watch);
+        }
+        Ok(self.unit_watch.as_ref().expect("made above"))
     }
 
     /// The run's unit is empty: it is removed, and the run dropped whole; a stop

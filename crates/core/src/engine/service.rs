@@ -104,6 +104,9 @@ pub(super) struct Run {
     pub kill_backoff: Duration,
     /// What the current stop has done so far.
     pub stop: Option<StopLog>,
+    /// Its unit's emptiness is watched (from the first check that found it
+    /// not empty).
+    pub watched: bool,
 }
 
 impl Run {
@@ -117,6 +120,7 @@ impl Run {
             ready_deadline: None,
             kill_backoff: FIRST_KILL_RETRY,
             stop: None,
+            watched: false,
         }
     }
 
@@ -202,6 +206,61 @@ impl Svc {
             task: super::notify::listen(name.to_string(), sock, tx.clone())?,
         });
         Ok(())
+    }
+}
+
+/// Descriptors herder holds for each running service besides its backend's
+/// ([`herd_contain::Backend::descriptors_per_unit`]): the read end of its output
+/// pipe (stdout and stderr share it). Its main process is herder's child,
+/// signalled by pid, and needs none; a readiness check or a stop hook holds
+/// nothing either while it runs (its output is discarded).
+pub const DESCRIPTORS_PER_RUN: u64 = 1;
+
+/// For a service that speaks sd_notify: its notify socket; with `stop.notify`,
+/// its event pipe too.
+pub const DESCRIPTORS_NOTIFY: u64 = 2;
+
+/// Descriptors herder needs besides its services': its own (epoll, signals,
+/// /dev/null slots, logs), readiness checks and stop hooks while they run.
+const DESCRIPTORS_BASE: u64 = 128;
+
+/// The descriptors a herder running every service of `config` at once needs,
+/// with `per_unit` held by the backend for each: what `herd up` raises its
+/// limit to, or refuses to start short of.
+pub fn descriptors(config: &herd_config::Config, per_unit: u64) -> Descriptors {
+    let services = config
+        .services
+        .values()
+        .map(|s| {
+            let notify = matches!(s.ready.as_ref().map(|r| &r.check), Some(ReadyCheck::Notify))
+                || s.stop.notify;
+            per_unit + DESCRIPTORS_PER_RUN + if notify { DESCRIPTORS_NOTIFY } else { 0 }
+        })
+        .sum();
+    Descriptors {
+        fixed: DESCRIPTORS_BASE + u64::from(config.supervisor.max_connections),
+        services,
+    }
+}
+
+/// What [`descriptors`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptors {
+    /// herder's own and its control connections'.
+    pub fixed: u64,
+    /// Every service's, all running at once.
+    pub services: u64,
+}
+
+impl Descriptors {
+    pub fn total(&self) -> u64 {
+        self.fixed + self.services
+    }
+
+    /// How many services of the average kind counted fit in `limit`.
+    pub fn room(&self, limit: u64, count: usize) -> u64 {
+        let each = self.services.div_ceil(count.max(1) as u64).max(1);
+        limit.saturating_sub(self.fixed) / each
     }
 }
 

@@ -69,25 +69,6 @@ impl Engine {
         posted
     }
 
-    /// The epoll set watching every unit's `cgroup.events`, made (with the task
-    /// that forwards its wake-ups) the first time one is needed. A unit's
-    /// descriptor leaves it when the unit is dropped.
-    fn unit_watch(&mut self) -> std::io::Result<&herd_sys::watch::PriorityWatch> {
-        if self.unit_watch.is_none() {
-            let watch = Arc::new(herd_sys::watch::PriorityWatch::new()?);
-            let (w, tx) = (watch.clone(), self.tx.clone());
-            tokio::spawn(async move {
-                while w.changed().await.is_ok() {
-                    if tx.send(Msg::UnitChanged).is_err() {
-                        return;
-                    }
-                }
-            });
-            self.unit_watch = Some(watch);
-        }
-        Ok(self.unit_watch.as_deref().expect("made above"))
-    }
-
     pub(super) fn spawn(&mut self, name: &str) {
         let svc = self.svcs.get_mut(name).expect("known service");
         let invocation = herd_contain::procfs::new_invocation();
@@ -128,7 +109,14 @@ impl Engine {
             }
         };
         unit.set_invocation(&invocation);
-        spec.cgroup = unit.join();
+        spec.cgroup = match unit.join() {
+            Ok(j) => j,
+            Err(e) => {
+                let _ = unit.remove();
+                let reason = format!("cannot join its {}: {e}", self.backend.kind());
+                return self.post_now(name, spawn_failed(reason, is_transient(&e)));
+            }
+        };
         let child = match self.procs.spawn(&spec) {
             Ok(c) => c,
             Err(e) => {
@@ -138,13 +126,6 @@ impl Engine {
         };
         let pid = child.pid;
         unit.started(pid);
-        if let Some(fd) = unit.events()
-            && let Err(e) = self.unit_watch().and_then(|w| w.add(fd))
-        {
-            note(&format!(
-                "{name}: cannot watch its cgroup.events ({e}); its end is noticed on SIGCHLD only"
-            ));
-        }
         let svc = self.svcs.get_mut(name).expect("known service");
         svc.counters.runs += 1;
         let mut run = Run::new(svc.counters.runs, unit, invocation);
@@ -155,7 +136,7 @@ impl Engine {
             Some(ReadyCheck::Log(re)) => regex_lite::Regex::new(re).ok(),
             _ => None,
         };
-        for fd in [child.stdout, child.stderr].into_iter().flatten() {
+        if let Some(fd) = child.output {
             let tx = self.tx.clone();
             let (n, re) = (name.to_string(), log_re.clone());
             let mut sent = false;
@@ -223,11 +204,13 @@ impl Engine {
             return;
         };
         let inv = [(INVOCATION_VAR.into(), run.invocation.clone())];
-        let spec = crate::spec::build(&svc.cfg, &inv).map(|s| herd_sys::Spec {
-            argv: argv.clone(),
-            discard_output: true,
-            cgroup: run.unit.join(),
-            ..s
+        let spec = crate::spec::build(&svc.cfg, &inv).and_then(|s| {
+            Ok(herd_sys::Spec {
+                argv: argv.clone(),
+                discard_output: true,
+                cgroup: run.unit.join().map_err(|e| e.to_string())?,
+                ..s
+            })
         });
         match spec.map(|s| self.procs.spawn(&s).map_err(|e| e.to_string())) {
             Ok(Ok(child)) => {

@@ -37,15 +37,6 @@ pub fn run(
             "--init without being PID 1: subreaper duty only (orphans of services are reaped, and killed at the end)",
         );
     }
-    // Many services and connections need many descriptors; the services get the
-    // limit herder was started with back (herd_sys::raise_nofile).
-    match herd_sys::raise_nofile() {
-        Ok((was, now)) if now > was => note(&format!(
-            "descriptors: raised to {now} (services get {was})"
-        )),
-        Ok(_) => {}
-        Err(e) => note(&format!("descriptors: cannot raise the soft limit: {e}")),
-    }
     let how = How {
         file,
         socket,
@@ -101,6 +92,12 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
         .map_err(|e| e.to_string())?;
     let _socket_file = SocketFile(sock);
     let backend = backend(config, how.forced)?;
+    if let Err(e) = descriptors(config, &*backend) {
+        for problem in backend.close() {
+            note(&problem);
+        }
+        return Err(e);
+    }
     let opts = Options {
         state_dir: state_dir.clone(),
         config_file: Some(how.file.to_path_buf()),
@@ -203,6 +200,46 @@ fn backend(
         }
     }
     Ok(backend)
+}
+
+/// Raises the descriptor limit to what every service running at once needs
+/// (the services get the limit herder was started with back); an error, before
+/// anything starts, where the limit cannot hold them all.
+fn descriptors(config: &Config, backend: &dyn herd_contain::Backend) -> Result<(), String> {
+    let per_unit = backend.descriptors_per_unit();
+    let need = herd_core::engine::descriptors(config, per_unit);
+    let limit = match herd_sys::raise_nofile(need.total()) {
+        Ok(n) => {
+            if n.now > n.was {
+                note(&format!(
+                    "descriptors: raised to {} (services get {})",
+                    n.now, n.was
+                ));
+            }
+            n.now
+        }
+        Err(e) => {
+            note(&format!("descriptors: cannot raise the limit: {e}"));
+            return Ok(());
+        }
+    };
+    if limit >= need.total() {
+        return Ok(());
+    }
+    let n = config.services.len();
+    Err(format!(
+        "{n} services need {} descriptors ({} a service on {}, {} more with sd_notify; \
+         {} for herder and its connections) but the limit is {limit}, which herder may \
+         not raise: it can hold {} services like these. Raise the hard limit \
+         (ulimit -Hn; LimitNOFILE= in a systemd unit; --ulimit nofile= for docker), \
+         run herd up as root, or split the stack",
+        need.total(),
+        per_unit + herd_core::engine::DESCRIPTORS_PER_RUN,
+        backend.kind(),
+        herd_core::engine::DESCRIPTORS_NOTIFY,
+        need.fixed,
+        need.room(limit, n),
+    ))
 }
 
 /// Says how the run ended; herder's exit code.
