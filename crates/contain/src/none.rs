@@ -99,6 +99,8 @@ struct Tracker {
     /// Units SIGKILLed in this batch, with what they have been sent it: the
     /// later rounds run at the batch's end, for all of them at once.
     killing: HashMap<u64, HashSet<(i32, u64)>>,
+    /// Walks of /proc so far.
+    scans: u64,
 }
 
 #[derive(Debug, Default)]
@@ -249,6 +251,7 @@ impl Tracker {
 
     /// One pass over /proc, updating every unit's members (see the module docs).
     fn scan(&mut self) {
+        self.scans += 1;
         let all: HashMap<i32, Stat> = procfs::all()
             .into_iter()
             .filter(Stat::alive)
@@ -570,6 +573,44 @@ mod tests {
         );
         t.scan();
         assert_eq!(t.units[&1].seen, HashSet::from([live]));
+    }
+
+    #[test]
+    fn a_batch_shares_one_scan_until_processes_are_reaped() {
+        // As above: a caller no process has for parent.
+        let tracking = Tracking {
+            tracker: Arc::new(Mutex::new(Tracker {
+                me: i32::MAX - 1,
+                ..Tracker::default()
+            })),
+        };
+        let scans = || tracking.lock().scans;
+        let mut units: Vec<_> = (0..100)
+            .map(|i| {
+                tracking
+                    .create(&format!("s{i}"), &Limits::default())
+                    .unwrap()
+            })
+            .collect();
+        // Outside a batch, every question looks again.
+        units[0].pids();
+        units[1].pids();
+        assert_eq!(scans(), 2);
+        tracking.begin_batch();
+        for u in &mut units {
+            assert!(u.is_empty());
+            u.signal(libc::SIGTERM).unwrap();
+            u.kill().unwrap();
+        }
+        tracking.strays();
+        assert_eq!(scans(), 3, "one scan for the whole batch");
+        tracking.refresh();
+        units[0].pids();
+        units[1].pids();
+        assert_eq!(scans(), 4, "reaping makes the batch look once more");
+        tracking.end_batch();
+        units[0].pids();
+        assert_eq!(scans(), 5, "after the batch, every question looks again");
     }
 
     #[test]

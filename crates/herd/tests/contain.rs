@@ -107,6 +107,60 @@ on_backends! {
         cgroup2_reports_stuck_processes_and_retries: CGROUP2,
         none_reports_stuck_processes_and_retries: NONE,
     }
+    many_services {
+        cgroup2_runs_and_stops_many_services: CGROUP2,
+        freezer_runs_and_stops_many_services: FREEZER,
+        none_runs_and_stops_many_services: NONE,
+        unprivileged_runs_and_stops_many_services: UNPRIVILEGED,
+    }
+}
+
+/// Issue 22: hundreds of services start, every one is listed by `herd ps` with
+/// its process, and a shutdown leaves none of their processes (/proc scan).
+/// Before the none backend shared its /proc scans, a shutdown of 1,000 took 17 s
+/// (every unit read all of /proc for each check, signal and kill). How long
+/// start and stop take, up to 10,000 services, is the benchmark's to measure
+/// (`bench/run --scenarios start`), in a release build: a debug build of herder
+/// in a test is some ten times slower.
+fn many_services(on: On) {
+    const N: usize = 300;
+    let toml: String = (0..N)
+        .map(|i| {
+            format!("[services.s{i:04}]\ncommand = [\"{{helper}}\", \"{{dir}}\", \"term-exit\"]\n")
+        })
+        .collect();
+    let mut up = Up::with(&toml, on.opts());
+    up.wait_for(&format!("containment: {}", on.backend()), LONG);
+    let deadline = Instant::now() + LONG;
+    let list = loop {
+        let list = common::ps(&up);
+        let running = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "ready" && common::pids(s).len() == 1)
+            .count();
+        if running == N {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "{running} of {N} running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let listed: std::collections::HashSet<i32> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(common::pids)
+        .collect();
+    assert_eq!(listed.len(), N);
+    let mut found = up.survivors();
+    found.sort_unstable();
+    let mut expected: Vec<i32> = listed.into_iter().collect();
+    expected.sort_unstable();
+    assert_eq!(found, expected, "herd ps lists the services' processes");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
 }
 
 /// One service per adversarial mode. `stop.timeout` is short where SIGTERM is

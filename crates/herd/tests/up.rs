@@ -670,3 +670,37 @@ command = ["/no/such/program-herd-test"]
     assert_eq!(down.status.code(), Some(5), "{down:?}");
     assert_eq!(d.left(), Vec::<i32>::new());
 }
+
+/// Issue 22: where the descriptor limit cannot hold every service, `herd up`
+/// starts none and says how many it can hold. Run as nobody, who cannot raise
+/// the hard limit (root may, with CAP_SYS_RESOURCE): 1,000 descriptors, of
+/// which herder keeps 384 for itself and its connections, hold 616 services of
+/// one descriptor each; 700 are asked for.
+#[test]
+fn too_many_services_for_the_descriptor_limit_are_refused_before_any_starts() {
+    let toml: String = (0..700)
+        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect();
+    let mut up = Up::with(
+        &toml,
+        common::Opts {
+            nofile: Some(1000),
+            user: common::is_root().then_some(65534),
+            args: &["--containment", "none"],
+            ..common::Opts::default()
+        },
+    );
+    let said = up.wait_for("descriptors", T);
+    assert_eq!(up.wait_exit(T), Some(1));
+    assert!(
+        said.contains("700 services need 1084 descriptors")
+            && said.contains("the limit is 1000")
+            && said.contains("it can hold 616 services"),
+        "{said}"
+    );
+    assert!(
+        !up.seen.iter().any(|l| l.contains(" starting")),
+        "{}",
+        up.seen.join("\n")
+    );
+}
