@@ -97,12 +97,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn unsupported(&self, limits: &Limits) -> Vec<String>;
 
     /// Descriptors a unit holds open while its main process runs, for a caller
-    /// sizing its descriptor limit (none, for every backend here: a cgroup's
-    /// files are opened when used, and `cgroup.events` from the main process's
-    /// end until the unit is removed).
+    /// sizing its descriptor limit (none, for every backend here, unless it
+    /// holds files ([`Backend::hold_files`]): a cgroup's files are opened when
+    /// used, and `cgroup.events` from the main process's end until the unit is
+    /// removed).
     fn descriptors_per_unit(&self) -> u64 {
         0
     }
+
+    /// Descriptors a unit keeps open, when allowed ([`Backend::hold_files`]),
+    /// to answer faster.
+    fn descriptors_to_hold(&self) -> u64 {
+        0
+    }
+
+    /// Whether units made from now on keep files open to answer faster (the
+    /// cgroup2 backend: a unit's directory and `cgroup.procs`, so listing its
+    /// processes is one read, with no path walk). A supervisor allows it where
+    /// its descriptor limit has room ([`Backend::descriptors_to_hold`] more a
+    /// unit); without, every unit holds none while its main process runs.
+    fn hold_files(&self, _hold: bool) {}
 
     /// Processes under the caller that no unit could claim (none backend only).
     fn strays(&self) -> Vec<i32> {

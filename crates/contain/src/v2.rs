@@ -37,6 +37,9 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{Mode, OFlags};
 
 use crate::tree::{self, Subtree};
 use crate::{Backend, Containment, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
@@ -46,6 +49,8 @@ const LIMIT_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 #[derive(Debug)]
 pub struct Cgroup2 {
     tree: Subtree,
+    /// Units keep their directory and cgroup.procs open ([`Backend::hold_files`]).
+    hold: AtomicBool,
     /// Controllers enabled for the services' cgroups.
     enabled: Vec<String>,
     notices: Vec<String>,
@@ -119,6 +124,7 @@ impl Cgroup2 {
         }
         Ok(Cgroup2 {
             tree: t,
+            hold: AtomicBool::new(false),
             enabled,
             notices,
         })
@@ -163,11 +169,39 @@ impl Backend for Cgroup2 {
             }
             Ok(())
         })?;
+        let held = if self.hold.load(Ordering::Relaxed) {
+            let dirfd = rustix::fs::open(
+                &leaf.dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let procs = rustix::fs::openat(
+                &dirfd,
+                "cgroup.procs",
+                OFlags::RDWR | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            Some(Held {
+                dirfd,
+                procs: Arc::new(procs),
+            })
+        } else {
+            None
+        };
         Ok(Box::new(Cgroup2Unit {
             dir: leaf.dir,
             path: leaf.path,
+            held,
             events: None,
         }))
+    }
+
+    fn descriptors_to_hold(&self) -> u64 {
+        2
+    }
+
+    fn hold_files(&self, hold: bool) {
+        self.hold.store(hold, Ordering::Relaxed);
     }
 
     fn unsupported(&self, limits: &Limits) -> Vec<String> {
@@ -201,26 +235,37 @@ struct Cgroup2Unit {
     dir: PathBuf,
     /// The cgroup as /proc/PID/cgroup names it.
     path: String,
+    /// Its files kept open, where the backend holds them.
+    held: Option<Held>,
     /// Its cgroup.events, read-only, from the first emptiness check on: watched
-    /// for POLLPRI, read for `populated`. Nothing else is held open, so a
-    /// running service costs herder no descriptor here (10,000 services fit a
-    /// limit of 20,000 with their output pipes).
+    /// for POLLPRI, read for `populated`. Nothing else is open unless files are
+    /// held, so a running service can cost herder no descriptor here (10,000
+    /// services fit a limit of 20,000 with their output pipes).
     events: Option<OwnedFd>,
 }
 
-/// The pids in the `cgroup.procs` of `dir`, with one read for a service's few
-/// (see [`READ_ENDS_LIST`]).
-fn procs_in(dir: &Path) -> io::Result<Vec<i32>> {
-    let file = rustix::fs::open(
-        dir.join("cgroup.procs"),
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
+/// A unit's files kept open ([`Backend::hold_files`]).
+#[derive(Debug)]
+struct Held {
+    /// The cgroup's directory (O_PATH).
+    dirfd: OwnedFd,
+    /// Its cgroup.procs, read-write: the child joins through it, and `pids`
+    /// reads it, with no path walk either way.
+    procs: Arc<OwnedFd>,
+}
+
+/// The pids in a `cgroup.procs` opened for reading. A read from offset 0
+/// restarts the kernel's walk of the cgroup, so one descriptor, kept, gives a
+/// fresh list each time: for a service's few pids, one pread (see
+/// [`READ_ENDS_LIST`]).
+fn procs_from(file: &OwnedFd) -> io::Result<Vec<i32>> {
     let mut pids = Vec::new();
     let mut buf = [0u8; PROCS_READ];
     let mut partial = 0i32;
+    let mut offset = 0u64;
     loop {
-        let n = rustix::io::read(&file, &mut buf)?;
+        let n = rustix::io::pread(file, &mut buf, offset)?;
+        offset += n as u64;
         // Lines may straddle reads: digits accumulate until their newline.
         for &b in &buf[..n] {
             match b {
@@ -235,7 +280,7 @@ fn procs_in(dir: &Path) -> io::Result<Vec<i32>> {
     }
 }
 
-/// How much `procs_in` asks of each read: at most a page, whatever the
+/// How much `procs_from` asks of each read: at most a page, whatever the
 /// architecture's page size, for [`READ_ENDS_LIST`] to hold.
 const PROCS_READ: usize = 4096;
 
@@ -249,10 +294,10 @@ const PROCS_READ: usize = 4096;
 /// cgroup, and this halves its reads. Longer reads go on to that 0.
 const READ_ENDS_LIST: usize = PROCS_READ - 8;
 
-/// Whether the cgroup `dir` has cgroups below it: kernfs keeps a directory's
-/// link count at 2 + its subdirectories, so one stat tells.
-fn has_children(dir: &Path) -> bool {
-    rustix::fs::stat(dir).map_or(true, |st| st.st_nlink > 2)
+/// Whether a cgroup has cgroups below it: kernfs keeps a directory's link
+/// count at 2 + its subdirectories, so one stat tells.
+fn has_children(st: rustix::io::Result<rustix::fs::Stat>) -> bool {
+    st.map_or(true, |st| st.st_nlink > 2)
 }
 
 impl Cgroup2Unit {
@@ -261,8 +306,8 @@ impl Cgroup2Unit {
         if self.events.is_none() {
             self.events = Some(rustix::fs::open(
                 self.dir.join("cgroup.events"),
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
             )?);
         }
         Ok(self.events.as_ref().expect("just opened"))
@@ -271,7 +316,10 @@ impl Cgroup2Unit {
 
 impl Unit for Cgroup2Unit {
     fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
-        tree::open_procs(&self.dir).map(|fd| Some(Arc::new(fd)))
+        match &self.held {
+            Some(h) => Ok(Some(h.procs.clone())),
+            None => tree::open_procs(&self.dir).map(|fd| Some(Arc::new(fd))),
+        }
     }
 
     fn started(&mut self, _pid: i32) {}
@@ -290,8 +338,19 @@ impl Unit for Cgroup2Unit {
         // cgroup.procs is the whole unit, with no walk of the directory. The
         // check comes second: with no cgroup below then, none held a process when
         // cgroup.procs was read (a cgroup is removed only once empty).
-        match procs_in(&self.dir) {
-            Ok(pids) if !has_children(&self.dir) => pids,
+        let listed = match &self.held {
+            Some(h) => procs_from(&h.procs).map(|p| (p, has_children(rustix::fs::fstat(&h.dirfd)))),
+            None => rustix::fs::open(
+                self.dir.join("cgroup.procs"),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from)
+            .and_then(|f| procs_from(&f))
+            .map(|p| (p, has_children(rustix::fs::stat(&self.dir)))),
+        };
+        match listed {
+            Ok((pids, false)) => pids,
             _ => procs_below(&self.dir),
         }
     }

@@ -704,3 +704,63 @@ fn too_many_services_for_the_descriptor_limit_are_refused_before_any_starts() {
         up.seen.join("\n")
     );
 }
+
+/// Issue 22: a limit that holds every service but not their cgroup files as
+/// well has herder open those files when used: 300 services on cgroup2 need 684
+/// descriptors, and 1,284 with their files held; with 1,000 they still run,
+/// `herd ps` lists their processes, and they stop with nothing left. (Root with
+/// CAP_SYS_RESOURCE raises the limit instead, and says so.)
+#[test]
+fn a_tight_descriptor_limit_keeps_cgroup_files_closed() {
+    if !common::can_run(
+        "a_tight_descriptor_limit_keeps_cgroup_files_closed",
+        common::is_root(),
+        "root, for the cgroup2 backend",
+    ) {
+        return;
+    }
+    let toml: String = (0..300)
+        .map(|i| {
+            format!("[services.s{i}]\ncommand = [\"{{helper}}\", \"{{dir}}\", \"term-exit\"]\n")
+        })
+        .collect();
+    let mut up = Up::with(
+        &toml,
+        common::Opts {
+            nofile: Some(1000),
+            args: &["--containment", "cgroup2"],
+            ..common::Opts::default()
+        },
+    );
+    let said = up.wait_for("descriptors:", T);
+    assert!(
+        said.contains("the limit of 1000 holds 300 services, not their cgroup files as well")
+            || said.contains("raised to 1284"),
+        "{said}"
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        let list = common::ps(&up);
+        let running: Vec<i32> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(common::pids)
+            .collect();
+        if running.len() == 300 {
+            let mut mine = up.survivors();
+            mine.sort_unstable();
+            let mut listed = running;
+            listed.sort_unstable();
+            assert_eq!(mine, listed);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 300 running",
+            running.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(shut_down(&mut up), Some(0));
+}

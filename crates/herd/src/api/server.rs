@@ -101,6 +101,8 @@ pub struct Ctx {
     max_open: usize,
     /// The most open at once since memory was last given back.
     peak: std::sync::atomic::AtomicUsize,
+    /// Bursts of connections so far (see [`after_close`]).
+    bursts: std::sync::atomic::AtomicU64,
     /// Connections that have not sent a request yet, oldest first: at the cap,
     /// the oldest of them makes room for a new one.
     silent: std::sync::Mutex<std::collections::VecDeque<Silent>>,
@@ -119,6 +121,7 @@ impl Ctx {
             open: watch::Sender::new(0),
             max_open: max_open as usize,
             peak: std::sync::atomic::AtomicUsize::new(0),
+            bursts: std::sync::atomic::AtomicU64::new(0),
             silent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             services_json: std::sync::Mutex::new(None),
@@ -214,13 +217,28 @@ impl Ctx {
 /// Connections open at once past which their end gives memory back.
 const TRIM_AFTER: usize = 32;
 
+/// How long after a burst its memory is given back: soon enough that a flood's
+/// memory goes within seconds, late enough that a client asking in rounds (a
+/// dashboard, `herd ps` in a loop, the benchmark) does not fault the pages of
+/// its answers in again on each round.
+const TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The last connection of a burst has closed: what serving it took goes back to
-/// the system (see [`herd_sys::memory`]).
-fn after_close(ctx: &Ctx) {
+/// the system (see [`herd_sys::memory`]) once no other burst has come for
+/// [`TRIM_DELAY`].
+fn after_close(ctx: &Arc<Ctx>) {
     use std::sync::atomic::Ordering;
     if *ctx.open.borrow() == 0 && ctx.peak.load(Ordering::Relaxed) >= TRIM_AFTER {
         ctx.peak.store(0, Ordering::Relaxed);
-        herd_sys::memory::trim();
+        let burst = ctx.bursts.fetch_add(1, Ordering::Relaxed) + 1;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TRIM_DELAY).await;
+            // A later burst gives back after itself.
+            if ctx.bursts.load(Ordering::Relaxed) == burst && *ctx.open.borrow() == 0 {
+                herd_sys::memory::trim();
+            }
+        });
     }
 }
 

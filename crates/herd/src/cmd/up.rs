@@ -203,12 +203,15 @@ fn backend(
 }
 
 /// Raises the descriptor limit to what every service running at once needs
-/// (the services get the limit herder was started with back); an error, before
-/// anything starts, where the limit cannot hold them all.
+/// (the services get the limit herder was started with back), with room for
+/// the backend to hold files that make answers faster where it can have it; an
+/// error, before anything starts, where the limit cannot hold them all.
 fn descriptors(config: &Config, backend: &dyn herd_contain::Backend) -> Result<(), String> {
     let per_unit = backend.descriptors_per_unit();
     let need = herd_core::engine::descriptors(config, per_unit);
-    let limit = match herd_sys::raise_nofile(need.total()) {
+    let n = config.services.len();
+    let held = need.total() + n as u64 * backend.descriptors_to_hold();
+    let limit = match herd_sys::raise_nofile(held) {
         Ok(n) => {
             if n.now > n.was {
                 note(&format!(
@@ -223,10 +226,15 @@ fn descriptors(config: &Config, backend: &dyn herd_contain::Backend) -> Result<(
             return Ok(());
         }
     };
+    backend.hold_files(limit >= held);
     if limit >= need.total() {
+        if limit < held {
+            note(&format!(
+                "descriptors: the limit of {limit} holds {n} services, not their cgroup files as well: those are opened when used"
+            ));
+        }
         return Ok(());
     }
-    let n = config.services.len();
     Err(format!(
         "{n} services need {} descriptors ({} a service on {}, {} more with sd_notify; \
          {} for herder and its connections) but the limit is {limit}, which herder may \
