@@ -17,8 +17,8 @@ How it measures, the same for every supervisor:
   never by asking the supervisor. Everything left is SIGKILLed by pidfd.
 - pid1 runs each supervisor as a container's entrypoint (a cgroup of its own; pid,
   mount and cgroup namespaces; cgroup2 mounted afresh), and removes that cgroup
-  with everything below it afterwards, as runc does. "pid1 pidns" is herder in a
-  pid namespace alone, where it removes its own cgroups before it exits.
+  with everything below it afterwards, as runc does. "pid1 pidns" is each in a
+  pid namespace alone (herder then removes its own cgroups before it exits).
 - control is herder's alone, and then a floor: crates/herd/examples/control_floor.rs,
   tokio and hyper on a Unix socket answering a body the size of herder's at once,
   measured by the same client, so the figure can be read against what the
@@ -48,6 +48,8 @@ SVC = os.path.join(ROOT, "target", "bench", "svc")
 PS = os.path.join(ROOT, "target", "bench", "ps")
 FLOOR = os.path.join(ROOT, "target", "release", "examples", "control_floor")
 PEERS = ["s6", "runit", "supervisord"]
+# The largest start/stop size runit and supervisord are run at.
+PEER_MAX_N = 500
 SUPERVISORS = ["herder"] + PEERS
 BACKENDS = ["cgroup2", "freezer", "none"]
 
@@ -466,11 +468,21 @@ class Bench:
     def start_stop(self):
         for n in self.args.sizes:
             for kind, backend in self.kinds_backends():
+                # runit and supervisord take seconds a hundred services; past
+                # PEER_MAX_N they would take the run's whole time.
+                if kind in ("runit", "supervisord") and n > PEER_MAX_N:
+                    continue
                 who = self.label(kind, backend)
                 starts, stops = [], []
                 for _ in range(self.args.repeat):
                     def body(sup, t0):
                         starts.append(self.wait_running(sup, t0, n))
+                        if kind == "herder":
+                            # Answers `herd ps` with every service's process
+                            # (outside the timed windows).
+                            listed = listed_running(sup.socket)
+                            if listed != n:
+                                raise RuntimeError(f"{who}: herd ps lists {listed} of {n} running")
                         took, surv = sup.stop(self.args.stop_deadline)
                         stops.append(took if took is not None else float("nan"))
                         if surv:
@@ -549,11 +561,10 @@ class Bench:
     # 8
     def pid1(self):
         # "pid1": a container's entrypoint (pid, mount and cgroup namespaces, a
-        # cgroup of its own). "pid1 pidns": herder in a pid namespace alone, still
-        # in the host's cgroup namespace, where it also removes its own cgroups.
+        # cgroup of its own). "pid1 pidns": a pid namespace alone, still in the
+        # host's cgroup namespace, where herder also removes its own cgroups.
         runs = [(kind, "pid1", "container") for kind in self.kinds()]
-        if "herder" in self.kinds():
-            runs.append(("herder", "pid1 pidns", "pidns"))
+        runs += [(kind, "pid1 pidns", "pidns") for kind in self.kinds()]
         for kind, scenario, mode in runs:
             # One shutdown takes a few milliseconds, near the noise of a busy
             # 2-core machine: like start/stop, the median of --repeat runs, and
@@ -629,6 +640,18 @@ class Bench:
                     yield kind, b
             else:
                 yield kind, None
+
+
+def listed_running(path):
+    """Services `GET /v1/services` lists with a process."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(path)
+        c.sendall(b"GET /v1/services HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(1 << 20):
+            data += chunk
+    body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    return sum(1 for s in body if s.get("pids"))
 
 
 def answer_size(path):
@@ -719,12 +742,54 @@ def summary(results):
         print(line(r))
 
 
+def checks(results):
+    """Issue 22's targets, each with the figures it compares: one line each."""
+    fig = {}
+    for r in results:
+        fig[(r["scenario"], r["supervisor"], r["metric"], r.get("n"))] = r["value"]
+    stop = lambda who, n: fig.get(("stop", who, "seconds", n))
+    start = lambda who, n: fig.get(("start", who, "seconds", n))
+    out = []
+
+    def check(what, ok, detail):
+        if ok is not None:
+            out.append(f"{'ok    ' if ok else 'MISSED'} {what}: {detail}")
+
+    def le(a, b, k=1.0):
+        return None if a is None or b is None or a != a or b != b else a <= k * b
+
+    for n in (500, 1000, 2000):
+        none, v2, s6 = stop("herder/none", n), stop("herder/cgroup2", n), stop("s6", n)
+        check(f"stop {n}: none <= 2x cgroup2 and < s6", le(none, v2, 2) and le(none, s6),
+              f"none {none}, cgroup2 {v2}, s6 {s6}")
+    for b in BACKENDS:
+        who = f"herder/{b}"
+        check(f"stop 2000 <= 2.5x stop 1000 ({b})", le(stop(who, 2000), stop(who, 1000), 2.5),
+              f"{stop(who, 2000)} vs {stop(who, 1000)}")
+        for name, f in (("start", start), ("stop", stop)):
+            check(f"{name} 10000 <= 12x {name} 1000 ({b})", le(f(who, 10000), f(who, 1000), 12),
+                  f"{f(who, 10000)} vs {f(who, 1000)}")
+    h, fl = fig.get(("control 100x", "herder", "p99", None)), fig.get(("control 100x", "floor", "p99", None))
+    check("control 100x p99 <= 1.5x the floor's", le(h, fl, 1.5), f"{h} ms vs {fl} ms")
+    h10 = stop("herder/cgroup2", 10) or stop("herder", 10)
+    check("stop 10 <= s6", le(h10, stop("s6", 10)), f"{h10} vs {stop('s6', 10)}")
+    for sc in ("pid1", "pid1 pidns"):
+        h, p = fig.get((sc, "herder", "seconds", 10)), fig.get((sc, "s6", "seconds", 10))
+        check(f"{sc} <= s6", le(h, p), f"{h} vs {p}")
+    if out:
+        print()
+        print("\n".join(out))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenarios", default="start,stubborn,escape,tree,idle,crashloop,pid1,control")
     ap.add_argument("--supervisors", default=",".join(SUPERVISORS))
     ap.add_argument("--backends", default=",".join(BACKENDS))
-    ap.add_argument("--sizes", default="10,100,500")
+    ap.add_argument("--sizes", default="10,100,500,1000,2000",
+                    help="services in the start/stop scenario")
+    ap.add_argument("--large", action="store_true",
+                    help="also start and stop 10,000 services (herder and s6; minutes)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of start/stop and pid1 (median kept)")
     ap.add_argument("--stop-deadline", type=float, default=60.0,
                     help="seconds a start/stop shutdown may take before it counts as never")
@@ -734,7 +799,7 @@ def main():
     args = ap.parse_args()
     args.supervisors = args.supervisors.split(",")
     args.backends = args.backends.split(",")
-    args.sizes = [int(n) for n in args.sizes.split(",")]
+    args.sizes = [int(n) for n in args.sizes.split(",")] + ([10000] if args.large else [])
     bench = Bench(args)
     print(json.dumps({"machine": machine()}), flush=True)
     for name in args.scenarios.split(","):
@@ -746,6 +811,7 @@ def main():
             for r in bench.results:
                 f.write(json.dumps(r) + "\n")
     summary(bench.results)
+    checks(bench.results)
 
 
 def machine():
