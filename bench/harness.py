@@ -316,7 +316,8 @@ class Supervisor:
         self.scan = self.service_dirs(
             lambda s: "#!/usr/bin/execlineb -P\n" + " ".join(self.svc_argv(s)) + "\n"
         )
-        return ["s6-svscan", self.scan]
+        # -c: s6-svscan supervises at most 500 services unless told more.
+        return ["s6-svscan", "-c", str(max(500, 2 * len(self.svcs))), self.scan]
 
     def setup_runit(self):
         self.scan = self.service_dirs(
@@ -487,7 +488,15 @@ class Bench:
                         stops.append(took if took is not None else float("nan"))
                         if surv:
                             self.emit("stop", who, "survivors", len(surv), "processes", n=n)
-                    self.run(kind, services(n), backend=backend, body=body)
+                    try:
+                        self.run(kind, services(n), backend=backend, body=body)
+                    except RuntimeError as e:
+                        # One supervisor failing at one size is a figure too; the
+                        # run goes on with the others.
+                        self.emit("start", who, "failed", str(e), "", n=n)
+                        break
+                if len(stops) < self.args.repeat:
+                    continue
                 self.emit("start", who, "seconds", statistics.median(starts), "s", n=n,
                           runs=[round(x, 4) for x in starts])
                 self.emit("stop", who, "seconds", statistics.median(stops), "s", n=n,

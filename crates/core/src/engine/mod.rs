@@ -125,6 +125,17 @@ impl Timer {
     }
 }
 
+/// What woke the loop.
+enum Wake {
+    Children,
+    Shutdown(&'static str),
+    Reload,
+    Dump,
+    Forward(i32, &'static str),
+    Msg(Msg),
+    Timers,
+}
+
 /// How the engine runs, besides the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -340,24 +351,35 @@ impl Engine {
             }
             self.backend.end_batch();
             let next = self.timers.first().map(|(t, _)| *t);
-            tokio::select! {
-                _ = sig.chld.recv() => self.on_sigchld(),
-                _ = sig.int.recv() => self.on_shutdown_signal("SIGINT"),
-                _ = sig.term.recv() => self.on_shutdown_signal("SIGTERM"),
-                _ = sig.hup.recv() => self.on_sighup(),
-                _ = sig.quit.recv() => self.dump(),
-                _ = sig.usr1.recv() => self.forward(libc::SIGUSR1, "SIGUSR1"),
-                _ = sig.usr2.recv() => self.forward(libc::SIGUSR2, "SIGUSR2"),
-                _ = sig.winch.recv() => self.forward(libc::SIGWINCH, "SIGWINCH"),
-                Some(msg) = self.rx.recv() => {
+            // What woke the loop is handled inside the batch, so a status
+            // request or a reap shares the batch's look at the system too.
+            let wake = tokio::select! {
+                _ = sig.chld.recv() => Wake::Children,
+                _ = sig.int.recv() => Wake::Shutdown("SIGINT"),
+                _ = sig.term.recv() => Wake::Shutdown("SIGTERM"),
+                _ = sig.hup.recv() => Wake::Reload,
+                _ = sig.quit.recv() => Wake::Dump,
+                _ = sig.usr1.recv() => Wake::Forward(libc::SIGUSR1, "SIGUSR1"),
+                _ = sig.usr2.recv() => Wake::Forward(libc::SIGUSR2, "SIGUSR2"),
+                _ = sig.winch.recv() => Wake::Forward(libc::SIGWINCH, "SIGWINCH"),
+                Some(msg) = self.rx.recv() => Wake::Msg(msg),
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => Wake::Timers,
+            };
+            self.backend.begin_batch();
+            match wake {
+                Wake::Children => self.on_sigchld(),
+                Wake::Shutdown(how) => self.on_shutdown_signal(how),
+                Wake::Reload => self.on_sighup(),
+                Wake::Dump => self.dump(),
+                Wake::Forward(sig, name) => self.forward(sig, name),
+                Wake::Msg(msg) => {
                     if matches!(msg, Msg::Control(control::Request::Status { .. })) {
                         self.gather_status_requests().await;
                     }
                     self.on_msg(msg)
                 }
-                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => self.on_timers(),
+                Wake::Timers => self.on_timers(),
             }
-            self.backend.begin_batch();
         }
     }
 
