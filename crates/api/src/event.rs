@@ -22,6 +22,21 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A service's health changed: `healthy`, `unhealthy 1/3`; `detail` says
+    /// why a check failed, or that its watchdog was missed.
+    Health {
+        at_ms: u64,
+        service: String,
+        health: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A service said how it is (sd_notify `STATUS=`).
+    Status {
+        at_ms: u64,
+        service: String,
+        status: String,
+    },
     /// A new configuration has been accepted and is being applied.
     Reload {
         at_ms: u64,
@@ -63,6 +78,20 @@ impl Change {
                 }
                 t
             }
+            Change::Health {
+                at_ms,
+                service,
+                health,
+                detail,
+            } => match detail {
+                Some(d) => format!("{}{service} health: {health} ({d})", at(*at_ms)),
+                None => format!("{}{service} health: {health}", at(*at_ms)),
+            },
+            Change::Status {
+                at_ms,
+                service,
+                status,
+            } => format!("{}{service} status: {status}", at(*at_ms)),
             Change::Reload {
                 at_ms,
                 added,

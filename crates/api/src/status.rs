@@ -40,6 +40,18 @@ pub struct ServiceStatus {
     pub last_stop_ms: Option<f64>,
     /// Bytes of its output its log file could not take (a full disk).
     pub log_dropped_bytes: u64,
+    /// Its liveness and watchdog: `healthy`, `unhealthy 2/3`, `starting`
+    /// (no check has answered yet), `watchdog 4.1s left`, joined by `, `;
+    /// `None` without a health check or watchdog, or while it does not run.
+    pub health: Option<String>,
+    /// The last sd_notify `STATUS=` text of its current run.
+    pub status_text: Option<String>,
+    /// CPU time its current run has used, user and system, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Memory its processes use now, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Its live processes (the length of `pids`).
+    pub processes: usize,
 }
 
 /// `GET /v1/unclaimed`: processes re-parented to herder that no service claims

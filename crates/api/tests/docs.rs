@@ -52,7 +52,12 @@ fn every_event_as_documented() {
         let v: Value = serde_json::from_str(&line).unwrap();
         kinds.push(v["event"].as_str().unwrap().to_string());
     }
-    assert_eq!(kinds, ["state", "reload", "shutdown", "finished", "lagged"]);
+    assert_eq!(
+        kinds,
+        [
+            "state", "health", "status", "reload", "shutdown", "finished", "lagged"
+        ]
+    );
 }
 
 #[test]

@@ -41,6 +41,14 @@ pub struct Service {
     /// Ordering only.
     pub after: Vec<String>,
     pub ready: Option<Ready>,
+    /// Liveness, checked while it runs ready.
+    pub health: Option<Health>,
+    /// sd_notify's watchdog: `WATCHDOG=1` must come at least this often once
+    /// it is ready.
+    pub watchdog: Option<Duration>,
+    /// Sent when the watchdog deadline is missed (SIGABRT, as systemd: a core
+    /// dump shows where it hung).
+    pub watchdog_signal: Signal,
     pub restart: Restart,
     pub stop: Stop,
     pub limits: Limits,
@@ -104,6 +112,22 @@ impl ReadyCheck {
             ReadyCheck::Tcp(_) | ReadyCheck::Http(_) | ReadyCheck::Exec(_)
         )
     }
+}
+
+/// A liveness check, run every `interval` once the service is ready.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Health {
+    /// `tcp`, `http` or `exec` (the polled readiness checks).
+    pub check: ReadyCheck,
+    /// From the end of one attempt to the start of the next.
+    pub interval: Duration,
+    /// One attempt that takes longer has failed.
+    pub timeout: Duration,
+    /// Failed attempts in a row that make the service unhealthy.
+    pub failures: u32,
+    /// After it becomes ready, failures do not count for this long, unless an
+    /// attempt has passed since (as Docker's `start_period`).
+    pub start_period: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +274,9 @@ pub mod defaults {
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const READY_INTERVAL: Duration = Duration::from_millis(500);
     pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const HEALTH_FAILURES: u32 = 3;
     pub const BACKOFF: &str = "200ms..30s";
     pub const START_LIMIT: &str = "5/1m";
     pub const STABLE: Duration = Duration::from_secs(10);

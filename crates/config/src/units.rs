@@ -148,6 +148,7 @@ const SIGRTMAX: i32 = 64;
 impl Signal {
     pub const TERM: Signal = Signal(15);
     pub const KILL: Signal = Signal(9);
+    pub const ABRT: Signal = Signal(6);
 
     /// Reads `"SIGTERM"`, `"TERM"`, `"sigterm"`, `"SIGRTMIN+3"`, or a number as text.
     pub fn parse(s: &str) -> Result<Signal, String> {

@@ -43,6 +43,8 @@ env_file = "api.env"
 workdir = "srv"
 user = "app"
 ready = { http = "http://127.0.0.1:8080/health", interval = "250ms" }
+health = { http = "http://127.0.0.1:8080/live", interval = "30s", timeout = "2s", failures = 5, start_period = "1m" }
+watchdog = "20s"
 restart = { policy = "always", backoff = "1s..1m", limit = "3/10s", stable = "30s" }
 stop = { signal = "INT", timeout = "8s", mode = "mixed", exec = ["./api", "drain"], notify = true }
 limits = { memory = "512M", pids = 256, cpu = 1.5, nofile = 4096, nproc = 100, core = 0 }
@@ -51,6 +53,8 @@ limits = { memory = "512M", pids = 256, cpu = 1.5, nofile = 4096, nproc = 100, c
 shell = true
 command = "redis-server --port 0"
 stop = { signal = 10 }
+health = { tcp = "127.0.0.1:6379" }
+watchdog_signal = "SIGQUIT"
 "#,
     );
     write(
@@ -93,6 +97,18 @@ stop = { signal = 10 }
             timeout: defaults::READY_TIMEOUT,
         })
     );
+    assert_eq!(
+        api.health,
+        Some(Health {
+            check: ReadyCheck::Http("http://127.0.0.1:8080/live".into()),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+            failures: 5,
+            start_period: Duration::from_secs(60),
+        })
+    );
+    assert_eq!(api.watchdog, Some(Duration::from_secs(20)));
+    assert_eq!(api.watchdog_signal, Signal::ABRT);
     assert_eq!(api.restart.policy, RestartPolicy::Always);
     assert_eq!(api.restart.backoff.floor, Duration::from_secs(1));
     assert_eq!(api.restart.backoff.ceiling, Duration::from_secs(60));
@@ -133,6 +149,17 @@ stop = { signal = 10 }
     assert_eq!(cache.restart.policy, RestartPolicy::OnFailure);
     assert_eq!(cache.workdir, root);
     assert!(cache.ready.is_none());
+    assert_eq!(
+        cache.health,
+        Some(Health {
+            check: ReadyCheck::Tcp("127.0.0.1:6379".into()),
+            interval: defaults::HEALTH_INTERVAL,
+            timeout: defaults::HEALTH_TIMEOUT,
+            failures: defaults::HEALTH_FAILURES,
+            start_period: Duration::ZERO,
+        })
+    );
+    assert_eq!((cache.watchdog, cache.watchdog_signal), (None, Signal(3)));
 
     // An included service's paths are relative to its own file.
     let db = &c.services["db"];

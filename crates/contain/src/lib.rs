@@ -155,6 +155,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// What a unit's processes use now, read when asked (never sampled in the
+/// background).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// CPU time used, user and system; `None` where it cannot be read.
+    pub cpu: Option<std::time::Duration>,
+    /// Memory in use, in bytes; `None` where it cannot be read.
+    pub memory: Option<u64>,
+    /// Live processes.
+    pub processes: usize,
+}
+
 /// One run's containment.
 pub trait Unit: Send + std::fmt::Debug {
     /// A `cgroup.procs` for the child to join before exec ([`herd_sys::Spec::cgroup`]),
@@ -184,6 +196,14 @@ pub trait Unit: Send + std::fmt::Debug {
 
     /// The unit's live processes now (zombies excluded).
     fn pids(&mut self) -> Vec<i32>;
+
+    /// CPU time, memory and processes of the unit now, whose live processes
+    /// [`Unit::pids`] just gave as `pids`. By default summed from /proc over
+    /// them (see [`procfs::usage`] for what that misses); a cgroup's own
+    /// accounting where it has one.
+    fn usage(&mut self, pids: &[i32]) -> Usage {
+        procfs::usage(pids)
+    }
 
     /// Whether no process of the unit is alive.
     fn is_empty(&mut self) -> bool {

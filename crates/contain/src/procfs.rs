@@ -50,6 +50,36 @@ pub fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
     })
 }
 
+/// What one process has used: CPU time (its own and its reaped children's),
+/// in clock ticks, and resident memory, in pages.
+fn used(pid: i32) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // From state(3): utime(14) stime(15) cutime(16) cstime(17) … rss(24).
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
+    let ticks = (11..=14).map(num).sum::<Option<i64>>()?;
+    Some((ticks.max(0) as u64, num(21)?.max(0) as u64))
+}
+
+/// The CPU time and resident memory of `pids` together, read from /proc: the
+/// usage of a unit without cgroup accounting. CPU time is that of the live
+/// processes and the children they reaped; what processes that already ended
+/// used is lost unless their parent in the unit waited for them. Memory is the
+/// sum of resident sizes, so pages shared between them count more than once.
+pub fn usage(pids: &[i32]) -> crate::Usage {
+    let (ticks, pages) = pids
+        .iter()
+        .filter_map(|&p| used(p))
+        .fold((0u64, 0u64), |(t, m), (dt, dm)| (t + dt, m + dm));
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    crate::Usage {
+        cpu: Some(std::time::Duration::from_secs_f64(ticks as f64 / hz as f64)),
+        memory: Some(pages * rustix::param::page_size() as u64),
+        processes: pids.len(),
+    }
+}
+
 /// Every process on the system (of this pid namespace), as one consistent-enough
 /// snapshot: processes that end while it is taken are simply missing.
 pub fn all() -> Vec<Stat> {

@@ -38,11 +38,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
 
 use crate::tree::{self, Subtree};
-use crate::{Backend, Containment, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
+use crate::{
+    Backend, Containment, Limits, Unit, Usage, mounts, procs_below, read_trim, remove_tree,
+};
 
 const LIMIT_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
@@ -301,6 +304,11 @@ fn has_children(st: rustix::io::Result<rustix::fs::Stat>) -> bool {
 }
 
 impl Cgroup2Unit {
+    /// One of the cgroup's files, whole.
+    fn read(&self, file: &str) -> io::Result<String> {
+        fs::read_to_string(self.dir.join(file))
+    }
+
     /// cgroup.events, opened now if it was not.
     fn events_file(&mut self) -> io::Result<&OwnedFd> {
         if self.events.is_none() {
@@ -330,6 +338,32 @@ impl Unit for Cgroup2Unit {
 
     fn events(&self) -> Option<BorrowedFd<'_>> {
         self.events.as_ref().map(|f| f.as_fd())
+    }
+
+    /// CPU time from `cpu.stat` (there in every cgroup v2, with or without the
+    /// cpu controller), which counts every process the cgroup ever held;
+    /// memory from `memory.current` where the memory controller is enabled,
+    /// else summed from /proc.
+    fn usage(&mut self, pids: &[i32]) -> Usage {
+        let cpu = self.read("cpu.stat").ok().and_then(|t| {
+            let usec = t.lines().find_map(|l| l.strip_prefix("usage_usec "))?;
+            usec.trim().parse().ok().map(Duration::from_micros)
+        });
+        let memory = self
+            .read("memory.current")
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let mut usage = Usage {
+            cpu,
+            memory,
+            processes: pids.len(),
+        };
+        if cpu.is_none() || memory.is_none() {
+            let summed = crate::procfs::usage(pids);
+            usage.cpu = usage.cpu.or(summed.cpu);
+            usage.memory = usage.memory.or(summed.memory);
+        }
+        usage
     }
 
     fn pids(&mut self) -> Vec<i32> {

@@ -17,6 +17,9 @@
 //!     Ready --> Failed: MainExited (start limit reached)
 //!     Backoff --> Starting: BackoffElapsed / Spawn
 //!     Ready --> Stopping: Stop / Signal
+//!     Ready --> Stopping: Stop (unhealthy, watchdog) / Signal
+//!     Stopping --> Backoff: Empty (stopped for a failure, restart allowed)
+//!     Stopping --> Failed: Empty (stopped for a failure, no restart left)
 //!     Starting --> Stopping: Stop / Signal
 //!     Stopping --> Stopping: Deadline / Kill (escalated)
 //!     Stopping --> Stopping: Extend (later deadline, not yet escalated)
@@ -48,7 +51,12 @@ pub enum StopReason {
     Dependency,
     Restart,
     Reload,
+    /// Its readiness check timed out.
     Failure,
+    /// Its health check failed `failures` times in a row.
+    Unhealthy,
+    /// It missed its sd_notify watchdog deadline (or sent `WATCHDOG=trigger`).
+    Watchdog,
 }
 
 impl StopReason {
@@ -61,6 +69,27 @@ impl StopReason {
             StopReason::Restart => "restart",
             StopReason::Reload => "reload",
             StopReason::Failure => "failure",
+            StopReason::Unhealthy => "unhealthy",
+            StopReason::Watchdog => "watchdog",
+        }
+    }
+
+    /// The service is stopped because it failed, not because anyone asked: once
+    /// it is down, its restart policy decides what follows, and the run counts
+    /// as a failed one.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            StopReason::Failure | StopReason::Unhealthy | StopReason::Watchdog
+        )
+    }
+
+    /// What the failure was, for the `failed` state's reason and the log.
+    fn failure(self) -> &'static str {
+        match self {
+            StopReason::Unhealthy => "health check failed",
+            StopReason::Watchdog => "watchdog deadline missed",
+            _ => "readiness check timed out",
         }
     }
 }
@@ -313,7 +342,7 @@ impl Machine {
                 S::Starting { pid, .. } | S::Ready { pid, .. } | S::RunningNotReady { pid, .. },
                 E::Stop { reason, deadline },
             ) => {
-                self.stop_wanted = true;
+                self.stop_wanted = !reason.is_failure();
                 (
                     S::Stopping {
                         reason,
@@ -406,10 +435,18 @@ impl Machine {
             (S::Stopping { deadline, .. }, E::KillFailed { pids }) => {
                 (S::Stuck { pids, deadline }, Vec::new())
             }
+            (s @ (S::Stopping { .. } | S::Stuck { .. }), E::Stop { reason, .. }) => {
+                // Asked to stop while stopping for a failure: it stays down.
+                if !reason.is_failure() {
+                    self.stop_wanted = true;
+                }
+                (s, Vec::new())
+            }
             (S::Stopping { reason, .. }, E::Empty) => {
-                if reason == StopReason::Failure && !self.stop_wanted {
-                    // A readiness failure: the process is gone, now decide on restart.
-                    self.after_failure("readiness check timed out".into(), now, jitter)
+                if reason.is_failure() && !self.stop_wanted {
+                    // Stopped for failing: every process is gone, now decide on
+                    // a restart.
+                    self.after_failure(reason.failure().into(), now, jitter)
                 } else {
                     (S::Stopped, Vec::new())
                 }
@@ -994,5 +1031,77 @@ mod tests {
         // The third attempt is over the start limit.
         m.step(E::BackoffElapsed, t0 + ms(400), 0.0);
         assert!(matches!(m.state, State::Failed { .. }), "{:?}", m.state);
+    }
+
+    #[test]
+    fn a_stop_for_failing_health_restarts_by_policy_and_counts_as_a_failure() {
+        let t0 = Instant::now();
+        let unhealthy = |at| E::Stop {
+            reason: StopReason::Unhealthy,
+            deadline: at,
+        };
+        for (restart, after) in [
+            (RestartPolicy::OnFailure, "backoff"),
+            (RestartPolicy::Always, "backoff"),
+            (RestartPolicy::Never, "failed"),
+        ] {
+            let mut m = Machine::new(policy(restart));
+            m.step(E::Start, t0, 0.0);
+            m.step(E::Spawned { pid: 5 }, t0, 0.0);
+            run(
+                &mut m,
+                t0,
+                &[
+                    (
+                        10,
+                        unhealthy(t0 + ms(1_010)),
+                        "stopping",
+                        vec![F::SignalStop, F::Timer { at: t0 + ms(1_010) }],
+                    ),
+                    (
+                        20,
+                        E::MainExited {
+                            status: ExitStatus::Signal(15),
+                        },
+                        "stopping",
+                        vec![],
+                    ),
+                ],
+            );
+            m.step(E::Empty, t0 + ms(30), 0.0);
+            assert_eq!(m.state.name(), after, "{restart:?}");
+        }
+        // Each such run counts towards the start limit (3 within 10 s).
+        let mut m = Machine::new(policy(RestartPolicy::Always));
+        let mut t = t0;
+        for _ in 0..3 {
+            if m.state.name() == "backoff" {
+                m.step(E::BackoffElapsed, t, 0.0);
+            } else {
+                m.step(E::Start, t, 0.0);
+            }
+            m.step(E::Spawned { pid: 5 }, t, 0.0);
+            m.step(unhealthy(t + ms(100)), t, 0.0);
+            m.step(E::Empty, t + ms(10), 0.0);
+            t += ms(2_000);
+        }
+        m.step(E::BackoffElapsed, t, 0.0);
+        assert!(matches!(m.state, State::Failed { .. }), "{:?}", m.state);
+    }
+
+    #[test]
+    fn an_operator_stop_during_a_watchdog_stop_keeps_the_service_down() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(policy(RestartPolicy::Always));
+        m.step(E::Start, t0, 0.0);
+        m.step(E::Spawned { pid: 5 }, t0, 0.0);
+        let stop = |reason| E::Stop {
+            reason,
+            deadline: t0 + ms(1_000),
+        };
+        m.step(stop(StopReason::Watchdog), t0, 0.0);
+        assert_eq!(m.step(stop(StopReason::Requested), t0, 0.0), vec![]);
+        m.step(E::Empty, t0 + ms(10), 0.0);
+        assert_eq!(m.state, State::Stopped);
     }
 }

@@ -3,7 +3,9 @@
 //! notify socket.) Each probe gives one answer: ready, or timed out.
 //!
 //! Polled checks wait `interval` between attempts and nothing else: an idle,
-//! ready service costs no timer at all.
+//! ready service costs no readiness timer at all. A health check's attempt
+//! ([`attempt`]) is one of the same `tcp` or `http` probes, bounded by its
+//! timeout, with the reason it failed.
 
 use std::time::Duration;
 
@@ -34,6 +36,22 @@ pub async fn probe(check: ReadyCheck, interval: Duration, deadline: Instant) -> 
     }
 }
 
+/// One attempt of a `tcp` or `http` check, bounded by `timeout`: why it failed,
+/// if it did.
+pub async fn attempt(check: &ReadyCheck, timeout: Duration) -> Result<(), String> {
+    let outcome = match check {
+        ReadyCheck::Tcp(addr) => tokio::time::timeout(timeout, connect(addr)).await,
+        ReadyCheck::Http(url) => tokio::time::timeout(timeout, get(url)).await,
+        _ => unreachable!("the engine runs exec checks itself"),
+    };
+    outcome.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer within {}",
+            herd_config::units::format_duration(timeout)
+        ))
+    })
+}
+
 async fn poll<F, Fut>(interval: Duration, deadline: Instant, mut attempt: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -52,12 +70,23 @@ where
 }
 
 async fn tcp(addr: String) -> bool {
-    TcpStream::connect(addr.as_str()).await.is_ok()
+    connect(&addr).await.is_ok()
 }
 
-/// A plain HTTP/1.0 GET; ready on a 2xx status line.
 async fn http(url: String) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or(&url);
+    get(&url).await.is_ok()
+}
+
+async fn connect(addr: &str) -> Result<(), String> {
+    TcpStream::connect(addr)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// A plain HTTP/1.0 GET; passes on a 2xx status line.
+async fn get(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -67,17 +96,25 @@ async fn http(url: String) -> bool {
     } else {
         format!("{authority}:80")
     };
-    let Ok(mut s) = TcpStream::connect(addr.as_str()).await else {
-        return false;
-    };
+    let mut s = TcpStream::connect(addr.as_str())
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let req = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: herd\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
     let mut head = [0u8; 12];
-    if s.read_exact(&mut head).await.is_err() {
-        return false;
-    }
+    let exchange = async {
+        s.write_all(req.as_bytes()).await?;
+        s.read_exact(&mut head).await
+    };
+    exchange.await.map_err(|e| format!("{url}: {e}"))?;
     // "HTTP/1.x 2xx"
-    head.starts_with(b"HTTP/1.") && head[8] == b' ' && head[9] == b'2'
+    if !(head.starts_with(b"HTTP/1.") && head[8] == b' ') {
+        return Err(format!("{url}: not an HTTP answer"));
+    }
+    match head[9] {
+        b'2' => Ok(()),
+        _ => Err(format!(
+            "{url} answered {}",
+            String::from_utf8_lossy(&head[9..12])
+        )),
+    }
 }

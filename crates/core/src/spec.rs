@@ -60,6 +60,7 @@ pub fn build(cfg: &Service, extra: &[(String, String)]) -> Result<Spec, String> 
         merge_output: true,
         cgroup: None,
         inherit: Vec::new(),
+        pid_env: Vec::new(),
     })
 }
 

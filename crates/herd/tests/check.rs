@@ -299,6 +299,25 @@ fn ready_takes_exactly_one_check() {
 }
 
 #[test]
+fn health_and_watchdog_values() {
+    fails1(
+        "[services.a]\ncommand = [\"x\"]\nhealth = { log = \"up\" }\n\
+         [services.b]\ncommand = [\"x\"]\nhealth = { tcp = \"127.0.0.1:1\", failures = 0, interval = \"0s\" }\n\
+         [services.c]\ncommand = [\"x\"]\nkind = \"oneshot\"\nhealth = { exec = [\"true\"] }\nwatchdog = \"1s\"\n\
+         [services.d]\ncommand = [\"x\"]\nwatchdog = \"0s\"\nwatchdog_signal = \"SIGNOPE\"\n",
+        "herd.toml:3:10: services.a.health: needs one check: tcp, http, exec\n\
+         herd.toml:3:12: services.a.health.log: unknown key (expected one of: tcp, http, exec, interval, timeout, failures, start_period)\n\
+         herd.toml:6:44: services.b.health.failures: must be at least 1\n\
+         herd.toml:6:58: services.b.health.interval: must be above zero\n\
+         herd.toml:10:10: services.c.health: a oneshot runs to its end; it takes no health check\n\
+         herd.toml:11:12: services.c.watchdog: a oneshot runs to its end; it takes no watchdog\n\
+         herd.toml:14:12: services.d.watchdog: must be above zero\n\
+         herd.toml:15:19: services.d.watchdog_signal: unknown signal \"SIGNOPE\"\n\
+         herd.toml: 8 errors\n",
+    );
+}
+
+#[test]
 fn ready_check_values() {
     fails1(
         "[services.a]\ncommand = [\"x\"]\nready = { tcp = \"localhost\" }\n\

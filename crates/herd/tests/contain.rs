@@ -107,12 +107,61 @@ on_backends! {
         cgroup2_reports_stuck_processes_and_retries: CGROUP2,
         none_reports_stuck_processes_and_retries: NONE,
     }
+    usage {
+        cgroup2_reads_cpu_memory_and_processes: CGROUP2,
+        freezer_reads_cpu_memory_and_processes: FREEZER,
+        none_reads_cpu_memory_and_processes: NONE,
+        unprivileged_reads_cpu_memory_and_processes: UNPRIVILEGED,
+    }
     many_services {
         cgroup2_runs_and_stops_many_services: CGROUP2,
         freezer_runs_and_stops_many_services: FREEZER,
         none_runs_and_stops_many_services: NONE,
         unprivileged_runs_and_stops_many_services: UNPRIVILEGED,
     }
+}
+
+/// Issue 24: `herd ps --json` carries each service's CPU time, memory and
+/// process count on every backend: a service burning CPU shows it and an idle
+/// one does not; one holding 64 MiB shows at least that.
+fn usage(on: On) {
+    let mut up = Up::with(
+        r#"
+[services.burner]
+shell = true
+command = "sh -c 'while :; do :; done' & exec sleep 1000"
+
+[services.idle]
+command = ["sleep", "1000"]
+
+[services.holder]
+command = ["python3", "-c", "import time; x = b'\x01' * (64 << 20); time.sleep(1000)"]
+"#,
+        on.opts(),
+    );
+    up.wait_for(&format!("containment: {}", on.backend()), LONG);
+    let deadline = Instant::now() + LONG;
+    let list = loop {
+        let list = common::ps(&up);
+        let get = |name: &str, key: &str| common::service(&list, name)[key].as_f64();
+        let burned = get("burner", "cpu_seconds").is_some_and(|c| c >= 0.5);
+        let held = get("holder", "memory_bytes").is_some_and(|m| m >= (64 << 20) as f64);
+        if burned && held {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "usage never showed: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let burner = common::service(&list, "burner");
+    let idle = common::service(&list, "idle");
+    assert_eq!(burner["processes"], 2, "{burner}");
+    assert_eq!(idle["processes"], 1, "{idle}");
+    let idle_cpu = idle["cpu_seconds"].as_f64().expect("read");
+    assert!(idle_cpu < 0.25, "{idle}");
+    assert!(idle["memory_bytes"].as_u64().expect("read") > 0, "{idle}");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
 }
 
 /// Issue 22: hundreds of services start, every one is listed by `herd ps` with

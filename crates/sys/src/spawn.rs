@@ -79,6 +79,11 @@ pub struct Spec {
     /// ([`FIRST_INHERITED_FD`]; herder's event pipe); at most [`MAX_INHERIT`]. No
     /// other descriptor of herder's reaches it.
     pub inherit: Vec<Arc<OwnedFd>>,
+    /// Environment variables whose value is the child's own pid, written by the
+    /// child before exec (sd_notify's `WATCHDOG_PID`, socket activation's
+    /// `LISTEN_PID`): a program checks them against `getpid()`. They replace any
+    /// variable of the same name in `env`.
+    pub pid_env: Vec<String>,
 }
 
 /// Who the child runs as.
@@ -166,11 +171,28 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
     };
 
     // Everything the child reads is built here: it must not allocate.
-    let exec = ExecStrings::new(spec, &program).map_err(fail)?;
+    let mut exec = ExecStrings::new(spec, &program).map_err(fail)?;
+    // The pid variables are reached through raw pointers only from here on: the
+    // child writes them, `envp` reads them.
+    let pid_vars: Vec<(PidVar, *const libc::c_char)> = exec
+        .pid_env
+        .iter_mut()
+        .map(|buf| {
+            let start = buf.as_mut_ptr();
+            let name = buf.len() - PID_ROOM;
+            // SAFETY: `name` is within the buffer, which outlives the spawn.
+            let at = unsafe { start.add(name) };
+            (PidVar { at }, start.cast_const().cast())
+        })
+        .collect();
     let (c_program, c_argv, c_env, c_workdir) =
         (&exec.program, &exec.argv, &exec.env, &exec.workdir);
     let argv = null_terminated(c_argv);
-    let envp = null_terminated(c_env);
+    let mut envp = null_terminated(c_env);
+    envp.pop();
+    envp.extend(pid_vars.iter().map(|(_, p)| *p));
+    envp.push(std::ptr::null());
+    let pid_vars: Vec<PidVar> = pid_vars.into_iter().map(|(v, _)| v).collect();
 
     let null = dev_null().map_err(fail)?;
     let (stdout, stderr, out_w, err_w) = if spec.discard_output {
@@ -217,6 +239,7 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         inherit: &placed[3..],
         rlimits: &rlimits,
         credentials: spec.credentials.as_ref(),
+        pid_vars: &pid_vars,
         error: AtomicI32::new(0),
     };
     let cloned = clone_vfork(&args);
@@ -246,7 +269,20 @@ struct ExecStrings {
     program: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// `NAME=` and room for a pid and its NUL, one per [`Spec::pid_env`]; the
+    /// child writes its pid into them (see [`PidVar`]).
+    pid_env: Vec<Vec<u8>>,
     workdir: CString,
+}
+
+/// Room for the decimal digits of any pid (at most 2^22) and a NUL.
+const PID_ROOM: usize = 12;
+
+/// Where the child writes its pid: the byte after a `NAME=` of
+/// [`ExecStrings::pid_env`], which `envp` also points into.
+#[derive(Clone, Copy)]
+struct PidVar {
+    at: *mut u8,
 }
 
 impl ExecStrings {
@@ -261,7 +297,17 @@ impl ExecStrings {
             env: spec
                 .env
                 .iter()
+                .filter(|(k, _)| !spec.pid_env.contains(k))
                 .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+                .collect::<io::Result<Vec<_>>>()?,
+            pid_env: spec
+                .pid_env
+                .iter()
+                .map(|k| {
+                    let mut buf = cstring(format!("{k}=").as_bytes())?.into_bytes();
+                    buf.resize(buf.len() + PID_ROOM, 0);
+                    Ok(buf)
+                })
                 .collect::<io::Result<Vec<_>>>()?,
             workdir: cstring(spec.workdir.as_os_str().as_bytes())?,
         })
@@ -366,6 +412,8 @@ struct ChildArgs<'a> {
     inherit: &'a [i32],
     rlimits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
     credentials: Option<&'a Credentials>,
+    /// Where the child writes its own pid.
+    pid_vars: &'a [PidVar],
     /// The errno of the step that failed, written by the child before it exits.
     error: AtomicI32,
 }
@@ -576,6 +624,12 @@ unsafe fn child_setup(a: &ChildArgs) -> i32 {
         {
             return errno();
         }
+        if !a.pid_vars.is_empty() {
+            let pid = libc::syscall(libc::SYS_getpid) as u64;
+            for v in a.pid_vars {
+                write_decimal(v.at, pid);
+            }
+        }
         // Blocked by the parent for the clone; the program starts with none.
         let empty = 0u64;
         libc::syscall(
@@ -588,6 +642,29 @@ unsafe fn child_setup(a: &ChildArgs) -> i32 {
         libc::execve(a.program, a.argv, a.envp);
         errno()
     }
+}
+
+/// Writes `n` in decimal and a NUL at `at`, which has [`PID_ROOM`] bytes.
+///
+/// # Safety
+/// `at` points to [`PID_ROOM`] writable bytes; `n` has fewer digits than that.
+unsafe fn write_decimal(at: *mut u8, mut n: u64) {
+    let mut digits = [0u8; PID_ROOM];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == PID_ROOM - 1 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: `len` < PID_ROOM, as the caller promises room for it.
+        unsafe { *at.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: as above.
+    unsafe { *at.add(len) = 0 };
 }
 
 /// Every catchable signal to its default disposition (an ignored signal would be

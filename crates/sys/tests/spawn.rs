@@ -171,6 +171,30 @@ fn environment_workdir_and_rlimits_are_the_specs_only() {
     );
 }
 
+#[test]
+fn pid_variables_hold_the_childs_own_pid() {
+    let _g = serial();
+    // `exec` keeps the pid: the program that reads them is the child itself.
+    let mut s = spec(&["sh", "-c", "exec env"]);
+    s.env.push(("WATCHDOG_PID".into(), "1".into()));
+    s.pid_env = vec!["WATCHDOG_PID".into(), "LISTEN_PID".into()];
+    let c = spawn(&s).unwrap();
+    let stdout = c.stdout.as_ref().unwrap().try_clone().unwrap();
+    let pid = c.pid;
+    assert_eq!(wait(&c, Duration::from_secs(10)), ExitStatus::Code(0));
+    drop(c);
+    let mut vars: Vec<String> = read_all(stdout)
+        .lines()
+        .filter(|l| l.contains("_PID="))
+        .map(String::from)
+        .collect();
+    vars.sort();
+    assert_eq!(
+        vars,
+        [format!("LISTEN_PID={pid}"), format!("WATCHDOG_PID={pid}")]
+    );
+}
+
 /// As root the child runs with exactly the given ids; unprivileged, the switch is
 /// refused and no child runs with herder's ids instead.
 #[test]

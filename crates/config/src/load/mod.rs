@@ -44,12 +44,37 @@ const TOP_KEYS: &[&str] = &[
     "services",
 ];
 const SERVICE_KEYS: &[&str] = &[
-    "command", "shell", "env", "env_file", "workdir", "user", "group", "kind", "requires", "after",
-    "ready", "restart", "stop", "limits",
+    "command",
+    "shell",
+    "env",
+    "env_file",
+    "workdir",
+    "user",
+    "group",
+    "kind",
+    "requires",
+    "after",
+    "ready",
+    "health",
+    "watchdog",
+    "watchdog_signal",
+    "restart",
+    "stop",
+    "limits",
 ];
 const READY_CHECKS: &[&str] = &["tcp", "http", "exec", "log", "notify", "delay"];
 const READY_KEYS: &[&str] = &[
     "tcp", "http", "exec", "log", "notify", "delay", "interval", "timeout",
+];
+const HEALTH_CHECKS: &[&str] = &["tcp", "http", "exec"];
+const HEALTH_KEYS: &[&str] = &[
+    "tcp",
+    "http",
+    "exec",
+    "interval",
+    "timeout",
+    "failures",
+    "start_period",
 ];
 const RESTART_KEYS: &[&str] = &["policy", "backoff", "limit", "stable"];
 const STOP_KEYS: &[&str] = &["signal", "timeout", "mode", "exec", "notify"];

@@ -3,12 +3,13 @@
 //! problem collected.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    Cx, Dep, DepKind, LIMIT_KEYS, Loc, Parsed, READY_CHECKS, READY_KEYS, RESTART_KEYS,
-    SERVICE_KEYS, STOP_KEYS, Val, base_dir, get, join,
+    Cx, Dep, DepKind, HEALTH_CHECKS, HEALTH_KEYS, LIMIT_KEYS, Loc, Parsed, READY_CHECKS,
+    READY_KEYS, RESTART_KEYS, SERVICE_KEYS, STOP_KEYS, Val, base_dir, get, join,
 };
 use crate::schema::*;
 use crate::units::{Backoff, Signal, StartLimit};
@@ -83,6 +84,25 @@ impl Cx<'_> {
             Some(v) => self.ready(v, &format!("{p}.ready")),
             None => None,
         };
+        let oneshot_refuses = |cx: &mut Self, key: &str, what: &str| {
+            let v = get(t, key)?;
+            if kind == Kind::Oneshot {
+                cx.err(
+                    v.span(),
+                    &format!("{p}.{key}"),
+                    format!("a oneshot runs to its end; it takes no {what}"),
+                );
+                return None;
+            }
+            Some(v)
+        };
+        let health = oneshot_refuses(self, "health", "health check")
+            .and_then(|v| self.health(v, &format!("{p}.health")));
+        let watchdog = oneshot_refuses(self, "watchdog", "watchdog")
+            .and_then(|v| self.positive_duration(v, &format!("{p}.watchdog")));
+        let watchdog_signal = self
+            .field(t, &p, "watchdog_signal", Cx::signal)
+            .unwrap_or(Signal::ABRT);
         let restart = self.restart(get(t, "restart"), &format!("{p}.restart"), kind);
         let stop = self.stop(get(t, "stop"), &format!("{p}.stop"));
         let limits = get(t, "limits")
@@ -104,6 +124,9 @@ impl Cx<'_> {
                 requires,
                 after,
                 ready,
+                health,
+                watchdog,
+                watchdog_signal,
                 restart,
                 stop,
                 limits,
@@ -172,7 +195,84 @@ impl Cx<'_> {
     pub(super) fn ready(&mut self, v: &Val<'_>, p: &str) -> Option<Ready> {
         let t = self.table(v, p)?;
         self.keys(t, p, READY_KEYS);
-        let present: Vec<&str> = READY_CHECKS
+        let check = self.check(t, v, p, READY_CHECKS)?;
+        let interval = match get(t, "interval") {
+            Some(iv) if !check.is_polled() => {
+                self.err(
+                    iv.span(),
+                    &join(p, "interval"),
+                    "applies only to tcp, http and exec checks",
+                );
+                return None;
+            }
+            Some(iv) => self.positive_duration(iv, &join(p, "interval"))?,
+            None => defaults::READY_INTERVAL,
+        };
+        let timeout = self.or_default(t, p, "timeout", defaults::READY_TIMEOUT)?;
+        Some(Ready {
+            check,
+            interval,
+            timeout,
+        })
+    }
+
+    pub(super) fn health(&mut self, v: &Val<'_>, p: &str) -> Option<Health> {
+        let t = self.table(v, p)?;
+        self.keys(t, p, HEALTH_KEYS);
+        let check = self.check(t, v, p, HEALTH_CHECKS);
+        let interval = self.or_default(t, p, "interval", defaults::HEALTH_INTERVAL);
+        let timeout = self.or_default(t, p, "timeout", defaults::HEALTH_TIMEOUT);
+        let failures = match get(t, "failures") {
+            Some(fv) => {
+                let key = join(p, "failures");
+                let n = self.count(fv, &key)?;
+                match u32::try_from(n) {
+                    Ok(n) if n <= 1000 => Some(n),
+                    _ => {
+                        self.err(fv.span(), &key, "must be at most 1000");
+                        None
+                    }
+                }
+            }
+            None => Some(defaults::HEALTH_FAILURES),
+        };
+        let start_period = match get(t, "start_period") {
+            Some(sv) => self.duration(sv, &join(p, "start_period")),
+            None => Some(Duration::ZERO),
+        };
+        Some(Health {
+            check: check?,
+            interval: interval?,
+            timeout: timeout?,
+            failures: failures?,
+            start_period: start_period?,
+        })
+    }
+
+    /// A positive duration at `t.name`, or `default` without one; `None` after
+    /// an error.
+    fn or_default(
+        &mut self,
+        t: &DeTable<'_>,
+        p: &str,
+        name: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        match get(t, name) {
+            Some(v) => self.positive_duration(v, &join(p, name)),
+            None => Some(default),
+        }
+    }
+
+    /// The one check of table `t` (at `p`, value `v`), among `checks`.
+    fn check(
+        &mut self,
+        t: &DeTable<'_>,
+        v: &Val<'_>,
+        p: &str,
+        checks: &[&str],
+    ) -> Option<ReadyCheck> {
+        let present: Vec<&str> = checks
             .iter()
             .copied()
             .filter(|c| get(t, c).is_some())
@@ -182,7 +282,7 @@ impl Cx<'_> {
                 self.err(
                     v.span(),
                     p,
-                    format!("needs one check: {}", READY_CHECKS.join(", ")),
+                    format!("needs one check: {}", checks.join(", ")),
                 );
                 return None;
             }
@@ -199,7 +299,7 @@ impl Cx<'_> {
         };
         let cv = get(t, check_name).expect("present");
         let key = join(p, check_name);
-        let check = match check_name {
+        Some(match check_name {
             "tcp" => self.parsed(cv, &key, "a string \"host:port\"", |s| {
                 check_host_port(s).map(|()| ReadyCheck::Tcp(s.to_string()))
             })?,
@@ -225,28 +325,6 @@ impl Cx<'_> {
             },
             "delay" => ReadyCheck::Delay(self.duration(cv, &key)?),
             _ => unreachable!("READY_CHECKS"),
-        };
-        let interval = match get(t, "interval") {
-            Some(iv) if !check.is_polled() => {
-                self.err(
-                    iv.span(),
-                    &join(p, "interval"),
-                    "applies only to tcp, http and exec checks",
-                );
-                return None;
-            }
-            Some(iv) => self.positive_duration(iv, &join(p, "interval"))?,
-            None => defaults::READY_INTERVAL,
-        };
-        let timeout = match self.field(t, p, "timeout", Cx::positive_duration) {
-            Some(d) => d,
-            None if get(t, "timeout").is_some() => return None,
-            None => defaults::READY_TIMEOUT,
-        };
-        Some(Ready {
-            check,
-            interval,
-            timeout,
         })
     }
 

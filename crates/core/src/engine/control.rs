@@ -584,6 +584,16 @@ impl Engine {
                     _ => (None, None),
                 };
                 let ready = orchestrate::is_ready(&svc.m.state) && svc.m.state.pid().is_some();
+                let failures = svc.cfg.health.as_ref().map_or(0, |h| h.failures);
+                let health = super::health::describe(svc.run.as_ref(), failures, Instant::now());
+                let (pids, usage) = match svc.unit() {
+                    Some(u) => {
+                        let pids = u.pids();
+                        let usage = u.usage(&pids);
+                        (pids, usage)
+                    }
+                    None => Default::default(),
+                };
                 ServiceStatus {
                     name: name.clone(),
                     kind: if svc.cfg.kind == herd_config::Kind::Oneshot {
@@ -596,7 +606,7 @@ impl Engine {
                     state: svc.m.state.name().into(),
                     detail,
                     pid: svc.m.state.pid(),
-                    pids: svc.unit().map(|u| u.pids()).unwrap_or_default(),
+                    pids,
                     uptime_ms: since.map(|s| now.saturating_duration_since(s).as_millis() as u64),
                     runs: svc.counters.runs,
                     ready,
@@ -605,6 +615,11 @@ impl Engine {
                     kills: svc.counters.kills,
                     last_stop_ms: svc.counters.last_stop.map(|d| d.as_secs_f64() * 1000.0),
                     log_dropped_bytes: self.out.log_dropped(name),
+                    health,
+                    status_text: svc.status_text.clone(),
+                    cpu_seconds: usage.cpu.map(|d| d.as_secs_f64()),
+                    memory_bytes: usage.memory,
+                    processes: usage.processes,
                 }
             })
             .collect()

@@ -55,6 +55,7 @@ use crate::private::Private;
 
 mod control;
 mod events;
+mod health;
 mod notify;
 pub mod orchestrate;
 mod procs;
@@ -94,6 +95,13 @@ enum Msg {
         name: String,
         pid: i32,
     },
+    /// A health check attempt's answer (see [`health`]).
+    Health {
+        name: String,
+        run: u64,
+        attempt: u64,
+        result: Result<(), String>,
+    },
     /// A unit may have become empty (a `cgroup.events` change, a fake's exit).
     UnitChanged,
     /// Children have exited: what SIGCHLD says, for a fake [`Processes`].
@@ -112,6 +120,12 @@ enum Timer {
     /// SIGKILL again: processes survived the last one. Carries the run it is
     /// about, so a late retry never hits the next run.
     KillRetry(String, u64),
+    /// The next health check attempt of a run.
+    Health(String, u64),
+    /// A run's `exec` health check attempt has run out of time.
+    HealthTimeout(String, u64, u64),
+    /// A run's watchdog deadline (moved by every `WATCHDOG=1`).
+    Watchdog(String, u64),
     /// The shutdown budget is spent.
     Budget,
 }
@@ -119,10 +133,25 @@ enum Timer {
 impl Timer {
     fn service(&self) -> Option<&str> {
         match self {
-            Timer::Machine(n) | Timer::ExecCheck(n) | Timer::KillRetry(n, _) => Some(n),
+            Timer::Machine(n)
+            | Timer::ExecCheck(n)
+            | Timer::KillRetry(n, _)
+            | Timer::Health(n, _)
+            | Timer::HealthTimeout(n, _, _)
+            | Timer::Watchdog(n, _) => Some(n),
             Timer::Budget => None,
         }
     }
+}
+
+/// A running `exec` check of a service: its readiness check, or an attempt of
+/// its health check.
+struct Check {
+    name: String,
+    /// The main process of the run it checks.
+    main: i32,
+    /// For a health check: the run's number and the attempt's.
+    health: Option<(u64, u64)>,
 }
 
 /// What woke the loop.
@@ -169,8 +198,8 @@ pub struct Engine {
     check_units: bool,
     timers: BTreeSet<(Instant, Timer)>,
     shutdown: Option<shutdown::Shutdown>,
-    /// Running `exec` readiness checks: check pid -> (service, its main pid).
-    checks: HashMap<i32, (String, i32)>,
+    /// Running `exec` checks, readiness and health, by pid.
+    checks: HashMap<i32, Check>,
     /// Running `stop.exec` hooks: pid -> service.
     hooks: HashMap<i32, String>,
     procs: Box<dyn Processes>,
@@ -431,9 +460,8 @@ impl Engine {
         let from = svc.m.state.name();
         let effects = svc.m.step(event, now.into_std(), jitter());
         let to = svc.m.state.name();
-        if matches!(svc.m.state, State::Ready { .. })
-            && let Some(run) = &mut svc.run
-        {
+        let ready = matches!(svc.m.state, State::Ready { .. });
+        if ready && let Some(run) = &mut svc.run {
             run.end_ready_task();
         }
         if from != to {
@@ -453,6 +481,10 @@ impl Engine {
             match (&svc.m.state, &detail) {
                 (State::Failed { .. }, Some(d)) => note(&format!("{name} {to}: {d}")),
                 (State::Backoff { .. }, Some(d)) if ended => note(&format!("{name} {d}")),
+                // A stop for failing says why; the many of a shutdown do not.
+                (State::Stopping { reason, .. }, Some(d)) if reason.is_failure() => {
+                    note(&format!("{name} stopping ({d})"))
+                }
                 (State::Stopping { .. }, _) | (_, None) => note(&format!("{name} {said}")),
                 (_, Some(d)) => note(&format!("{name} {said} ({d})")),
             }
@@ -467,6 +499,9 @@ impl Engine {
         }
         for e in effects {
             self.apply(name, e, from);
+        }
+        if ready && from != to {
+            self.arm_health(name);
         }
         self.check_main(name);
     }
@@ -539,6 +574,12 @@ impl Engine {
                 return;
             }
             Msg::Exited => return self.on_sigchld(),
+            Msg::Health {
+                name,
+                run,
+                attempt,
+                result,
+            } => return self.health_result(&name, run, attempt, result),
             Msg::Control(req) => return self.on_request(req),
             Msg::MainGone { name, pid } => return self.main_gone(&name, pid),
         };
@@ -574,6 +615,11 @@ impl Engine {
                     }
                 }
                 Timer::KillRetry(name, run) => self.kill_retry(&name, run),
+                Timer::Health(name, run) => self.health_attempt(&name, run),
+                Timer::HealthTimeout(name, run, attempt) => {
+                    self.health_timeout(&name, run, attempt)
+                }
+                Timer::Watchdog(name, run) => self.watchdog_due(&name, run),
                 Timer::Budget => self.budget_spent(),
                 Timer::Machine(name) => match self.svcs[&name].m.state {
                     State::Stopping { deadline, .. } if deadline <= now.into_std() => {

@@ -3,17 +3,19 @@
 //!
 //! # How it works
 //!
-//! Each service that speaks it (readiness by `notify`, or `stop.notify`) has
-//! its own socket, kept across runs; a task forwards every datagram, with the
-//! sender's kernel-attested pid, to the loop. A datagram is acted on only if
-//! that pid is the main process or a process of the service's unit:
-//! `READY=1`, `RELOADING=1`, `STATUS=`, `STOPPING=1`, `MAINPID=`,
-//! `EXTEND_TIMEOUT_USEC=` (see [`super::stop`]). Descriptors sent along are
-//! closed once it is handled, which releases a `BARRIER=1` sender.
+//! Each service that speaks it (readiness by `notify`, a `watchdog`, or
+//! `stop.notify`) has its own socket, kept across runs; a task forwards every
+//! datagram, with the sender's kernel-attested pid, to the loop. A datagram is
+//! acted on only if that pid is the main process or a process of the service's
+//! unit: `READY=1`, `RELOADING=1`, `STATUS=` (kept for `herd ps` and
+//! published as an event), `STOPPING=1`, `MAINPID=`, `EXTEND_TIMEOUT_USEC=`
+//! (see [`super::stop`]), `WATCHDOG=1`, `WATCHDOG=trigger` and
+//! `WATCHDOG_USEC=` (see [`super::health`]). Descriptors sent along are closed
+//! once it is handled, which releases a `BARRIER=1` sender.
 //!
 //! # Caveats
 //!
-//! - `WATCHDOG=`, `FDSTORE=` and the rest of systemd's keys are not acted on yet.
+//! - `FDSTORE=` and the rest of systemd's keys are not acted on yet.
 
 use tokio::sync::mpsc;
 
@@ -83,7 +85,9 @@ impl Engine {
             match line.split_once('=') {
                 Some(("READY", "1")) if by_notify => self.post(name, Event::ReadyCheckPassed),
                 Some(("RELOADING", "1")) => self.post(name, Event::NotReady),
-                Some(("STATUS", status)) => note(&format!("{name}: status: {status}")),
+                Some(("STATUS", status)) => self.status_text(name, status),
+                Some(("WATCHDOG", value)) => self.watchdog_note(name, value),
+                Some(("WATCHDOG_USEC", usec)) => self.watchdog_period(name, usec),
                 Some(("STOPPING", "1")) => note(&format!("{name}: says it is stopping")),
                 Some(("MAINPID", pid)) => self.main_pid(name, pid),
                 Some(("EXTEND_TIMEOUT_USEC", usec)) => self.extend(name, usec),
@@ -92,6 +96,19 @@ impl Engine {
         }
         // Only now may a BARRIER=1 sender go on.
         drop(msg.fds);
+    }
+
+    /// sd_notify `STATUS=`: kept as the service's status text until the next
+    /// one or its next run, and published.
+    fn status_text(&mut self, name: &str, status: &str) {
+        note(&format!("{name}: status: {status}"));
+        let svc = self.svcs.get_mut(name).expect("known service");
+        svc.status_text = (!status.is_empty()).then(|| status.to_string());
+        let _ = self.events.send(super::Change::Status {
+            at_ms: super::events::now_ms(),
+            service: name.to_string(),
+            status: status.to_string(),
+        });
     }
 
     /// sd_notify `MAINPID=`: accepted for a process of the service's unit, which

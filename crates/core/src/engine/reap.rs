@@ -57,8 +57,17 @@ impl Engine {
             .filter_map(|(n, s)| Some((s.m.state.pid()?, n.clone())))
             .collect();
         for &(pid, status) in &reaped {
-            if let Some((name, svc_pid)) = self.checks.remove(&pid) {
-                self.exec_check_done(&name, svc_pid, status.success());
+            if let Some(check) = self.checks.remove(&pid) {
+                match check.health {
+                    None => self.exec_check_done(&check.name, check.main, status.success()),
+                    Some((run, attempt)) => {
+                        let result = match status.success() {
+                            true => Ok(()),
+                            false => Err(format!("the check {}", super::ended_how(status))),
+                        };
+                        self.health_result(&check.name, run, attempt, result);
+                    }
+                }
                 continue;
             }
             if let Some(name) = self.hooks.remove(&pid) {

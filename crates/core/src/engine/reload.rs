@@ -199,7 +199,8 @@ impl Engine {
             .iter()
             .filter(|(_, s)| s.intent.reloading() && orchestrate::down(*s))
             .filter(|(n, _)| {
-                !self.checks.values().any(|c| &c.0 == *n) && !self.hooks.values().any(|h| h == *n)
+                !self.checks.values().any(|c| &c.name == *n)
+                    && !self.hooks.values().any(|h| h == *n)
             })
             .filter(|(n, _)| !self.stop_queue.iter().any(|q| q.name == **n))
             .map(|(n, _)| n.clone())

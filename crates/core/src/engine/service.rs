@@ -29,6 +29,7 @@ use herd_sys::ExitStatus;
 use herd_sys::notify::NotifySocket;
 
 use super::Msg;
+use super::health::{Liveness, Watchdog};
 use crate::machine::{Machine, Policy, State, StopReason};
 use herd_api::ServiceReport;
 
@@ -49,6 +50,8 @@ pub(super) struct Svc {
     pub notify: Option<Listener>,
     /// Its part in the current shutdown, once its stop has ended.
     pub report: Option<ServiceReport>,
+    /// The last sd_notify `STATUS=` of its current run.
+    pub status_text: Option<String>,
 }
 
 /// What an operator (or a reload) asked of the service that is not done yet.
@@ -107,6 +110,10 @@ pub(super) struct Run {
     /// Its unit's emptiness is watched (from the first check that found it
     /// not empty).
     pub watched: bool,
+    /// Its liveness checks, once it has been ready.
+    pub liveness: Option<Liveness>,
+    /// sd_notify's watchdog, once it has been ready.
+    pub watchdog: Option<Watchdog>,
 }
 
 impl Run {
@@ -121,6 +128,8 @@ impl Run {
             kill_backoff: FIRST_KILL_RETRY,
             stop: None,
             watched: false,
+            liveness: None,
+            watchdog: None,
         }
     }
 
@@ -165,6 +174,7 @@ impl Svc {
             stop_wave,
             notify: None,
             report: None,
+            status_text: None,
         }
     }
 
@@ -190,14 +200,10 @@ impl Svc {
     }
 
     /// Opens the service's notify socket if its configuration speaks sd_notify:
-    /// services that report readiness with it, and those that subscribe to stop
-    /// events (STOPPING=1, EXTEND_TIMEOUT_USEC=).
+    /// services that report readiness with it, have a watchdog, or subscribe
+    /// to stop events (STOPPING=1, EXTEND_TIMEOUT_USEC=).
     pub fn listen(&mut self, name: &str, tx: &mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
-        let by_notify = matches!(
-            self.cfg.ready.as_ref().map(|r| &r.check),
-            Some(ReadyCheck::Notify)
-        );
-        if self.notify.is_some() || !(by_notify || self.cfg.stop.notify) {
+        if self.notify.is_some() || !speaks_notify(&self.cfg) {
             return Ok(());
         }
         let sock = NotifySocket::bind(&format!("herd-{}-{name}", std::process::id()))?;
@@ -232,8 +238,7 @@ pub fn descriptors(config: &herd_config::Config, per_unit: u64) -> Descriptors {
         .services
         .values()
         .map(|s| {
-            let notify = matches!(s.ready.as_ref().map(|r| &r.check), Some(ReadyCheck::Notify))
-                || s.stop.notify;
+            let notify = speaks_notify(s);
             per_unit + DESCRIPTORS_PER_RUN + if notify { DESCRIPTORS_NOTIFY } else { 0 }
         })
         .sum();
@@ -241,6 +246,16 @@ pub fn descriptors(config: &herd_config::Config, per_unit: u64) -> Descriptors {
         fixed: DESCRIPTORS_BASE + u64::from(config.supervisor.max_connections),
         services,
     }
+}
+
+/// Whether the service gets a notify socket: it says it is ready with it, has a
+/// watchdog, or subscribes to stop events.
+fn speaks_notify(cfg: &Service) -> bool {
+    let by_notify = matches!(
+        cfg.ready.as_ref().map(|r| &r.check),
+        Some(ReadyCheck::Notify)
+    );
+    by_notify || cfg.watchdog.is_some() || cfg.stop.notify
 }
 
 /// What [`descriptors`] counts.

@@ -35,7 +35,7 @@ use herd_sys::spawn::is_transient;
 
 use super::orchestrate::{self, Member};
 use super::service::{Run, limits};
-use super::{Engine, Msg, Timer, stop};
+use super::{Check, Engine, Msg, Timer, stop};
 use crate::log::note;
 use crate::machine::Event;
 
@@ -78,6 +78,10 @@ impl Engine {
             .map(|l| ("NOTIFY_SOCKET".to_string(), l.env.clone()))
             .collect();
         extra.push((INVOCATION_VAR.into(), invocation.clone()));
+        if let Some(every) = svc.cfg.watchdog {
+            extra.push(("WATCHDOG_USEC".into(), every.as_micros().to_string()));
+        }
+        svc.status_text = None;
         // The event pipe: the service reads, herder writes (never blocking).
         let pipe = if svc.cfg.stop.notify {
             match stop::event_pipe() {
@@ -101,6 +105,9 @@ impl Engine {
             Err(reason) => return self.post_now(name, Event::SpawnFailed { reason }),
         };
         spec.inherit = pipe.iter().map(|(r, _)| r.clone()).collect();
+        if svc.cfg.watchdog.is_some() {
+            spec.pid_env.push("WATCHDOG_PID".into());
+        }
         let mut unit = match self.backend.create(name, &limits(&svc.cfg)) {
             Ok(u) => u,
             Err(e) => {
@@ -192,38 +199,48 @@ impl Engine {
         }
     }
 
-    /// Starts one attempt of a service's `exec` readiness check, as the service's
-    /// user, in its directory and environment, output discarded.
+    /// Starts one attempt of a service's `exec` readiness check.
     pub(super) fn run_exec_check(&mut self, name: &str) {
         let svc = &self.svcs[name];
-        let (Some(svc_pid), Some(ReadyCheck::Exec(argv)), Some(run)) = (
-            svc.m.state.pid(),
-            svc.cfg.ready.as_ref().map(|r| &r.check),
-            svc.run.as_ref(),
-        ) else {
+        let (Some(main), Some(ReadyCheck::Exec(argv))) =
+            (svc.m.state.pid(), svc.cfg.ready.as_ref().map(|r| &r.check))
+        else {
             return;
         };
-        let inv = [(INVOCATION_VAR.into(), run.invocation.clone())];
-        let spec = crate::spec::build(&svc.cfg, &inv).and_then(|s| {
-            Ok(herd_sys::Spec {
-                argv: argv.clone(),
-                discard_output: true,
-                cgroup: run.unit.join().map_err(|e| e.to_string())?,
-                ..s
-            })
-        });
-        match spec.map(|s| self.procs.spawn(&s).map_err(|e| e.to_string())) {
-            Ok(Ok(child)) => {
-                if let Some(u) = self.svcs.get_mut(name).expect("known").unit() {
-                    u.started(child.pid);
-                }
-                self.checks.insert(child.pid, (name.to_string(), svc_pid));
+        match self.spawn_check(name, argv.clone()) {
+            Ok(pid) => {
+                let check = Check {
+                    name: name.to_string(),
+                    main,
+                    health: None,
+                };
+                self.checks.insert(pid, check);
             }
-            Ok(Err(e)) | Err(e) => {
+            Err(e) => {
                 note(&format!("{name}: readiness check cannot run: {e}"));
                 self.retry_exec_check(name);
             }
         }
+    }
+
+    /// Spawns `argv` into the service's unit, as the service's user, in its
+    /// directory and environment, output discarded: an `exec` check.
+    pub(super) fn spawn_check(&mut self, name: &str, argv: Vec<String>) -> Result<i32, String> {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let Some(run) = svc.run.as_mut() else {
+            return Err("nothing runs".into());
+        };
+        let inv = [(INVOCATION_VAR.into(), run.invocation.clone())];
+        let spec = crate::spec::build(&svc.cfg, &inv)?;
+        let spec = herd_sys::Spec {
+            argv,
+            discard_output: true,
+            cgroup: run.unit.join().map_err(|e| e.to_string())?,
+            ..spec
+        };
+        let child = self.procs.spawn(&spec).map_err(|e| e.to_string())?;
+        run.unit.started(child.pid);
+        Ok(child.pid)
     }
 
     pub(super) fn exec_check_done(&mut self, name: &str, svc_pid: i32, passed: bool) {
@@ -254,8 +271,8 @@ impl Engine {
 
     /// Ends the service's running readiness checks (and what they started).
     pub(super) fn kill_checks(&mut self, name: &str) {
-        for (pid, (n, _)) in &self.checks {
-            if n == name {
+        for (pid, c) in &self.checks {
+            if c.name == name {
                 self.procs.signal_group(*pid, SIGKILL);
             }
         }

@@ -87,7 +87,14 @@ impl Engine {
         }
         run.stop = Some(log);
         run.kill_backoff = FIRST_KILL_RETRY;
-        if let Some(argv) = svc.cfg.stop.exec.clone() {
+        // A service that missed its watchdog is hung: its hook would hang too.
+        let hook = svc
+            .cfg
+            .stop
+            .exec
+            .clone()
+            .filter(|_| reason != StopReason::Watchdog);
+        if let Some(argv) = hook {
             match self.run_hook(name, argv) {
                 Ok(()) => return,
                 Err(e) => note(&format!("{name}: stop.exec cannot run: {e}")),
@@ -153,7 +160,14 @@ impl Engine {
 
     fn send_stop_signal(&mut self, name: &str) {
         let svc = self.svcs.get_mut(name).expect("known service");
-        let sig = svc.cfg.stop.signal.0;
+        let signal = match svc.m.state {
+            State::Stopping {
+                reason: StopReason::Watchdog,
+                ..
+            } => svc.cfg.watchdog_signal,
+            _ => svc.cfg.stop.signal,
+        };
+        let sig = signal.0;
         let main = svc.m.state.pid();
         let Some(run) = svc.run.as_mut() else { return };
         if let Some(log) = &mut run.stop {
@@ -165,7 +179,7 @@ impl Engine {
             _ => Ok(false),
         };
         if let Err(e) = send(sig) {
-            note(&format!("{name}: cannot send {}: {e}", svc.cfg.stop.signal));
+            note(&format!("{name}: cannot send {signal}: {e}"));
         }
         // A stopped process (SIGSTOP, a debugger) acts on the signal only once it
         // runs again, so those signalled are continued, as systemd and s6 do;

@@ -3,10 +3,11 @@
 //! anything; everything else is `404`.
 //!
 //! - `/healthz`: `200 ok` while the engine answers (within 2 s), `503` otherwise.
-//! - `/readyz`: `200` when every long service that matters is ready: the `main`
-//!   service and what it requires (transitively), or without `main` every long
-//!   service; `503` naming those that are not, and `503` once a shutdown has begun
-//!   (so a load balancer stops sending work).
+//! - `/readyz`: `200` when every long service that matters is ready and not
+//!   failing its health check: the `main` service and what it requires
+//!   (transitively), or without `main` every long service; `503` naming those
+//!   that are not, and `503` once a shutdown has begun (so a load balancer stops
+//!   sending work).
 //! - `/metrics`: Prometheus text format 0.0.4.
 
 use std::collections::BTreeSet;
@@ -141,10 +142,29 @@ fn not_ready(o: &Overview, main: Option<&str>) -> Option<String> {
     let waiting: Vec<String> = o
         .services
         .iter()
-        .filter(|s| wanted.contains(s.name.as_str()) && s.kind == "long" && s.state != "ready")
-        .map(|s| format!("{} is {}", s.name, s.state))
+        .filter(|s| wanted.contains(s.name.as_str()) && s.kind == "long")
+        .filter_map(|s| match unhealthy(s) {
+            _ if s.state != "ready" => Some(format!("{} is {}", s.name, s.state)),
+            Some(h) => Some(format!("{} is {h}", s.name)),
+            None => None,
+        })
         .collect();
     (!waiting.is_empty()).then(|| format!("not ready: {}", waiting.join(", ")))
+}
+
+/// `unhealthy 2/3` while the service's last health checks failed.
+fn unhealthy(s: &herd_api::ServiceStatus) -> Option<&str> {
+    s.health
+        .as_deref()
+        .and_then(|h| h.split(", ").find(|part| part.starts_with("unhealthy")))
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Label values are service names (letters, digits, `-_.@`), so need no escaping.
@@ -186,6 +206,48 @@ fn metrics(o: &Overview) -> String {
         "gauge",
         "Live processes of the service's current run.",
         each(&|s| s.pids.len().to_string()),
+    );
+    series(
+        "herd_service_cpu_seconds_total",
+        "counter",
+        "CPU time the service's current run has used, user and system.",
+        each(&|s| s.cpu_seconds.map_or("NaN".into(), |c| format!("{c:.6}"))),
+    );
+    series(
+        "herd_service_memory_bytes",
+        "gauge",
+        "Memory the service's processes use now.",
+        each(&|s| s.memory_bytes.map_or("NaN".into(), |m| m.to_string())),
+    );
+    series(
+        "herd_service_healthy",
+        "gauge",
+        "1 while its health check passes, 0 while it fails (services with a check, running).",
+        o.services
+            .iter()
+            .filter(|s| s.health.as_deref().is_some_and(|h| h.contains("health")))
+            .map(|s| {
+                (
+                    format!("service=\"{}\"", s.name),
+                    u8::from(unhealthy(s).is_none()).to_string(),
+                )
+            })
+            .collect(),
+    );
+    series(
+        "herd_service_status_info",
+        "gauge",
+        "The service's last sd_notify STATUS= text, as a label.",
+        o.services
+            .iter()
+            .filter_map(|s| {
+                let text = s.status_text.as_deref()?;
+                Some((
+                    format!("service=\"{}\",status=\"{}\"", s.name, label(text)),
+                    "1".to_string(),
+                ))
+            })
+            .collect(),
     );
     series(
         "herd_service_starts_total",

@@ -533,23 +533,67 @@ pub fn fail(msg: &str) -> ExitCode {
 
 fn table(list: &[ServiceStatus]) -> String {
     let mut t = Table::new(&[
-        "SERVICE", "STATE", "PID", "PROCS", "UPTIME", "RUNS", "DETAIL",
+        "SERVICE", "STATE", "PID", "PROCS", "CPU%", "MEM", "UPTIME", "RUNS", "HEALTH", "DETAIL",
     ]);
     for s in list {
         t.row(vec![
             s.name.clone(),
             s.state.clone(),
             s.pid.map_or("-".into(), |p| p.to_string()),
-            s.pids.len().to_string(),
+            s.processes.to_string(),
+            cpu_percent(s),
+            s.memory_bytes.map_or("-".into(), format_bytes),
             s.uptime_ms.map_or("-".into(), |ms| {
                 herd_config::units::format_duration(std::time::Duration::from_secs(ms / 1000))
             }),
             s.runs.to_string(),
+            s.health.clone().unwrap_or_else(|| "-".into()),
             s.detail
                 .clone()
+                .or_else(|| s.status_text.clone())
                 .or_else(|| s.last_exit.clone().map(|e| format!("last: {e}")))
                 .unwrap_or_default(),
         ]);
     }
     t.render("")
+}
+
+/// CPU time over time running, as ps(1) reckons `%CPU`: the average of the
+/// current run (100 is one CPU busy the whole time).
+fn cpu_percent(s: &ServiceStatus) -> String {
+    match (s.cpu_seconds, s.uptime_ms) {
+        (Some(cpu), Some(ms)) if ms > 0 => format!("{:.1}", cpu * 100_000.0 / ms as f64),
+        _ => "-".into(),
+    }
+}
+
+/// `512K`, `12.3M`, `1.5G`: a size in the units `limits.memory` takes.
+fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_are_short() {
+        let f = super::format_bytes;
+        assert_eq!(
+            [f(512), f(2048), f(12 << 20), f(1536 << 20)],
+            ["512B", "2.0K", "12M", "1.5G"]
+        );
+    }
 }
