@@ -38,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import tempfile
 import time
 
@@ -241,8 +242,10 @@ class Hello:
 
 
 class Service:
-    def __init__(self, name, mode, arg=None, stop_timeout=None):
+    def __init__(self, name, mode, arg=None, stop_timeout=None, health=None):
         self.name, self.mode, self.arg, self.stop_timeout = name, mode, arg, stop_timeout
+        # herder only: a `health` table's TOML, e.g. '{ tcp = "127.0.0.1:9" }'.
+        self.health = health
 
     def argv(self, marker, sock):
         a = [SVC, marker, self.mode, sock]
@@ -293,6 +296,8 @@ class Supervisor:
             lines += ["", f"[services.{s.name}]", f"command = {json.dumps(self.svc_argv(s))}"]
             if s.stop_timeout:
                 lines.append(f'stop = {{ timeout = "{int(s.stop_timeout * 1000)}ms" }}')
+            if s.health:
+                lines.append(f"health = {s.health}")
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         return [HERD, "up", "-f", conf]
@@ -552,6 +557,50 @@ class Bench:
                 self.emit("idle", kind, "rss", memory_kb(pids, "Rss") / 1024, "MB", n=100)
                 sup.stop(30)
             self.run(kind, services(100), body=body)
+        if "herder" in self.kinds():
+            self.idle_health()
+
+    def idle_health(self):
+        # "idle health": the same 100 services, each with a tcp health check
+        # every 10 s against a listener of the harness's: herder's CPU over the
+        # idle window, and that CPU per check, against plain "idle".
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        port = listener.getsockname()[1]
+        accepted = [0]
+
+        def accept():
+            while True:
+                try:
+                    c, _ = listener.accept()
+                except OSError:
+                    return
+                accepted[0] += 1
+                c.close()
+        threading.Thread(target=accept, daemon=True).start()
+        svcs = services(100)
+        for s in svcs:
+            s.health = f'{{ tcp = "127.0.0.1:{port}", interval = "10s" }}'
+
+        def body(sup, t0):
+            self.wait_running(sup, t0, 100)
+            time.sleep(1)
+            pids = sup.helpers()
+            c0, a0 = cpu_ns(pids), accepted[0]
+            time.sleep(self.args.idle)
+            c1, a1 = cpu_ns(pids), accepted[0]
+            checks = a1 - a0
+            self.emit("idle health", "herder", "cpu", (c1 - c0) / 1e9, "s", n=100,
+                      seconds=self.args.idle, checks=checks)
+            if checks:
+                self.emit("idle health", "herder", "cpu per check", (c1 - c0) / 1e3 / checks,
+                          "us", checks=checks)
+            sup.stop(30)
+        try:
+            self.run("herder", svcs, body=body)
+        finally:
+            listener.close()
 
     # 7
     def crashloop(self):

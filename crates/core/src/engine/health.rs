@@ -221,6 +221,10 @@ impl Engine {
             return; // about an earlier attempt or run
         };
         live.running = false;
+        if !running || self.shutdown.is_some() {
+            // Being stopped (its check was killed with it): nothing to count.
+            return;
+        }
         let before = (live.failures, live.passed);
         let mut detail = None;
         match result {
@@ -254,9 +258,6 @@ impl Engine {
         let deadline = now + svc.cfg.stop.timeout;
         if changed {
             self.publish_health(name, detail);
-        }
-        if !running || self.shutdown.is_some() {
-            return;
         }
         if failed {
             note(&format!("{name}: unhealthy: stopping it"));

@@ -87,6 +87,11 @@ impl Engine {
         }
         run.stop = Some(log);
         run.kill_backoff = FIRST_KILL_RETRY;
+        // Being stopped, it owes no more pings.
+        if let Some(w) = run.watchdog.take() {
+            self.timers
+                .remove(&(w.due, Timer::Watchdog(name.to_string(), run.number)));
+        }
         // A service that missed its watchdog is hung: its hook would hang too.
         let hook = svc
             .cfg
