@@ -196,6 +196,7 @@ impl Backend for Cgroup2 {
             path: leaf.path,
             held,
             events: None,
+            no_memory_file: false,
         }))
     }
 
@@ -245,6 +246,9 @@ struct Cgroup2Unit {
     /// held, so a running service can cost herder no descriptor here (10,000
     /// services fit a limit of 20,000 with their output pipes).
     events: Option<OwnedFd>,
+    /// `memory.current` was not there (the memory controller is not enabled
+    /// here): usage does not look for it again.
+    no_memory_file: bool,
 }
 
 /// A unit's files kept open ([`Backend::hold_files`]).
@@ -304,9 +308,25 @@ fn has_children(st: rustix::io::Result<rustix::fs::Stat>) -> bool {
 }
 
 impl Cgroup2Unit {
-    /// One of the cgroup's files, whole.
+    /// One of the cgroup's files, whole: through the directory's descriptor
+    /// where it is held (no path walk).
     fn read(&self, file: &str) -> io::Result<String> {
-        fs::read_to_string(self.dir.join(file))
+        let fd = match &self.held {
+            Some(h) => rustix::fs::openat(
+                &h.dirfd,
+                file,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
+            None => rustix::fs::open(
+                self.dir.join(file),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
+        };
+        let mut text = String::new();
+        io::Read::read_to_string(&mut fs::File::from(fd), &mut text)?;
+        Ok(text)
     }
 
     /// cgroup.events, opened now if it was not.
@@ -349,10 +369,16 @@ impl Unit for Cgroup2Unit {
             let usec = t.lines().find_map(|l| l.strip_prefix("usage_usec "))?;
             usec.trim().parse().ok().map(Duration::from_micros)
         });
-        let memory = self
-            .read("memory.current")
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
+        let memory = match self.no_memory_file {
+            true => None,
+            false => match self.read("memory.current") {
+                Ok(t) => t.trim().parse().ok(),
+                Err(e) => {
+                    self.no_memory_file = e.kind() == io::ErrorKind::NotFound;
+                    None
+                }
+            },
+        };
         let mut usage = Usage {
             cpu,
             memory,
