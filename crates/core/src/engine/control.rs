@@ -586,10 +586,10 @@ impl Engine {
                 let ready = orchestrate::is_ready(&svc.m.state) && svc.m.state.pid().is_some();
                 let failures = svc.cfg.health.as_ref().map_or(0, |h| h.failures);
                 let health = super::health::describe(svc.run.as_ref(), failures, Instant::now());
-                let (pids, usage) = match svc.unit() {
-                    Some(u) => {
-                        let pids = u.pids();
-                        let usage = u.usage(&pids);
+                let (pids, usage) = match svc.run.as_mut() {
+                    Some(run) => {
+                        let pids = run.unit.pids();
+                        let usage = run.usage(&pids, now);
                         (pids, usage)
                     }
                     None => Default::default(),

@@ -33,6 +33,9 @@ use super::health::{Liveness, Watchdog};
 use crate::machine::{Machine, Policy, State, StopReason};
 use herd_api::ServiceReport;
 
+/// How old a run's CPU time and memory may be when a status shows them.
+pub(super) const USAGE_MAX_AGE: Duration = Duration::from_secs(1);
+
 /// The first pause before a SIGKILL is repeated, and the longest.
 pub(super) const FIRST_KILL_RETRY: Duration = Duration::from_millis(100);
 pub(super) const MAX_KILL_RETRY: Duration = Duration::from_secs(5);
@@ -114,6 +117,8 @@ pub(super) struct Run {
     pub liveness: Option<Liveness>,
     /// sd_notify's watchdog, once it has been ready.
     pub watchdog: Option<Watchdog>,
+    /// Its CPU time and memory as last read, and when.
+    usage: Option<(std::time::Instant, herd_contain::Usage)>,
 }
 
 impl Run {
@@ -130,6 +135,27 @@ impl Run {
             watched: false,
             liveness: None,
             watchdog: None,
+            usage: None,
+        }
+    }
+
+    /// CPU time, memory and processes (those of `pids`, the unit's live
+    /// processes just read). CPU time and memory are read again only when the
+    /// last reading is [`USAGE_MAX_AGE`] old: a hundred clients asking at once,
+    /// or a dashboard polling, cost one reading of each unit a second, not one
+    /// a request.
+    pub fn usage(&mut self, pids: &[i32], now: std::time::Instant) -> herd_contain::Usage {
+        let usage = match self.usage {
+            Some((at, u)) if now.saturating_duration_since(at) < USAGE_MAX_AGE => u,
+            _ => {
+                let u = self.unit.usage(pids);
+                self.usage = Some((now, u));
+                u
+            }
+        };
+        herd_contain::Usage {
+            processes: pids.len(),
+            ..usage
         }
     }
 
