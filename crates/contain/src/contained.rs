@@ -135,7 +135,7 @@ impl Contained {
             }
         };
         unit.set_invocation(&invocation);
-        spec.cgroup = unit.join().map_err(|source| SpawnError::Start {
+        spec.cgroups = unit.join().map_err(|source| SpawnError::Start {
             program: name.into(),
             source,
         })?;

@@ -25,7 +25,8 @@
 //! - The kernel gives no emptiness event for v1 cgroups: the caller learns of exits
 //!   through SIGCHLD (herder is the subreaper, so the last process of a service to
 //!   exit is always a child of herder's or of another process of the service).
-//! - No resource limits: the v1 memory and pids hierarchies are not managed.
+//! - Limits and usage are not the freezer's: they come from the v1 memory,
+//!   pids, cpu and cpuacct hierarchies beside it ([`crate::v1`]).
 
 use std::collections::HashSet;
 use std::fs;
@@ -55,7 +56,15 @@ fn locate() -> Result<Subtree, String> {
 
 pub(crate) fn probe() -> Result<String, String> {
     let t = locate()?;
-    Ok(format!("services under {}/services", t.dir.display()))
+    let v1 = crate::v1::probe(&["memory", "pids", "cpu", "cpuacct"]);
+    Ok(match v1.is_empty() {
+        true => format!("services under {}/services", t.dir.display()),
+        false => format!(
+            "services under {}/services; limits and usage from cgroup v1: {}",
+            t.dir.display(),
+            v1.join(", ")
+        ),
+    })
 }
 
 impl Freezer {
@@ -169,8 +178,8 @@ struct FreezerUnit {
 }
 
 impl Unit for FreezerUnit {
-    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
-        tree::open_procs(&self.dir).map(|fd| Some(Arc::new(fd)))
+    fn join(&self) -> io::Result<Vec<Arc<OwnedFd>>> {
+        tree::open_procs(&self.dir).map(|fd| vec![Arc::new(fd)])
     }
 
     fn started(&mut self, _pid: i32) {}

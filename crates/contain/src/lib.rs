@@ -6,8 +6,8 @@
 //!
 //! | backend | contains | kill | emptiness event | limits |
 //! |---|---|---|---|---|
-//! | [`Containment::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled |
-//! | [`Containment::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | none |
+//! | [`Containment::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled; else cgroup v1's (see [`v1`]) |
+//! | [`Containment::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | cgroup v1's memory, pids and cpu where writable (see [`v1`]) |
 //! | [`Containment::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | the caller's SIGCHLD or pidfds | none |
 //!
 //! [`detect`] picks the best backend the host offers (or the one asked for) and
@@ -39,6 +39,7 @@ pub mod mounts;
 pub mod none;
 pub mod procfs;
 mod tree;
+mod v1;
 mod v2;
 
 pub use contained::{Contained, Mode, StopOptions, StopRecord};
@@ -54,13 +55,14 @@ pub fn guarantees(kind: Containment) -> &'static [&'static str] {
             "every process of a service, setsid and double-fork escapees included, stays in its cgroup",
             "SIGKILL through cgroup.kill: no pid is read, so none can be recycled",
             "emptiness from cgroup.events (epoll): no polling",
-            "memory.max, pids.max, cpu.max where the controllers are enabled",
+            "memory.max, pids.max, cpu.max where the controllers are enabled; else the cgroup v1 memory, pids and cpu hierarchies where writable",
         ],
         Containment::Freezer => &[
             "every process of a service stays in its freezer cgroup",
             "SIGKILL while frozen: frozen processes cannot exit or fork, so no pid is recycled",
             "a freeze that does not complete is thawed and retried with backoff",
-            "emptiness on SIGCHLD (herder is the subreaper); no resource limits",
+            "emptiness on SIGCHLD (herder is the subreaper)",
+            "limits and usage from the cgroup v1 memory, pids, cpu and cpuacct hierarchies where writable",
         ],
         Containment::None => &[
             "services run in their own session; herder is the child subreaper",
@@ -95,6 +97,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The limits in `limits` this backend cannot enforce here, each with the reason.
     fn unsupported(&self, limits: &Limits) -> Vec<String>;
+
+    /// The controllers it limits units with (`memory`, `pids`, `cpu`), with
+    /// where from when not its own hierarchy (`memory (cgroup v1)`).
+    fn limit_controllers(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Descriptors a unit holds open while its main process runs, for a caller
     /// sizing its descriptor limit (none, for every backend here, unless it
@@ -169,9 +177,10 @@ pub struct Usage {
 
 /// One run's containment.
 pub trait Unit: Send + std::fmt::Debug {
-    /// A `cgroup.procs` for the child to join before exec ([`herd_sys::Spec::cgroup`]),
-    /// opened for this spawn; `None` for a backend without cgroups.
-    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>>;
+    /// The `cgroup.procs` files for the child to join before exec
+    /// ([`herd_sys::Spec::cgroups`]), opened for this spawn; none for a backend
+    /// without cgroups.
+    fn join(&self) -> io::Result<Vec<Arc<OwnedFd>>>;
 
     /// A process started into this unit (its main process, a hook, a check).
     fn started(&mut self, pid: i32);
@@ -253,9 +262,19 @@ pub struct Unavailable {
 pub fn detect(want: Option<Containment>) -> Result<Box<dyn Backend>, Unavailable> {
     let open = |kind: Containment| -> Result<Box<dyn Backend>, Unavailable> {
         let unavailable = |reason: String| Unavailable { kind, reason };
+        // The controllers a cgroup backend lacks come from v1 where they can.
         Ok(match kind {
-            Containment::Cgroup2 => Box::new(v2::Cgroup2::open().map_err(unavailable)?),
-            Containment::Freezer => Box::new(freezer::Freezer::open().map_err(unavailable)?),
+            Containment::Cgroup2 => {
+                let b = v2::Cgroup2::open().map_err(unavailable)?;
+                let mut has: Vec<String> = b.enabled().map(String::from).collect();
+                // cgroup v2 counts CPU time in every cgroup's cpu.stat.
+                has.push("cpuacct".into());
+                v1::with_v1(Box::new(b), &has)
+            }
+            Containment::Freezer => v1::with_v1(
+                Box::new(freezer::Freezer::open().map_err(unavailable)?),
+                &[],
+            ),
             Containment::None => Box::new(none::Tracking::open()),
         })
     };

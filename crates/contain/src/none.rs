@@ -420,8 +420,8 @@ impl TreeUnit {
 }
 
 impl Unit for TreeUnit {
-    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
-        Ok(None)
+    fn join(&self) -> io::Result<Vec<Arc<OwnedFd>>> {
+        Ok(Vec::new())
     }
 
     fn started(&mut self, pid: i32) {

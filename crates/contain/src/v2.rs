@@ -27,8 +27,8 @@
 //! # Caveats
 //!
 //! - Limits need the controllers in `C`'s `cgroup.controllers`; on hybrid hosts they
-//!   are often bound to v1 hierarchies instead, and herder says which limits it cannot
-//!   apply.
+//!   are often bound to v1 hierarchies instead, and are taken from there
+//!   ([`crate::v1`]); herder says which limits it cannot apply at all.
 //! - `cgroup.kill` needs Linux 5.14; before it, every process is signalled through a
 //!   pidfd, round after round until no new one appears.
 
@@ -72,11 +72,10 @@ pub(crate) fn probe() -> Result<String, String> {
         let parent = t.dir.parent().unwrap_or(&t.dir);
         read_trim(&parent.join("cgroup.subtree_control")).unwrap_or_default()
     };
-    let limits: Vec<&str> = LIMIT_CONTROLLERS
+    let (limits, missing): (Vec<&str>, Vec<&str>) = LIMIT_CONTROLLERS
         .into_iter()
-        .filter(|c| available.split(' ').any(|a| a == *c))
-        .collect();
-    Ok(format!(
+        .partition(|c| available.split(' ').any(|a| a == *c));
+    let mut text = format!(
         "services under {}/services; limit controllers: {}",
         t.dir.display(),
         if limits.is_empty() {
@@ -84,10 +83,20 @@ pub(crate) fn probe() -> Result<String, String> {
         } else {
             limits.join(" ")
         }
-    ))
+    );
+    let v1 = crate::v1::probe(&missing);
+    if !v1.is_empty() {
+        text.push_str(&format!("; from cgroup v1: {}", v1.join(", ")));
+    }
+    Ok(text)
 }
 
 impl Cgroup2 {
+    /// The limit controllers enabled for the services' cgroups.
+    pub(crate) fn enabled(&self) -> impl Iterator<Item = &str> {
+        self.enabled.iter().map(String::as_str)
+    }
+
     pub fn open() -> Result<Cgroup2, String> {
         let t = locate()?;
         let notices = tree::claim(&t, |dir| {
@@ -202,6 +211,10 @@ impl Backend for Cgroup2 {
 
     fn descriptors_to_hold(&self) -> u64 {
         2
+    }
+
+    fn limit_controllers(&self) -> Vec<String> {
+        self.enabled.clone()
     }
 
     fn hold_files(&self, hold: bool) {
@@ -343,10 +356,10 @@ impl Cgroup2Unit {
 }
 
 impl Unit for Cgroup2Unit {
-    fn join(&self) -> io::Result<Option<Arc<OwnedFd>>> {
+    fn join(&self) -> io::Result<Vec<Arc<OwnedFd>>> {
         match &self.held {
-            Some(h) => Ok(Some(h.procs.clone())),
-            None => tree::open_procs(&self.dir).map(|fd| Some(Arc::new(fd))),
+            Some(h) => Ok(vec![h.procs.clone()]),
+            None => tree::open_procs(&self.dir).map(|fd| vec![Arc::new(fd)]),
         }
     }
 

@@ -58,7 +58,7 @@ pub fn build(cfg: &Service, extra: &[(String, String)]) -> Result<Spec, String> 
         rlimits,
         discard_output: false,
         merge_output: true,
-        cgroup: None,
+        cgroups: Vec::new(),
         inherit: Vec::new(),
         pid_env: Vec::new(),
     })

@@ -142,8 +142,8 @@ struct FakeUnit {
 }
 
 impl Unit for FakeUnit {
-    fn join(&self) -> std::io::Result<Option<Arc<OwnedFd>>> {
-        Ok(None)
+    fn join(&self) -> std::io::Result<Vec<Arc<OwnedFd>>> {
+        Ok(Vec::new())
     }
     fn started(&mut self, pid: i32) {
         self.members.push(pid);

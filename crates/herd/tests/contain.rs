@@ -113,6 +113,10 @@ on_backends! {
         none_reads_cpu_memory_and_processes: NONE,
         unprivileged_reads_cpu_memory_and_processes: UNPRIVILEGED,
     }
+    v1_limits {
+        cgroup2_takes_limits_from_cgroup_v1_on_a_hybrid_host: CGROUP2,
+        freezer_takes_limits_from_cgroup_v1: FREEZER,
+    }
     many_services {
         cgroup2_runs_and_stops_many_services: CGROUP2,
         freezer_runs_and_stops_many_services: FREEZER,
@@ -162,6 +166,99 @@ command = ["python3", "-c", "import time; x = b'\x01' * (64 << 20); time.sleep(1
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
+}
+
+/// Issue 24 and 25: on a hybrid host (cgroup2 without controllers) and with
+/// the freezer backend, `limits` are the v1 hierarchies' and so is the memory
+/// in use: read back from the kernel's files, not from herder.
+fn v1_limits(on: On) {
+    let mut up = Up::with(
+        r#"
+[services.hog]
+command = ["python3", "-c", "import time; x = b'\x01' * (200 << 20); time.sleep(1000)"]
+limits = { memory = "64M", cpu = 0.5 }
+restart = { policy = "never" }
+
+[services.forks]
+command = ["python3", "-c", """
+import os, time
+for i in range(8):
+    try:
+        if os.fork() == 0:
+            time.sleep(1000)
+            os._exit(0)
+    except OSError:
+        pass
+time.sleep(1000)
+"""]
+limits = { pids = 4 }
+"#,
+        on.opts(),
+    );
+    up.wait_for(&format!("containment: {}", on.backend()), LONG);
+    let mut cgroups = up.cgroups.v1.clone();
+    cgroups.extend(up.cgroups.pids.clone());
+    let controller = |c: &str| {
+        let mounts = herd_contain::mounts::v1(c);
+        cgroups
+            .iter()
+            .find(|d| mounts.as_ref().is_some_and(|m| d.starts_with(&m.point)))
+            .cloned()
+    };
+    let Some(memory) = controller("memory") else {
+        assert!(
+            common::can_run("v1_limits", false, "a cgroup v1 memory hierarchy"),
+            "skipped"
+        );
+        return;
+    };
+    let hog = memory.join("services/hog");
+    // The hog never gets past its limit: killed by the OOM killer (or, with
+    // swap, held at it).
+    let deadline = Instant::now() + LONG;
+    loop {
+        let list = common::ps(&up);
+        let s = common::service(&list, "hog");
+        if s["state"] != "ready" {
+            assert_eq!(s["last_exit"], "killed by signal 9", "{s}");
+            break;
+        }
+        let failed: u64 = std::fs::read_to_string(hog.join("memory.failcnt"))
+            .map_or(0, |t| t.trim().parse().unwrap_or(0));
+        if failed > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hog is not held: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu = controller("cpu").expect("a cpu hierarchy beside memory");
+    let quota = std::fs::read_to_string(cpu.join("services/hog/cpu.cfs_quota_us"));
+    // The hog's leaf goes once it is gone; while it is there, it says 0.5 CPU.
+    if let Ok(q) = quota {
+        assert_eq!(q.trim(), "50000");
+    }
+    // Eight forks asked for, four processes at most.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let list = common::ps(&up);
+        let s = common::service(&list, "forks");
+        if s["state"] == "ready" && s["processes"] == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "forks is not bounded: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pids = controller("pids").expect("a pids hierarchy");
+    let max = std::fs::read_to_string(pids.join("services/forks/pids.max")).unwrap();
+    assert_eq!(max.trim(), "4");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    // What herder made in the v1 hierarchies went with it.
+    for d in &cgroups {
+        assert!(!d.join("services").exists(), "{} left", d.display());
+        assert!(!d.join("supervisor").exists(), "{} left", d.display());
+    }
 }
 
 /// Issue 22: hundreds of services start, every one is listed by `herd ps` with

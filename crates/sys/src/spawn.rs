@@ -73,8 +73,10 @@ pub struct Spec {
     /// one descriptor a child in the parent instead of two, and the two
     /// streams' lines in the order they were written.
     pub merge_output: bool,
-    /// A `cgroup.procs` file, open for writing, that the child joins before exec.
-    pub cgroup: Option<Arc<OwnedFd>>,
+    /// `cgroup.procs` files, open for writing, that the child joins before
+    /// exec, in this order: its containment's, then those of cgroup v1
+    /// hierarchies that account for it and limit it. At most [`MAX_CGROUPS`].
+    pub cgroups: Vec<Arc<OwnedFd>>,
     /// Descriptors the program is given as 3, 4, … in this order
     /// ([`FIRST_INHERITED_FD`]; herder's event pipe); at most [`MAX_INHERIT`]. No
     /// other descriptor of herder's reaches it.
@@ -214,6 +216,11 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         return Err(fail(e));
     }
     let rlimits = rlimits(spec);
+    if spec.cgroups.len() > MAX_CGROUPS {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, "too many cgroups to join");
+        return Err(fail(e));
+    }
+    let cgroups: Vec<i32> = spec.cgroups.iter().map(|fd| fd.as_raw_fd()).collect();
     // What the child gets, in order: stdin, stdout, stderr, then `inherit`.
     let sources: Vec<BorrowedFd> = [
         null.as_fd(),
@@ -233,7 +240,7 @@ pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         workdir: c_workdir.as_ptr(),
-        cgroup: spec.cgroup.as_ref().map(|fd| fd.as_raw_fd()),
+        cgroups: &cgroups,
         keep_below: slots.end(),
         stdio: [placed[0], placed[1], placed[2]],
         inherit: &placed[3..],
@@ -404,7 +411,7 @@ struct ChildArgs<'a> {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     workdir: *const libc::c_char,
-    cgroup: Option<i32>,
+    cgroups: &'a [i32],
     /// The child's own descriptor table keeps only descriptors below this.
     keep_below: i32,
     /// The slots holding what becomes 0, 1 and 2, and 3, 4, … (`inherit`).
@@ -417,6 +424,9 @@ struct ChildArgs<'a> {
     /// The errno of the step that failed, written by the child before it exits.
     error: AtomicI32,
 }
+
+/// The most cgroups a child joins ([`Spec::cgroups`]).
+pub const MAX_CGROUPS: usize = 8;
 
 /// The most descriptors a program can be given besides stdin, stdout and stderr.
 pub const MAX_INHERIT: usize = 16;
@@ -558,10 +568,10 @@ unsafe fn child_setup(a: &ChildArgs) -> i32 {
     unsafe {
         // First, so even the child's first instruction runs contained; "0" is the
         // writer itself, and the permission check is still herder's.
-        if let Some(fd) = a.cgroup
-            && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
-        {
-            return errno();
+        for &fd in a.cgroups {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return errno();
+            }
         }
         if libc::setsid() < 0 {
             return errno();

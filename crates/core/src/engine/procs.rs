@@ -40,7 +40,7 @@ pub struct Started {
 
 /// What the engine does to processes.
 pub trait Processes: Send {
-    /// Starts `spec` (placed in its unit by `spec.cgroup` before exec).
+    /// Starts `spec` (placed in its unit by `spec.cgroups` before exec).
     fn spawn(&mut self, spec: &Spec) -> Result<Started, SpawnError>;
 
     /// Every child that has exited since the last call, with its status.

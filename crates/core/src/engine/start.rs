@@ -116,7 +116,7 @@ impl Engine {
             }
         };
         unit.set_invocation(&invocation);
-        spec.cgroup = match unit.join() {
+        spec.cgroups = match unit.join() {
             Ok(j) => j,
             Err(e) => {
                 let _ = unit.remove();
@@ -235,7 +235,7 @@ impl Engine {
         let spec = herd_sys::Spec {
             argv,
             discard_output: true,
-            cgroup: run.unit.join().map_err(|e| e.to_string())?,
+            cgroups: run.unit.join().map_err(|e| e.to_string())?,
             ..spec
         };
         let child = self.procs.spawn(&spec).map_err(|e| e.to_string())?;

@@ -136,7 +136,7 @@ impl Engine {
             .push(("HERD_STOP_DEADLINE_MS".into(), left.as_millis().to_string()));
         spec.env
             .push(("HERD_STOP_DEADLINE".into(), unix_ms_in(left).to_string()));
-        spec.cgroup = run.unit.join().map_err(|e| e.to_string())?;
+        spec.cgroups = run.unit.join().map_err(|e| e.to_string())?;
         let child = self.procs.spawn(&spec).map_err(|e| e.to_string())?;
         run.unit.started(child.pid);
         self.hooks.insert(child.pid, name.to_string());

@@ -175,13 +175,18 @@ fn backend(
 ) -> Result<Box<dyn herd_contain::Backend>, String> {
     let backend = herd_contain::detect(forced.or(config.supervisor.containment))
         .map_err(|e| e.to_string())?;
+    let limits = backend.limit_controllers();
     note(&format!(
-        "containment: {}{}",
+        "containment: {}{}{}",
         backend.kind(),
         backend
             .location()
             .map(|p| format!(" under {}", p.display()))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match limits.is_empty() {
+            true => String::new(),
+            false => format!("; limits: {}", limits.join(", ")),
+        }
     ));
     for n in backend.notices() {
         note(&n);

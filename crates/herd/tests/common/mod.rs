@@ -346,6 +346,9 @@ pub struct TestCgroups {
     pub v2: Option<std::path::PathBuf>,
     pub freezer: Option<std::path::PathBuf>,
     pub pids: Option<std::path::PathBuf>,
+    /// The v1 memory, cpu and cpuacct hierarchies' (one each, a shared mount
+    /// once): herder's limits and usage on a hybrid host go below them.
+    pub v1: Vec<std::path::PathBuf>,
 }
 
 impl TestCgroups {
@@ -367,18 +370,25 @@ impl TestCgroups {
             (0..5).find(|_| std::fs::create_dir_all(&d).is_ok())?;
             Some(d)
         };
-        let pids = pids_max.and_then(|max| {
-            let d = make(
-                herd_contain::mounts::v1("pids"),
-                herd_contain::mounts::own_v1("pids"),
-            )?;
-            std::fs::write(d.join("pids.max"), max.to_string()).ok()?;
-            Some(d)
+        let pids = make(
+            herd_contain::mounts::v1("pids"),
+            herd_contain::mounts::own_v1("pids"),
+        );
+        let bounded = pids_max.is_none_or(|max| {
+            pids.as_ref()
+                .is_some_and(|d| std::fs::write(d.join("pids.max"), max.to_string()).is_ok())
         });
         assert!(
-            pids_max.is_none() || pids.is_some(),
+            bounded,
             "this test needs a cgroup v1 pids hierarchy to bound its processes"
         );
+        let mut v1: Vec<std::path::PathBuf> = Vec::new();
+        for c in ["memory", "cpu", "cpuacct"] {
+            let d = make(herd_contain::mounts::v1(c), herd_contain::mounts::own_v1(c));
+            if let Some(d) = d.filter(|d| !v1.contains(d)) {
+                v1.push(d);
+            }
+        }
         TestCgroups {
             v2: make(
                 herd_contain::mounts::cgroup2(),
@@ -389,6 +399,7 @@ impl TestCgroups {
                 herd_contain::mounts::own_v1("freezer"),
             ),
             pids,
+            v1,
         }
     }
 
@@ -396,6 +407,7 @@ impl TestCgroups {
         [&self.v2, &self.freezer, &self.pids]
             .into_iter()
             .flatten()
+            .chain(&self.v1)
             .cloned()
             .collect()
     }
