@@ -214,6 +214,13 @@ pub trait Unit: Send + std::fmt::Debug {
         procfs::usage(pids)
     }
 
+    /// How many of the unit's processes the kernel's OOM killer has killed
+    /// for passing its memory limit, where a memory controller counts them
+    /// (cgroup v2 `memory.events`, v1 `memory.oom_control`); `None` elsewhere.
+    fn oom_kills(&mut self) -> Option<u64> {
+        None
+    }
+
     /// Whether no process of the unit is alive.
     fn is_empty(&mut self) -> bool {
         self.pids().is_empty()

@@ -281,6 +281,13 @@ fn settings(controller: &str, limits: &Limits) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
+pub(crate) fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// A unit and its leaves in the v1 hierarchies.
 #[derive(Debug)]
 struct V1Unit {
@@ -354,6 +361,14 @@ impl Unit for V1Unit {
             usage.cpu = Some(Duration::from_nanos(ns));
         }
         usage
+    }
+
+    fn oom_kills(&mut self) -> Option<u64> {
+        let v1 = self
+            .leaf("memory")
+            .and_then(|d| fs::read_to_string(d.join("memory.oom_control")).ok())
+            .and_then(|t| oom_kill_count(&t));
+        v1.or_else(|| self.inner.oom_kills())
     }
 
     fn is_empty(&mut self) -> bool {

@@ -405,6 +405,14 @@ impl Unit for Cgroup2Unit {
         usage
     }
 
+    fn oom_kills(&mut self) -> Option<u64> {
+        if self.no_memory_file {
+            return None;
+        }
+        let text = self.read("memory.events").ok()?;
+        crate::v1::oom_kill_count(&text)
+    }
+
     fn pids(&mut self) -> Vec<i32> {
         // `herd ps` asks this of every unit, so the common case is one read:
         // services rarely make cgroups of their own, and with none below,

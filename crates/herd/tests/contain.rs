@@ -220,7 +220,11 @@ limits = { pids = 4 }
         let list = common::ps(&up);
         let s = common::service(&list, "hog");
         if s["state"] != "ready" {
-            assert_eq!(s["last_exit"], "killed by signal 9", "{s}");
+            assert_eq!(s["last_exit"], "killed by signal 9 (out of memory)", "{s}");
+            up.wait_for(
+                "hog: the OOM killer killed 1 of its processes (limits.memory = 67108864 bytes)",
+                LONG,
+            );
             break;
         }
         let failed: u64 = std::fs::read_to_string(hog.join("memory.failcnt"))

@@ -610,7 +610,7 @@ impl Engine {
                     uptime_ms: since.map(|s| now.saturating_duration_since(s).as_millis() as u64),
                     runs: svc.counters.runs,
                     ready,
-                    last_exit: svc.counters.last_exit.map(|s| s.to_string()),
+                    last_exit: svc.counters.last_exit_text(),
                     stops: svc.counters.stops,
                     kills: svc.counters.kills,
                     last_stop_ms: svc.counters.last_stop.map(|d| d.as_secs_f64() * 1000.0),

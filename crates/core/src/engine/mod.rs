@@ -471,7 +471,11 @@ impl Engine {
             if let (State::Backoff { .. }, true, Some(status), Some(d)) =
                 (&svc.m.state, ended, svc.counters.last_exit, &detail)
             {
-                detail = Some(format!("{}; {d}", ended_how(status)));
+                let how = match svc.counters.last_oom {
+                    true => "killed by the OOM killer".to_string(),
+                    false => ended_how(status),
+                };
+                detail = Some(format!("{how}; {d}"));
             }
             // Without a readiness check nothing says it is ready: it has started.
             let said = match svc.m.state {

@@ -94,6 +94,20 @@ impl Engine {
     fn main_exited(&mut self, name: &str, status: ExitStatus) {
         let svc = self.svcs.get_mut(name).expect("known service");
         svc.counters.last_exit = Some(status);
+        // A unit's memory counters start at zero with it: any OOM kill is this
+        // run's.
+        let ooms = svc.unit().and_then(|u| u.oom_kills()).unwrap_or(0);
+        svc.counters.last_oom = ooms > 0 && status == ExitStatus::Signal(libc::SIGKILL);
+        if ooms > 0 {
+            let limit = svc
+                .cfg
+                .limits
+                .memory
+                .map_or(String::new(), |m| format!(" (limits.memory = {m} bytes)"));
+            note(&format!(
+                "{name}: the OOM killer killed {ooms} of its processes{limit}"
+            ));
+        }
         let stopping = matches!(svc.m.state, State::Stopping { .. });
         let mixed = svc.cfg.stop.mode == herd_config::StopMode::Mixed;
         if let Some(run) = &mut svc.run {

@@ -90,6 +90,21 @@ pub(super) struct Counters {
     pub last_kill: Option<Duration>,
     /// How the last run's main process ended.
     pub last_exit: Option<ExitStatus>,
+    /// The kernel's OOM killer ended it (SIGKILL, with the unit's memory
+    /// controller counting an OOM kill).
+    pub last_oom: bool,
+}
+
+impl Counters {
+    /// How the last run ended, as `herd ps` says it: `exit code 1`, `killed by
+    /// signal 9 (out of memory)`.
+    pub fn last_exit_text(&self) -> Option<String> {
+        let status = self.last_exit?;
+        Some(match self.last_oom {
+            true => format!("{status} (out of memory)"),
+            false => status.to_string(),
+        })
+    }
 }
 
 /// One run: everything that must not outlive it.
