@@ -255,6 +255,55 @@ pub struct Supervisor {
     pub socket_group: Option<String>,
     /// Control connections served at once; more are answered 503 and closed.
     pub max_connections: u32,
+    /// The name of this herder's cgroup subtree (`herd/NAME/`); `None`: one
+    /// made from the state directory ([`Supervisor::instance_name`]).
+    pub instance: Option<String>,
+}
+
+impl Supervisor {
+    /// The name of this herder's own cgroup subtree: `instance`, or the
+    /// project's directory name and a hash of the state directory
+    /// (`shop-1f3a9c2e` for `/srv/shop/.herd`), so an operator can tell whose
+    /// it is and two projects of one name still differ.
+    pub fn instance_name(&self, state_dir: &std::path::Path) -> String {
+        if let Some(i) = &self.instance {
+            return i.clone();
+        }
+        let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        let own = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // `.herd` says little: the project's directory above it says whose.
+        let named = match own.starts_with('.') || own.is_empty() {
+            true => dir
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str()),
+            false => Some(own),
+        };
+        let mut name: String = named
+            .unwrap_or("herd")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            name.insert(0, 'h');
+        }
+        // FNV-1a: stable across builds and runs, unlike std's hasher.
+        let hash = dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("{name}-{:08x}", hash as u32)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

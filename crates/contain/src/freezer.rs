@@ -49,14 +49,15 @@ pub struct Freezer {
     notices: Vec<String>,
 }
 
-fn locate() -> Result<Subtree, String> {
-    tree::locate(mounts::v1("freezer"), mounts::own_v1("freezer"))
+fn locate(instance: Option<&str>) -> Result<Subtree, String> {
+    tree::locate(mounts::v1("freezer"), mounts::own_v1("freezer"), instance)
         .map_err(|e| format!("freezer: {e}"))
 }
 
-pub(crate) fn probe() -> Result<String, String> {
-    let t = locate()?;
-    let v1 = crate::v1::probe(&["memory", "pids", "cpu", "cpuacct"]);
+pub(crate) fn probe(instance: Option<&str>) -> Result<String, String> {
+    let t = locate(instance)?;
+    tree::in_use(&t)?;
+    let v1 = crate::v1::probe(&["memory", "pids", "cpu", "cpuacct"], instance);
     Ok(match v1.is_empty() {
         true => format!("services under {}/services", t.dir.display()),
         false => format!(
@@ -68,8 +69,8 @@ pub(crate) fn probe() -> Result<String, String> {
 }
 
 impl Freezer {
-    pub fn open() -> Result<Freezer, String> {
-        let t = locate()?;
+    pub fn open(instance: Option<&str>) -> Result<Freezer, String> {
+        let t = locate(instance)?;
         let notices = tree::claim(&t, freeze_kill)?;
         Ok(Freezer { tree: t, notices })
     }

@@ -265,32 +265,67 @@ pub struct Unavailable {
 }
 
 /// The backend to use: `want`, or the best available (cgroup v2, then the v1
-/// freezer, then none) when `None`.
+/// freezer, then none) when `None`; its cgroups go directly in herder's own
+/// cgroup (or `herd/`). [`choose`] puts them in an instance's subtree and says
+/// why better backends were passed over.
 pub fn detect(want: Option<Containment>) -> Result<Box<dyn Backend>, Unavailable> {
+    choose(want, None).map(|c| c.backend)
+}
+
+/// What [`choose`] chose.
+#[derive(Debug)]
+pub struct Chosen {
+    pub backend: Box<dyn Backend>,
+    /// The better backends it tried first, each with why it could not be used:
+    /// a supervisor says so rather than run on a weaker one silently.
+    pub passed_over: Vec<Unavailable>,
+}
+
+/// [`detect`] for one `instance` of a supervisor: its cgroups go in a subtree
+/// of its own, `herd/INSTANCE/` (or `INSTANCE/` in its own cgroup), so that
+/// any number of supervisors on a host each get the best backend, and the
+/// clean-up after one that was killed touches its own subtree only. Two
+/// supervisors of one instance are refused (the second finds `supervisor/`
+/// in use).
+pub fn choose(want: Option<Containment>, instance: Option<&str>) -> Result<Chosen, Unavailable> {
     let open = |kind: Containment| -> Result<Box<dyn Backend>, Unavailable> {
         let unavailable = |reason: String| Unavailable { kind, reason };
         // The controllers a cgroup backend lacks come from v1 where they can.
         Ok(match kind {
             Containment::Cgroup2 => {
-                let b = v2::Cgroup2::open().map_err(unavailable)?;
+                let b = v2::Cgroup2::open(instance).map_err(unavailable)?;
                 let mut has: Vec<String> = b.enabled().map(String::from).collect();
                 // cgroup v2 counts CPU time in every cgroup's cpu.stat.
                 has.push("cpuacct".into());
-                v1::with_v1(Box::new(b), &has)
+                v1::with_v1(Box::new(b), &has, instance)
             }
             Containment::Freezer => v1::with_v1(
-                Box::new(freezer::Freezer::open().map_err(unavailable)?),
+                Box::new(freezer::Freezer::open(instance).map_err(unavailable)?),
                 &[],
+                instance,
             ),
             Containment::None => Box::new(none::Tracking::open()),
         })
     };
-    match want {
-        Some(kind) => open(kind),
-        None => open(Containment::Cgroup2)
-            .or_else(|_| open(Containment::Freezer))
-            .or_else(|_| open(Containment::None)),
+    if let Some(kind) = want {
+        return open(kind).map(|backend| Chosen {
+            backend,
+            passed_over: Vec::new(),
+        });
     }
+    let mut passed_over = Vec::new();
+    for kind in Containment::ALL {
+        match open(kind) {
+            Ok(backend) => {
+                return Ok(Chosen {
+                    backend,
+                    passed_over,
+                });
+            }
+            Err(e) => passed_over.push(e),
+        }
+    }
+    Err(passed_over.pop().expect("the none backend always opens"))
 }
 
 /// What a backend would be on this host, without changing anything.
@@ -301,16 +336,16 @@ pub struct Probe {
     pub result: Result<String, String>,
 }
 
-/// Probes every backend, best first.
-pub fn report() -> Vec<Probe> {
+/// Probes every backend, best first, as [`choose`] would for `instance`.
+pub fn report(instance: Option<&str>) -> Vec<Probe> {
     vec![
         Probe {
             kind: Containment::Cgroup2,
-            result: v2::probe(),
+            result: v2::probe(instance),
         },
         Probe {
             kind: Containment::Freezer,
-            result: freezer::probe(),
+            result: freezer::probe(instance),
         },
         Probe {
             kind: Containment::None,

@@ -14,6 +14,9 @@ pub struct Mount {
     pub point: PathBuf,
     /// The cgroup that the mount shows as its top (`/` unless in a container).
     pub root: String,
+    /// Mounted read-only (a container's usual cgroup mount): no cgroup can be
+    /// made in it, whoever asks.
+    pub read_only: bool,
 }
 
 /// The cgroup2 mount, if any.
@@ -79,6 +82,7 @@ fn find(mountinfo: &str, want: impl Fn(&str, &str) -> bool) -> Option<Mount> {
         Some(Mount {
             point: PathBuf::from(unescape(l.get(4)?)),
             root: unescape(l.get(3)?),
+            read_only: l.get(5).is_some_and(|o| o.split(',').any(|x| x == "ro")),
         })
     })
 }
@@ -137,6 +141,9 @@ mod tests {
         });
         assert_eq!(fz.unwrap().point, PathBuf::from("/sys/fs/cgroup/freezer"));
         assert!(find("", |t, _| t == "cgroup2").is_none());
+        assert!(!v2.read_only);
+        let ro = "41 31 0:38 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n";
+        assert!(find(ro, |t, _| t == "cgroup2").unwrap().read_only);
     }
 
     #[test]
@@ -154,6 +161,7 @@ mod tests {
         let plain = Mount {
             point: "/sys/fs/cgroup".into(),
             root: "/".into(),
+            read_only: false,
         };
         assert_eq!(dir_of(&plain, "/../x"), None);
         assert_eq!(dir_of(&plain, "/"), Some(PathBuf::from("/sys/fs/cgroup")));

@@ -22,16 +22,32 @@ pub(crate) struct Subtree {
     pub path: String,
     /// The cgroup this process was in before it moved to `supervisor/`.
     pub origin: PathBuf,
-    /// Whether `dir` is `herd/`, made by herder below the hierarchy's root.
+    /// Whether herder made `herd/` below the hierarchy's root for its subtree
+    /// (`dir` is `herd/` itself, or an instance below it).
     pub made: bool,
+    /// `dir` is an instance's own directory (`herd/NAME/`, or `NAME/` in
+    /// herder's own cgroup), made by herder and removed at its exit.
+    pub instance: bool,
     /// The move back to `origin`, begun before the exit ([`begin_release`]).
     pub leaving: Mutex<Option<JoinHandle<io::Result<()>>>>,
 }
 
-/// herder's own cgroup in `mount`, or `herd/` below it when herder sits at the root.
-pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtree, String> {
+/// herder's own cgroup in `mount`, or `herd/` below it when herder sits at the
+/// root; with an `instance`, that instance's directory below either, so that
+/// any number of herders share a hierarchy, each in a subtree of its own.
+pub(crate) fn locate(
+    mount: Option<Mount>,
+    own: Option<String>,
+    instance: Option<&str>,
+) -> Result<Subtree, String> {
     let mount = mount.ok_or("no such mount in /proc/self/mountinfo")?;
     let own = own.ok_or("this process is not in that hierarchy")?;
+    if mount.read_only {
+        return Err(format!(
+            "the cgroup mount at {} is read-only",
+            mount.point.display()
+        ));
+    }
     let dir = mounts::dir_of(&mount, &own).ok_or_else(|| {
         format!(
             "own cgroup {own} is outside the mount at {}",
@@ -40,16 +56,21 @@ pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtre
     })?;
     let origin = dir.clone();
     let made = own == "/";
-    let (dir, path) = if made {
+    let (mut dir, mut path) = if made {
         (dir.join("herd"), "/herd".to_string())
     } else {
         (dir, own)
     };
-    let parent = if dir.exists() {
-        dir.clone()
-    } else {
-        dir.parent().map_or(dir.clone(), Path::to_path_buf)
-    };
+    if let Some(i) = instance {
+        dir = dir.join(i);
+        path = format!("{}/{i}", path.trim_end_matches('/'));
+    }
+    // The nearest directory that exists is where herder must be able to write.
+    let parent = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(&dir)
+        .to_path_buf();
     if !mounts::writable(&parent) {
         return Err(format!(
             "no write access to {} (not root, and the subtree is not delegated)",
@@ -61,6 +82,7 @@ pub(crate) fn locate(mount: Option<Mount>, own: Option<String>) -> Result<Subtre
         path,
         origin,
         made,
+        instance: instance.is_some(),
         leaving: Mutex::new(None),
     })
 }
@@ -117,8 +139,13 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
         problems.push(format!("cannot remove {}: {e}", services.display()));
     }
     if !t.made {
-        for c in controllers {
-            let _ = fs::write(t.dir.join("cgroup.subtree_control"), format!("-{c}"));
+        // A cgroup that hands controllers down takes no process: off again
+        // from here up to the cgroup herder goes back to (another instance
+        // still using them there keeps them on, and herder then stays put).
+        for dir in t.dir.ancestors().take_while(|d| d.starts_with(&t.origin)) {
+            for c in controllers {
+                let _ = fs::write(dir.join("cgroup.subtree_control"), format!("-{c}"));
+            }
         }
     }
     if left_to_the_runtime(t) {
@@ -143,7 +170,7 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
         return problems;
     }
     let mut gone = vec![t.dir.join("supervisor")];
-    if t.made {
+    if t.made || t.instance {
         gone.push(t.dir.clone());
     }
     for d in gone {
@@ -151,11 +178,18 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
             problems.push(format!("cannot remove {}: {e}", d.display()));
         }
     }
+    // `herd/` goes with its last instance; another herder's keeps it.
+    if t.made
+        && t.instance
+        && let Some(base) = t.dir.parent()
+    {
+        let _ = fs::remove_dir(base);
+    }
     problems
 }
 
 /// Creates the subtree and moves this process into `supervisor/`; refuses a
-/// subtree another live supervisor uses. Cgroups with processes that an earlier run
+/// subtree another live supervisor uses (another herder of the same instance). Cgroups with processes that an earlier run
 /// left in `services/` are killed with `kill` and removed; what was done, and any
 /// process that outlived it, is returned for the operator.
 pub(crate) fn claim(
@@ -165,13 +199,7 @@ pub(crate) fn claim(
     let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     fs::create_dir_all(&t.dir).map_err(|e| err("cannot create", &t.dir, e))?;
     let supervisor = t.dir.join("supervisor");
-    let me = std::process::id() as i32;
-    if let Some(other) = procs_below(&supervisor).into_iter().find(|&p| p != me) {
-        return Err(format!(
-            "{} is in use by another supervisor (pid {other})",
-            t.dir.display()
-        ));
-    }
+    in_use(t)?;
     make_dir(&supervisor).map_err(|e| err("cannot create", &supervisor, e))?;
     fs::write(supervisor.join("cgroup.procs"), "0")
         .map_err(|e| err("cannot move into", &supervisor, e))?;
@@ -212,6 +240,22 @@ pub(crate) fn claim(
         }
     }
     Ok(notices)
+}
+
+/// Refuses a subtree whose `supervisor/` holds a live process other than
+/// this one: another herder of the same instance runs there.
+pub(crate) fn in_use(t: &Subtree) -> Result<(), String> {
+    let me = std::process::id() as i32;
+    match procs_below(&t.dir.join("supervisor"))
+        .into_iter()
+        .find(|&p| p != me)
+    {
+        Some(other) => Err(format!(
+            "{} is in use by another supervisor (pid {other})",
+            t.dir.display()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// How long start-up waits for an earlier run's killed processes to exit.

@@ -50,17 +50,17 @@ struct Hierarchy {
     tree: Subtree,
 }
 
-fn locate(controller: &str) -> Result<Subtree, String> {
-    tree::locate(mounts::v1(controller), mounts::own_v1(controller))
+fn locate(controller: &str, instance: Option<&str>) -> Result<Subtree, String> {
+    tree::locate(mounts::v1(controller), mounts::own_v1(controller), instance)
 }
 
 /// For `herd doctor`: where each of `controllers` would come from in v1 (those
 /// with a writable hierarchy), as `memory (…/services)`.
-pub(crate) fn probe(controllers: &[&str]) -> Vec<String> {
+pub(crate) fn probe(controllers: &[&str], instance: Option<&str>) -> Vec<String> {
     controllers
         .iter()
         .filter_map(|c| {
-            let t = locate(c).ok()?;
+            let t = locate(c, instance).ok()?;
             Some(format!("{c} at {}/services", t.dir.display()))
         })
         .collect()
@@ -77,19 +77,25 @@ pub(crate) struct WithV1 {
 /// `inner`, with every controller of [`CONTROLLERS`] it does not have itself
 /// (`has`) taken from v1 where a writable hierarchy has it; `inner` alone when
 /// none is.
-pub(crate) fn with_v1(inner: Box<dyn Backend>, has: &[String]) -> Box<dyn Backend> {
+pub(crate) fn with_v1(
+    inner: Box<dyn Backend>,
+    has: &[String],
+    instance: Option<&str>,
+) -> Box<dyn Backend> {
     let mut v1: Vec<Hierarchy> = Vec::new();
     let mut notices = Vec::new();
     for controller in CONTROLLERS
         .into_iter()
         .filter(|c| !has.iter().any(|h| h == c))
     {
-        let Ok(t) = locate(controller) else { continue };
+        let Ok(t) = locate(controller, instance) else {
+            continue;
+        };
         // cpu and cpuacct are often mounted together: one subtree serves both.
         if v1.iter().any(|h| h.tree.dir == t.dir) {
             v1.push(Hierarchy {
                 controller,
-                tree: locate(controller).expect("located just now"),
+                tree: locate(controller, instance).expect("located just now"),
             });
             continue;
         }

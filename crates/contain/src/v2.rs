@@ -5,14 +5,18 @@
 //! herder's own cgroup `C` (from /proc/self/cgroup) is taken as delegated to it —
 //! as it is for a container or a systemd unit with `Delegate=yes`. If `C` is the
 //! hierarchy's root, `C/herd` is used instead, so a host's root cgroup stays tidy.
+//! Below it, each herder has its instance's directory (`supervisor.instance`,
+//! else named after its project), so herders share a host without sharing a
+//! subtree.
 //!
 //! ```text
-//! C/                  subtree_control: +memory +pids +cpu (those available)
-//! ├── supervisor/     herder itself (the no-internal-processes rule keeps
-//! │                   processes out of a cgroup that distributes controllers)
-//! └── services/
-//!     ├── db/         one per running service; created at spawn, removed once empty
-//!     └── web/
+//! C/ (or C/herd/)
+//! └── shop-1f3a9c2e/      the instance; subtree_control: +memory +pids +cpu
+//!     ├── supervisor/     herder itself (the no-internal-processes rule keeps
+//!     │                   processes out of a cgroup that distributes controllers)
+//!     └── services/
+//!         ├── db/         one per running service; created at spawn, removed once empty
+//!         └── web/
 //! ```
 //!
 //! A child joins its cgroup between fork and exec, so nothing of it ever runs
@@ -59,19 +63,22 @@ pub struct Cgroup2 {
     notices: Vec<String>,
 }
 
-fn locate() -> Result<Subtree, String> {
-    tree::locate(mounts::cgroup2(), mounts::own_v2()).map_err(|e| format!("cgroup2: {e}"))
+fn locate(instance: Option<&str>) -> Result<Subtree, String> {
+    tree::locate(mounts::cgroup2(), mounts::own_v2(), instance).map_err(|e| format!("cgroup2: {e}"))
 }
 
 /// For `herd doctor`: where units would go, or why not.
-pub(crate) fn probe() -> Result<String, String> {
-    let t = locate()?;
-    let available = if t.dir.exists() {
-        read_trim(&t.dir.join("cgroup.controllers")).unwrap_or_default()
-    } else {
-        let parent = t.dir.parent().unwrap_or(&t.dir);
-        read_trim(&parent.join("cgroup.subtree_control")).unwrap_or_default()
-    };
+pub(crate) fn probe(instance: Option<&str>) -> Result<String, String> {
+    let t = locate(instance)?;
+    tree::in_use(&t)?;
+    // What the nearest cgroup that exists has is what herder can hand down to
+    // its instance (enabling it on the way).
+    let available = t
+        .dir
+        .ancestors()
+        .find(|d| d.exists())
+        .and_then(|d| read_trim(&d.join("cgroup.controllers")).ok())
+        .unwrap_or_default();
     let (limits, missing): (Vec<&str>, Vec<&str>) = LIMIT_CONTROLLERS
         .into_iter()
         .partition(|c| available.split(' ').any(|a| a == *c));
@@ -84,7 +91,7 @@ pub(crate) fn probe() -> Result<String, String> {
             limits.join(" ")
         }
     );
-    let v1 = crate::v1::probe(&missing);
+    let v1 = crate::v1::probe(&missing, instance);
     if !v1.is_empty() {
         text.push_str(&format!("; from cgroup v1: {}", v1.join(", ")));
     }
@@ -97,8 +104,8 @@ impl Cgroup2 {
         self.enabled.iter().map(String::as_str)
     }
 
-    pub fn open() -> Result<Cgroup2, String> {
-        let t = locate()?;
+    pub fn open(instance: Option<&str>) -> Result<Cgroup2, String> {
+        let t = locate(instance)?;
         let notices = tree::claim(&t, |dir| {
             match fs::write(dir.join("cgroup.kill"), "1") {
                 // Before Linux 5.14: SIGKILL round after round, by pidfd, until
@@ -122,6 +129,19 @@ impl Cgroup2 {
         })?;
         let services = t.dir.join("services");
         let mut enabled = Vec::new();
+        // The instance's parent (`herd/`, or herder's own cgroup, which herder
+        // has just left for `supervisor/`) hands the controllers down first.
+        if t.instance
+            && let Some(parent) = t.dir.parent()
+        {
+            let has = read_trim(&parent.join("cgroup.controllers")).unwrap_or_default();
+            for c in LIMIT_CONTROLLERS
+                .into_iter()
+                .filter(|c| has.split(' ').any(|a| a == *c))
+            {
+                let _ = fs::write(parent.join("cgroup.subtree_control"), format!("+{c}"));
+            }
+        }
         let available = read_trim(&t.dir.join("cgroup.controllers")).unwrap_or_default();
         for c in LIMIT_CONTROLLERS {
             if !available.split(' ').any(|a| a == c) {

@@ -328,7 +328,7 @@ fn main() -> ExitCode {
         ),
         Command::Down { wait, timeout } => cmd::down::run(file, socket, *wait, *timeout),
         Command::Report { json, svg } => cmd::report::run(file, *json, svg.as_deref()),
-        Command::Doctor { containment, json } => cmd::doctor::run(*containment, *json),
+        Command::Doctor { containment, json } => cmd::doctor::run(file, *containment, *json),
         Command::Plan { json } => cmd::plan::run(file, *json),
     }
 }

@@ -198,12 +198,17 @@ limits = { pids = 4 }
     up.wait_for(&format!("containment: {}", on.backend()), LONG);
     let mut cgroups = up.cgroups.v1.clone();
     cgroups.extend(up.cgroups.pids.clone());
+    // The test's cgroup in that hierarchy, and below it herder's instance.
     let controller = |c: &str| {
         let mounts = herd_contain::mounts::v1(c);
-        cgroups
+        let test = cgroups
             .iter()
-            .find(|d| mounts.as_ref().is_some_and(|m| d.starts_with(&m.point)))
-            .cloned()
+            .find(|d| mounts.as_ref().is_some_and(|m| d.starts_with(&m.point)))?;
+        let instance = std::fs::read_dir(test)
+            .ok()?
+            .flatten()
+            .find(|e| e.path().join("services").is_dir())?;
+        Some(instance.path())
     };
     let Some(memory) = controller("memory") else {
         assert!(
@@ -259,9 +264,8 @@ limits = { pids = 4 }
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
     // What herder made in the v1 hierarchies went with it.
-    for d in &cgroups {
-        assert!(!d.join("services").exists(), "{} left", d.display());
-        assert!(!d.join("supervisor").exists(), "{} left", d.display());
+    for d in [&memory, &cpu, &pids] {
+        assert!(!d.exists(), "{} left", d.display());
     }
 }
 
@@ -943,4 +947,181 @@ fn none_recovery_names_what_was_unclaimed() {
     up.signal(libc::SIGTERM);
     up.wait_exit(LONG);
     assert!(up.survivors().is_empty());
+}
+
+/// Issue 25: two projects' herders at once in one cgroup, as two `herd up` from
+/// one shell are: each gets a subtree of its own (`INSTANCE/`), so both run on
+/// cgroup2 with nothing passed over; each stops its own escapee; and one
+/// SIGKILLed and started again cleans up its own subtree only, leaving the
+/// other's services running.
+#[test]
+fn two_herders_in_one_cgroup_each_get_a_subtree_of_their_own() {
+    let test = "two_herders_in_one_cgroup_each_get_a_subtree_of_their_own";
+    if !common::can_run(
+        test,
+        common::is_root() && herd_contain::mounts::cgroup2().is_some(),
+        "root and cgroup2",
+    ) {
+        return;
+    }
+    let toml = r#"
+[services.esc]
+command = ["{helper}", "{dir}", "escape"]
+ready = { log = "ready" }
+stop = { timeout = "500ms" }
+"#;
+    let mut a = Up::start(toml);
+    let mut b = Up::with(
+        toml,
+        Opts {
+            beside: Some(&a.cgroups),
+            ..Opts::default()
+        },
+    );
+    for up in [&mut a, &mut b] {
+        up.wait_for("herd: containment: cgroup2 under", LONG);
+        up.wait_for("herd: esc ready", LONG);
+        assert!(
+            !up.seen.iter().any(|l| l.contains("not used")),
+            "a backend was passed over:\n{}",
+            up.seen.join("\n")
+        );
+    }
+    let subtree = |up: &Up| {
+        up.seen
+            .iter()
+            .find_map(|l| l.strip_prefix("herd: containment: cgroup2 under "))
+            .and_then(|l| l.split(';').next())
+            .map(String::from)
+            .expect("said where")
+    };
+    assert_ne!(subtree(&a), subtree(&b), "one subtree for two herders");
+    let (a_esc, b_esc) = (a.survivors(), b.survivors());
+    assert_eq!(
+        (a_esc.len(), b_esc.len()),
+        (2, 2),
+        "a service and its escapee each"
+    );
+
+    // Each stops its own: a's escapee goes, b's stays.
+    let out = common::herd(a.dir.path(), &["stop", "esc"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(a.survivors(), Vec::<i32>::new());
+    assert_eq!(b.survivors(), b_esc);
+
+    // a again, then b SIGKILLed and started again: b's start-up kills what b
+    // left, and nothing of a's.
+    let out = common::herd(a.dir.path(), &["start", "esc"]);
+    assert!(out.status.success(), "{out:?}");
+    let a_esc = a.survivors();
+    assert_eq!(a_esc.len(), 2);
+    common::kill(b.pid(), libc::SIGKILL);
+    b.wait_exit(LONG);
+    assert_eq!(b.survivors(), b_esc, "b's services outlive its SIGKILL");
+    b.relaunch(&[]);
+    b.wait_for("herd: esc ready", LONG);
+    assert!(
+        common::wait_gone(&b_esc, LONG),
+        "b's leftovers were not killed"
+    );
+    assert_eq!(a.survivors(), a_esc, "b's clean-up touched a's services");
+    // The escapees ignore SIGTERM: SIGKILLed at the timeout, so exit code 3.
+    for up in [&mut a, &mut b] {
+        up.signal(libc::SIGTERM);
+        assert_eq!(up.wait_exit(LONG), Some(3));
+        assert_eq!(up.survivors(), Vec::<i32>::new());
+    }
+}
+
+/// Issue 25: a weaker backend is never chosen silently, and `herd doctor`
+/// decides as `herd up` does. Two projects that name the same instance share
+/// one subtree: with the first on cgroup2, `herd doctor` for the second says
+/// it would use the freezer, and the second does, saying why not cgroup2.
+#[test]
+fn a_backend_passed_over_is_named_and_doctor_agrees() {
+    let test = "a_backend_passed_over_is_named_and_doctor_agrees";
+    if !common::can_run(
+        test,
+        common::is_root() && herd_contain::mounts::cgroup2().is_some(),
+        "root and cgroup2",
+    ) {
+        return;
+    }
+    let toml = r#"
+[supervisor]
+instance = "shared-by-two"
+
+[services.s]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#;
+    let mut a = Up::start(toml);
+    a.wait_for("herd: containment: cgroup2", LONG);
+    a.wait_for("herd: s ready", LONG);
+    // herd doctor as the second project's herd up would run: in the same
+    // cgroups as the first.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("herd.toml"),
+        toml.replace("{helper}", common::helper()),
+    )
+    .unwrap();
+    let doctor = {
+        use std::os::unix::process::CommandExt;
+        let procs: Vec<std::fs::File> = a
+            .cgroups
+            .dirs()
+            .iter()
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))
+                    .unwrap()
+            })
+            .collect();
+        let fds: Vec<i32> = procs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
+        cmd.arg("doctor").current_dir(other.path());
+        // SAFETY: only write(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    };
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("herd up would use: freezer, instance shared-by-two"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shared-by-two is in use by another supervisor"),
+        "{text}"
+    );
+
+    let mut b = Up::with(
+        toml,
+        Opts {
+            beside: Some(&a.cgroups),
+            ..Opts::default()
+        },
+    );
+    let said = b.wait_for("herd: cgroup2 not used: ", LONG);
+    assert!(
+        said.contains("shared-by-two is in use by another supervisor"),
+        "{said}"
+    );
+    b.wait_for("herd: containment: freezer", LONG);
+    b.wait_for("herd: s ready", LONG);
+    for up in [&mut a, &mut b] {
+        up.signal(libc::SIGTERM);
+        assert_eq!(up.wait_exit(LONG), Some(0));
+        assert_eq!(up.survivors(), Vec::<i32>::new());
+    }
 }

@@ -187,9 +187,10 @@ requires = ["db"]
 
 /// As a container's entrypoint: pid, mount and cgroup namespaces, cgroup2 mounted
 /// afresh, so the test's cgroup is the container's and the root herder sees. herder
-/// makes `herd/` there; at exit it removes the services' cgroups and leaves `herd/`
-/// and `herd/supervisor/` (empty) to the runtime, which removes the container's
-/// cgroup with everything below it (this test's cleanup does, as runc would).
+/// makes `herd/INSTANCE/` there; at exit it removes the services' cgroups and
+/// leaves `herd/INSTANCE/supervisor/` (empty) and what is above it to the runtime,
+/// which removes the container's cgroup with everything below it (this test's
+/// cleanup does, as runc would).
 #[test]
 fn as_a_containers_pid1_its_own_cgroups_are_left_to_the_runtime() {
     let mount = herd_contain::mounts::cgroup2();
@@ -235,12 +236,18 @@ ready = { log = "ready" }
     let container = up.cgroups.v2.clone().expect("root runs this test");
     up.wait_for("herd: plain ready", LONG);
     up.wait_for("herd: forks ready", LONG);
-    assert!(container.join("herd/services/plain").is_dir());
+    let instance = std::fs::read_dir(container.join("herd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("services").is_dir())
+        .expect("herd/INSTANCE/services");
+    assert!(instance.join("services/plain").is_dir());
     let herd = up.herd_pid(LONG);
     common::kill(herd, libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
     assert_eq!(up.survivors(), Vec::<i32>::new());
     assert_eq!(up.cgroups.procs(), Vec::<i32>::new());
-    assert!(!container.join("herd/services").exists());
-    assert!(container.join("herd/supervisor").is_dir());
+    assert!(!instance.join("services").exists());
+    assert!(instance.join("supervisor").is_dir());
 }

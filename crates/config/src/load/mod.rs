@@ -86,6 +86,7 @@ const SUPERVISOR_KEYS: &[&str] = &[
     "socket",
     "socket_group",
     "max_connections",
+    "instance",
 ];
 const LOGS_KEYS: &[&str] = &["max_size", "keep"];
 
@@ -186,6 +187,7 @@ struct Top {
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     max_connections: Option<u64>,
+    instance: Option<String>,
     log_max_size: Option<u64>,
     log_keep: Option<u32>,
 }
@@ -229,6 +231,7 @@ impl Loader {
                 state_dir: top.state_dir.map(|p| base.join(p)),
                 socket: top.socket.map(|p| base.join(p)),
                 socket_group: top.socket_group,
+                instance: top.instance,
                 max_connections: top
                     .max_connections
                     .map_or(defaults::MAX_CONNECTIONS, |n| n.min(u32::MAX.into()) as u32),
@@ -357,6 +360,13 @@ impl Loader {
             top.socket = cx.field(t, "supervisor", "socket", Cx::path);
             top.socket_group = cx.field(t, "supervisor", "socket_group", Cx::name);
             top.max_connections = cx.field(t, "supervisor", "max_connections", Cx::count);
+            top.instance = cx.field(t, "supervisor", "instance", |cx, v, key| {
+                cx.parsed(v, key, "a name string", |s| {
+                    check_name(s)
+                        .map(|()| s.to_string())
+                        .map_err(|_| "an instance name is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit".to_string())
+                })
+            });
         }
         if let Some(t) = get(doc, "logs").and_then(|v| cx.table(v, "logs")) {
             cx.keys(t, "logs", LOGS_KEYS);

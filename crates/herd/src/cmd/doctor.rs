@@ -1,13 +1,24 @@
 //! `herd doctor`: what this host offers for containment, which backend `herd up`
 //! would use, and what each backend guarantees.
+//!
+//! With a valid `herd.toml` at hand it decides as `herd up` there would: the
+//! backend its `supervisor.containment` asks for, in its instance's subtree
+//! (so a subtree another herder of the same project holds shows as in use).
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use herd_contain::Containment;
 
-pub fn run(forced: Option<Containment>, json: bool) -> ExitCode {
+pub fn run(file: &Path, forced: Option<Containment>, json: bool) -> ExitCode {
     let mut out = String::new();
-    let probes = herd_contain::report();
+    let config = herd_config::load(file).ok();
+    let instance = config.as_ref().map(|c| {
+        let state_dir = super::up::state_dir(c, file);
+        c.supervisor.instance_name(&state_dir)
+    });
+    let forced = forced.or(config.as_ref().and_then(|c| c.supervisor.containment));
+    let probes = herd_contain::report(instance.as_deref());
     let chosen = match forced {
         Some(k) => probes
             .iter()
@@ -25,6 +36,7 @@ pub fn run(forced: Option<Containment>, json: bool) -> ExitCode {
                 "guarantees": herd_contain::guarantees(p.kind),
             })).collect::<Vec<_>>(),
             "chosen": chosen.map(Containment::name),
+            "instance": instance,
         });
         let code = crate::output::stdout(&format!("{doc:#}\n"));
         return if chosen.is_some() {
@@ -43,11 +55,15 @@ pub fn run(forced: Option<Containment>, json: bool) -> ExitCode {
         out.push_str(&format!("{mark} {:<8} {state}: {detail}\n", p.kind.name()));
     }
     out.push_str(&format!(
-        "\nherd up would use: {}\n",
+        "\nherd up would use: {}{}\n",
         chosen.map_or(
             "nothing (the backend asked for is unavailable)",
             Containment::name
-        )
+        ),
+        instance.as_ref().map_or(String::new(), |i| format!(
+            ", instance {i} ({})",
+            file.display()
+        ))
     ));
     for k in Containment::ALL {
         out.push_str(&format!("\n{} guarantees:\n", k.name()));

@@ -91,7 +91,8 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
         .block_on(listen(&sock, access.gid, how.http))
         .map_err(|e| e.to_string())?;
     let _socket_file = SocketFile(sock);
-    let backend = backend(config, how.forced)?;
+    let instance = config.supervisor.instance_name(&state_dir);
+    let backend = backend(config, how.forced, &instance)?;
     if let Err(e) = descriptors(config, &*backend) {
         for problem in backend.close() {
             note(&problem);
@@ -172,9 +173,15 @@ async fn listen(
 fn backend(
     config: &Config,
     forced: Option<Containment>,
+    instance: &str,
 ) -> Result<Box<dyn herd_contain::Backend>, String> {
-    let backend = herd_contain::detect(forced.or(config.supervisor.containment))
+    let chosen = herd_contain::choose(forced.or(config.supervisor.containment), Some(instance))
         .map_err(|e| e.to_string())?;
+    // Never a weaker backend without saying why the better ones were not used.
+    for e in &chosen.passed_over {
+        note(&format!("{} not used: {}", e.kind, e.reason));
+    }
+    let backend = chosen.backend;
     let limits = backend.limit_controllers();
     note(&format!(
         "containment: {}{}{}",

@@ -51,6 +51,8 @@ pub struct Opts<'a> {
     pub wrap: &'a [&'a str],
     /// herd's descriptor limit, soft and hard alike (`ulimit -n`).
     pub nofile: Option<u64>,
+    /// Start herd in another test's cgroups (two herders side by side).
+    pub beside: Option<&'a TestCgroups>,
 }
 
 /// The test helper program (adversarial services): the example
@@ -108,7 +110,10 @@ impl Up {
             .replace("{dir}", dir.path().to_str().unwrap())
             .replace("{helper}", &helper);
         std::fs::write(dir.path().join("herd.toml"), text).unwrap();
-        let cgroups = TestCgroups::create(opts.pids_max);
+        let cgroups = match opts.beside {
+            Some(c) => c.clone(),
+            None => TestCgroups::create(opts.pids_max),
+        };
         let (child, lines) = launch(dir.path(), &herd, &cgroups, &opts);
         Up {
             dir,
@@ -341,7 +346,7 @@ impl Drop for Up {
 
 /// The test's own cgroups (when root and the hierarchy exists): herd starts in them,
 /// so all it does stays below them whatever backend it uses.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct TestCgroups {
     pub v2: Option<std::path::PathBuf>,
     pub freezer: Option<std::path::PathBuf>,
@@ -403,7 +408,7 @@ impl TestCgroups {
         }
     }
 
-    fn dirs(&self) -> Vec<std::path::PathBuf> {
+    pub fn dirs(&self) -> Vec<std::path::PathBuf> {
         [&self.v2, &self.freezer, &self.pids]
             .into_iter()
             .flatten()
