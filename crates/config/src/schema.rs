@@ -312,6 +312,9 @@ pub struct Logs {
     pub max_size: u64,
     /// How many rotated files are kept besides the current one.
     pub keep: u32,
+    /// Services' output goes to log files as well as herder's stdout; `false`:
+    /// stdout only, as container platforms collect it.
+    pub files: bool,
 }
 
 /// Defaults, in one place so the README's reference can be checked against them.

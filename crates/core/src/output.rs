@@ -139,6 +139,9 @@ impl Output {
         });
         tokio::spawn(async move {
             let mut pending: Vec<u8> = Vec::new();
+            // Lines stdout had no room for, without log files: sent once it
+            // has, before the pipe is read again (the service waits meanwhile).
+            let mut waiting: Vec<(Arc<str>, String)> = Vec::new();
             // The log file's lines of one read, each stamped with its time.
             let mut batch: Vec<u8> = Vec::new();
             loop {
@@ -164,14 +167,14 @@ impl Output {
                 let mut start = 0;
                 while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
                     let line = &pending[start..start + i];
-                    me.line(&name, line, &mut on_line);
+                    waiting.extend(me.line(&name, line, &mut on_line));
                     stamped(&mut batch, &stamp, line);
                     start += i + 1;
                 }
                 pending.drain(..start);
                 while pending.len() >= MAX_LINE {
                     let rest = pending.split_off(MAX_LINE);
-                    me.line(&name, &pending, &mut on_line);
+                    waiting.extend(me.line(&name, &pending, &mut on_line));
                     stamped(&mut batch, &stamp, &pending);
                     pending = rest;
                 }
@@ -181,6 +184,9 @@ impl Output {
                     l.write(&batch);
                 }
                 batch.clear();
+                for line in waiting.drain(..) {
+                    let _ = me.tx.send(line).await;
+                }
                 // A long line once must not keep its memory.
                 if pending.is_empty() && pending.capacity() > 4096 {
                     pending = Vec::new();
@@ -190,7 +196,9 @@ impl Output {
                 }
             }
             if !pending.is_empty() {
-                me.line(&name, &pending, &mut on_line);
+                if let Some(line) = me.line(&name, &pending, &mut on_line) {
+                    let _ = me.tx.send(line).await;
+                }
                 if let Some(l) = log.as_mut() {
                     let stamp = crate::log::timestamp(std::time::SystemTime::now());
                     stamped(&mut batch, &stamp, &pending);
@@ -201,11 +209,24 @@ impl Output {
         Ok(())
     }
 
-    fn line(&self, name: &Arc<str>, bytes: &[u8], on_line: &mut impl FnMut(&str)) {
+    /// One line to stdout, skipped (and counted) when stdout is behind, as its
+    /// log file has it; without log files, handed back to wait for room
+    /// instead, so no line is lost.
+    fn line(
+        &self,
+        name: &Arc<str>,
+        bytes: &[u8],
+        on_line: &mut impl FnMut(&str),
+    ) -> Option<(Arc<str>, String)> {
         let text = String::from_utf8_lossy(bytes);
         on_line(&text);
-        if self.tx.try_send((name.clone(), text.into_owned())).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send((name.clone(), text.into_owned())) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(line)) if self.log_dir.is_none() => Some(line),
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 }

@@ -764,3 +764,84 @@ fn a_tight_descriptor_limit_keeps_cgroup_files_closed() {
     }
     assert_eq!(shut_down(&mut up), Some(0));
 }
+
+/// Issue 25: with a read-only root file system (here /tmp, where the project
+/// is, remounted read-only in a mount namespace of herd's own), `herd up`
+/// needs no configuration change: its state goes to `$XDG_RUNTIME_DIR/herd/`,
+/// it says so, and the commands find it there; `logs.files = false` makes no
+/// log files, and `herd logs` says why it has nothing.
+#[test]
+fn a_read_only_root_sends_the_state_to_the_runtime_dir() {
+    let test = "a_read_only_root_sends_the_state_to_the_runtime_dir";
+    if !common::can_run(test, common::is_root(), "root (a mount namespace)") {
+        return;
+    }
+    let runtime = tempfile::Builder::new()
+        .prefix("herd-xdg-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let xdg = runtime.path().to_str().unwrap().to_string();
+    // `cd` again: the working directory resolved before the remount would still
+    // reach the writable mount under it.
+    let ro =
+        "mount --bind /tmp /tmp && mount -o remount,ro,bind /tmp && cd \"$PWD\" && exec \"$@\"";
+    let wrap = ["unshare", "--mount", "--", "sh", "-c", ro, "sh"];
+    let env = [("XDG_RUNTIME_DIR", xdg.as_str())];
+    let mut up = Up::with(
+        r#"
+[logs]
+files = false
+
+[services.s]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#,
+        common::Opts {
+            wrap: &wrap,
+            env: &env,
+            ..common::Opts::default()
+        },
+    );
+    let said = up.wait_for("herd: state directory: ", T);
+    assert!(
+        said.contains(&format!("herd: state directory: {xdg}/herd/")),
+        "{said}"
+    );
+    assert!(
+        said.contains(".herd cannot be created: Read-only file system"),
+        "{said}"
+    );
+    up.wait_for("herd: s ready", T);
+    assert!(!up.path(".herd").exists());
+    let state = std::fs::read_dir(runtime.path().join("herd"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("the instance's state directory")
+        .path();
+    assert!(state.join("herd.sock").exists());
+    assert!(
+        !state.join("logs").exists(),
+        "logs.files = false made log files"
+    );
+    // The commands find it, with the same environment.
+    let herd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(args)
+            .current_dir(up.dir.path())
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .output()
+            .unwrap()
+    };
+    let ps = herd(&["ps", "--json"]);
+    assert!(ps.status.success(), "{ps:?}");
+    let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(common::service(&list, "s")["state"], "ready");
+    let logs = herd(&["logs", "s"]);
+    assert!(!logs.status.success());
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains("logs.files = false"),
+        "{logs:?}"
+    );
+    assert_eq!(shut_down(&mut up), Some(0));
+}

@@ -88,7 +88,7 @@ const SUPERVISOR_KEYS: &[&str] = &[
     "max_connections",
     "instance",
 ];
-const LOGS_KEYS: &[&str] = &["max_size", "keep"];
+const LOGS_KEYS: &[&str] = &["max_size", "keep", "files"];
 
 /// Loads `path` and everything it includes.
 ///
@@ -190,6 +190,7 @@ struct Top {
     instance: Option<String>,
     log_max_size: Option<u64>,
     log_keep: Option<u32>,
+    log_files: Option<bool>,
 }
 
 impl Loader {
@@ -239,6 +240,7 @@ impl Loader {
             logs: Logs {
                 max_size: top.log_max_size.unwrap_or(defaults::LOG_MAX_SIZE),
                 keep: top.log_keep.unwrap_or(defaults::LOG_KEEP),
+                files: top.log_files.unwrap_or(true),
             },
             files,
         }
@@ -385,6 +387,7 @@ impl Loader {
                     None
                 })
             });
+            top.log_files = cx.field(t, "logs", "files", Cx::boolean);
         }
         true
     }

@@ -269,9 +269,15 @@ impl Engine {
             }
             e
         };
-        let log_dir = opts.state_dir.join("logs");
         opts.private.state_dir(&opts.state_dir).map_err(release)?;
-        opts.private.dir(&log_dir).map_err(release)?;
+        let log_dir = opts.state_dir.join("logs");
+        let log_dir = match config.logs.files {
+            true => Some(log_dir),
+            false => None,
+        };
+        if let Some(d) = &log_dir {
+            opts.private.dir(d).map_err(release)?;
+        }
         let width = config
             .services
             .keys()
@@ -300,7 +306,7 @@ impl Engine {
             plan,
             out: Output::start(
                 width,
-                Some(log_dir),
+                log_dir,
                 config.logs.max_size,
                 config.logs.keep,
                 opts.private,

@@ -90,8 +90,13 @@ pub fn run(file: &Path, socket: Option<&Path>, action: Action) -> ExitCode {
                 json: *json,
                 timestamps: *timestamps,
             };
-            let dir =
-                super::load_quietly(file).map(|c| super::up::state_dir(&c, file).join("logs"));
+            let config = super::load_quietly(file);
+            if config.as_ref().is_some_and(|c| !c.logs.files) {
+                return fail(
+                    "no log files: logs.files = false sends services' output to herder's stdout only",
+                );
+            }
+            let dir = config.map(|c| super::up::state_dir(&c, file).join("logs"));
             return rt.block_on(logs(&sock, dir.as_deref(), names, &how));
         }
         Action::Events { json } => return rt.block_on(events(&sock, *json)),

@@ -13,10 +13,7 @@ use herd_contain::Containment;
 pub fn run(file: &Path, forced: Option<Containment>, json: bool) -> ExitCode {
     let mut out = String::new();
     let config = herd_config::load(file).ok();
-    let instance = config.as_ref().map(|c| {
-        let state_dir = super::up::state_dir(c, file);
-        c.supervisor.instance_name(&state_dir)
-    });
+    let instance = config.as_ref().map(|c| super::up::instance(c, file));
     let forced = forced.or(config.as_ref().and_then(|c| c.supervisor.containment));
     let probes = herd_contain::report(instance.as_deref());
     let chosen = match forced {

@@ -65,12 +65,9 @@ struct How<'a> {
 /// Everything from the state directory to the end of the run; an error is what
 /// kept herder from starting.
 fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
-    let state_dir = state_dir(config, how.file);
     let access = access(config)?;
     let private = Private { group: access.gid };
-    private
-        .state_dir(&state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    let state_dir = make_state_dir(config, how.file, private)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,7 +88,7 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
         .block_on(listen(&sock, access.gid, how.http))
         .map_err(|e| e.to_string())?;
     let _socket_file = SocketFile(sock);
-    let instance = config.supervisor.instance_name(&state_dir);
+    let instance = instance(config, how.file);
     let backend = backend(config, how.forced, &instance)?;
     if let Err(e) = descriptors(config, &*backend) {
         for problem in backend.close() {
@@ -300,13 +297,111 @@ impl Drop for SocketFile {
     }
 }
 
-/// Where logs, the state file and reports go.
+/// Where logs, the state file and reports go: `supervisor.state_dir`, else
+/// `.herd` beside herd.toml, unless that could not be made (a read-only root
+/// file system) and `herd up` put the state in its fallback instead
+/// ([`fallback_state_dir`]), where every command then finds it.
 pub fn state_dir(config: &Config, file: &Path) -> PathBuf {
+    let wanted = wanted_state_dir(config, file);
+    if config.supervisor.state_dir.is_some() || wanted.is_dir() {
+        return wanted;
+    }
+    match fallback_state_dir(config, &wanted) {
+        Some(f) if f.is_dir() => f,
+        _ => wanted,
+    }
+}
+
+/// The name of this project's herder instance (its cgroup subtree), the same
+/// wherever its state went.
+pub fn instance(config: &Config, file: &Path) -> String {
+    config
+        .supervisor
+        .instance_name(&wanted_state_dir(config, file))
+}
+
+fn wanted_state_dir(config: &Config, file: &Path) -> PathBuf {
     config
         .supervisor
         .state_dir
         .clone()
         .unwrap_or_else(|| base_dir(file).join(".herd"))
+}
+
+/// Where the state goes when `.herd` cannot be made: `$XDG_RUNTIME_DIR/herd/`,
+/// else a directory of this user's own under /tmp (`/tmp/herd-UID/`, mode
+/// 0700), and in it the instance's (named after `wanted`, as its cgroups are).
+fn fallback_state_dir(config: &Config, wanted: &Path) -> Option<PathBuf> {
+    let instance = config.supervisor.instance_name(wanted);
+    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(run).join("herd").join(instance));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    Some(PathBuf::from(format!("/tmp/herd-{uid}")).join(instance))
+}
+
+/// The state directory `herd up` uses, made if it is not there: the one
+/// [`state_dir`] names, or, when that cannot be made for want of a writable
+/// file system or permission and herd.toml does not set one, the fallback,
+/// which herder then names.
+fn make_state_dir(config: &Config, file: &Path, private: Private) -> Result<PathBuf, String> {
+    let wanted = state_dir(config, file);
+    let why = match private.state_dir(&wanted) {
+        Ok(()) => return Ok(wanted),
+        Err(e) => e,
+    };
+    let cannot = |dir: &Path, e: &std::io::Error| format!("cannot create {}: {e}", dir.display());
+    let refused =
+        [libc::EROFS, libc::EACCES, libc::EPERM].contains(&why.raw_os_error().unwrap_or(0));
+    let fallback = match fallback_state_dir(config, &wanted) {
+        Some(f) if refused && config.supervisor.state_dir.is_none() => f,
+        _ => return Err(cannot(&wanted, &why)),
+    };
+    if let Some(parent) = fallback.parent() {
+        own_private_dir(parent).map_err(|e| cannot(parent, &e))?;
+    }
+    private
+        .state_dir(&fallback)
+        .map_err(|e| cannot(&fallback, &e))?;
+    note(&format!(
+        "state directory: {} ({} cannot be created: {why})",
+        fallback.display(),
+        wanted.display()
+    ));
+    Ok(fallback)
+}
+
+/// A directory only this user may enter, made if missing; one that is there
+/// must be a real directory of this user's with no access for others (/tmp
+/// is everyone's: a directory planted there is not taken).
+fn own_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(false)
+        .create(dir)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            if let Some(parent) = dir.parent().filter(|p| !p.exists()) {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(parent)?;
+                return own_private_dir(dir);
+            }
+            return Err(e);
+        }
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of uid {uid}",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn base_dir(file: &Path) -> PathBuf {

@@ -53,6 +53,8 @@ pub struct Opts<'a> {
     pub nofile: Option<u64>,
     /// Start herd in another test's cgroups (two herders side by side).
     pub beside: Option<&'a TestCgroups>,
+    /// Environment variables herd gets besides the test's.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// The test helper program (adversarial services): the example
@@ -186,6 +188,7 @@ fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child,
         .current_dir(dir)
         // Services inherit herder's environment, so every descendant carries it.
         .env("HERD_TEST_MARKER", dir)
+        .envs(opts.env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let procs: Vec<std::fs::File> = cgroups
