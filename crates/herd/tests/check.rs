@@ -27,6 +27,53 @@ fn fails1(toml: &str, expected: &str) {
     fails(&[("herd.toml", toml)], expected);
 }
 
+/// Every example's herd.toml passes `herd check`, and the deployment examples'
+/// deadlines fit together: the Pod's grace period holds its preStop hook, the
+/// shutdown budget and a margin; Nomad's kill_timeout and the systemd unit's
+/// TimeoutStopSec hold the budget.
+#[test]
+fn deployment_examples_check_and_their_deadlines_fit() {
+    for file in [
+        "examples/container/herd.toml",
+        "examples/host/herd.toml",
+        "examples/drain/herd.toml",
+    ] {
+        let out = herd(common::repo(), &["check", "-f", file]);
+        assert!(out.status.success(), "{file}: {out:?}");
+    }
+    let read = |p: &str| std::fs::read_to_string(common::repo().join(p)).unwrap();
+    // The number after `key` (and any of `: ="`) on its line.
+    let number = |text: &str, key: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key}"));
+        let digits: String = line[line.find(key).unwrap() + key.len()..]
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let budget = |file: &str| {
+        let c = herd_config::load(&common::repo().join(file)).unwrap();
+        c.shutdown.timeout.as_secs()
+    };
+    let container = budget("examples/container/herd.toml");
+    let pod = read("examples/container/pod.yaml");
+    let grace = number(&pod, "terminationGracePeriodSeconds:");
+    let pre_stop = number(&pod, "command: [\"sleep\",");
+    const MARGIN: u64 = 5;
+    assert!(
+        container + pre_stop + MARGIN <= grace,
+        "{container} + {pre_stop} + {MARGIN} > {grace}"
+    );
+    let nomad = number(&read("examples/container/nomad.hcl"), "kill_timeout");
+    assert!(container < nomad, "{container} >= {nomad}");
+    let unit = number(&read("examples/host/herd.service"), "TimeoutStopSec=");
+    assert!(budget("examples/host/herd.toml") < unit);
+}
+
 #[test]
 fn valid_example_passes() {
     let out = herd(common::repo(), &["check", "-f", "examples/stack/herd.toml"]);
