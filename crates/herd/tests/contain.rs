@@ -179,6 +179,10 @@ command = ["python3", "-c", "import time; x = b'\x01' * (200 << 20); time.sleep(
 limits = { memory = "64M", cpu = 0.5 }
 restart = { policy = "never" }
 
+[services.capped]
+command = ["sleep", "1000"]
+limits = { memory = "64M" }
+
 [services.forks]
 command = ["python3", "-c", """
 import os, time
@@ -218,6 +222,11 @@ limits = { pids = 4 }
         return;
     };
     let hog = memory.join("services/hog");
+    // A service under its limit keeps its leaf: the kernel's file says 64M.
+    up.wait_for("herd: capped started", LONG);
+    let capped = memory.join("services/capped/memory.limit_in_bytes");
+    let limit = std::fs::read_to_string(&capped).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
     // The hog never gets past its limit: killed by the OOM killer (or, with
     // swap, held at it).
     let deadline = Instant::now() + LONG;
