@@ -1076,32 +1076,9 @@ ready = { log = "ready" }
     )
     .unwrap();
     let doctor = {
-        use std::os::unix::process::CommandExt;
-        let procs: Vec<std::fs::File> = a
-            .cgroups
-            .dirs()
-            .iter()
-            .map(|d| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(d.join("cgroup.procs"))
-                    .unwrap()
-            })
-            .collect();
-        let fds: Vec<i32> = procs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
         cmd.arg("doctor").current_dir(other.path());
-        // SAFETY: only write(2) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                for &fd in &fds {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        let _procs = common::join_on_exec(&mut cmd, &a.cgroups);
         cmd.output().unwrap()
     };
     let text = String::from_utf8_lossy(&doctor.stdout);

@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Up, herd, pids, ps, service, wait_gone};
+use common::{Up, herd, http_get as get, pids, ps, service, wait_gone};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -406,26 +406,6 @@ fn bad_input_on_the_socket_leaves_herder_and_services_running() {
     up.signal(libc::SIGTERM);
     assert_eq!(up.wait_exit(LONG), Some(3));
     assert_eq!(up.survivors(), Vec::<i32>::new());
-}
-
-/// GET over TCP: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LONG)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, body)
 }
 
 #[test]

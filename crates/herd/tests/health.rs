@@ -8,17 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Up, herd, ps, service};
+use common::{Opts, Up, free_port, herd, http_get as get, ps, service};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Nanoseconds since the epoch, as `date +%s%N` and the services write them.
 fn now_ns() -> u128 {
@@ -63,26 +55,6 @@ fn wait_ps(
         assert!(Instant::now() < deadline, "{name} never {what}: {s}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// GET over TCP: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LONG)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, body)
 }
 
 /// A daemon written as systemd expects: python3-systemd's `notify` (Debian's,

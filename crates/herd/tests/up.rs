@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Up;
+use common::{Up, free_port};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -29,14 +29,6 @@ fn shut_down(up: &mut Up) -> Option<i32> {
     let code = up.wait_exit(T);
     assert_eq!(up.survivors(), Vec::<i32>::new(), "processes survived");
     code
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -173,6 +173,65 @@ impl Up {
     }
 }
 
+/// Makes `cmd`'s child join `cgroups` before exec; the files returned must live
+/// until it is spawned.
+pub fn join_on_exec(cmd: &mut Command, cgroups: &TestCgroups) -> Vec<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let procs: Vec<std::fs::File> = cgroups
+        .dirs()
+        .iter()
+        .map(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .unwrap()
+        })
+        .collect();
+    let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: only write(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    procs
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over TCP: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
 /// Starts `herd up` in `dir`, in the test's cgroups; returns it and its stderr lines.
 fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child, Receiver<String>) {
     let mut cmd = match opts.wrap.split_first() {
@@ -191,32 +250,16 @@ fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child,
         .envs(opts.env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let procs: Vec<std::fs::File> = cgroups
-        .dirs()
-        .iter()
-        .map(|d| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(d.join("cgroup.procs"))
-                .unwrap()
-        })
-        .collect();
+    let procs = join_on_exec(&mut cmd, cgroups);
     let user = opts.user;
     let nofile = opts.nofile.map(|n| libc::rlimit {
         rlim_cur: n,
         rlim_max: n,
     });
-    use std::os::fd::AsRawFd;
-    let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     // SAFETY: only async-signal-safe system calls between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
-            for &fd in &fds {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
             if let Some(limit) = &nofile
                 && libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0
             {
