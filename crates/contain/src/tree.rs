@@ -189,9 +189,10 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
 }
 
 /// Creates the subtree and moves this process into `supervisor/`; refuses a
-/// subtree another live supervisor uses (another herder of the same instance). Cgroups with processes that an earlier run
-/// left in `services/` are killed with `kill` and removed; what was done, and any
-/// process that outlived it, is returned for the operator.
+/// subtree another live supervisor uses (another herder of the same instance).
+/// Cgroups with processes that an earlier run left in `services/` are killed
+/// with `kill` and removed; what was done, and any process that outlived it,
+/// is returned for the operator.
 pub(crate) fn claim(
     t: &Subtree,
     kill: impl Fn(&Path) -> io::Result<()>,
