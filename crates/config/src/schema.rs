@@ -52,6 +52,39 @@ pub struct Service {
     pub restart: Restart,
     pub stop: Stop,
     pub limits: Limits,
+    /// Listening sockets herder binds and holds, passed with systemd's
+    /// protocol (`LISTEN_FDS`) to every run.
+    pub sockets: Vec<Socket>,
+}
+
+/// A listening socket of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub listen: Listen,
+    /// Its `LISTEN_FDNAMES` entry (the service's name unless set).
+    pub name: String,
+    /// The listen(2) backlog.
+    pub backlog: u32,
+    /// A Unix socket's file mode.
+    pub mode: Option<u32>,
+    /// A Unix socket file's owner (name or numeric uid).
+    pub owner: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    /// A path, resolved against the defining file's directory.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "tcp://{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 impl Service {
@@ -335,4 +368,5 @@ pub mod defaults {
     pub const LOG_MAX_SIZE: u64 = 10 << 20;
     pub const LOG_KEEP: u32 = 3;
     pub const MAX_CONNECTIONS: u32 = 256;
+    pub const SOCKET_BACKLOG: u32 = 4096;
 }

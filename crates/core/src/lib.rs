@@ -16,6 +16,7 @@ pub mod machine;
 pub mod output;
 pub mod private;
 mod ready;
+pub mod sockets;
 pub mod spec;
 pub mod state;
 

@@ -61,7 +61,9 @@ const SERVICE_KEYS: &[&str] = &[
     "restart",
     "stop",
     "limits",
+    "sockets",
 ];
+const SOCKET_KEYS: &[&str] = &["listen", "name", "backlog", "mode", "owner"];
 const READY_CHECKS: &[&str] = &["tcp", "http", "exec", "log", "notify", "delay"];
 const READY_KEYS: &[&str] = &[
     "tcp", "http", "exec", "log", "notify", "delay", "interval", "timeout",

@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::{
     Cx, Dep, DepKind, HEALTH_CHECKS, HEALTH_KEYS, LIMIT_KEYS, Loc, Parsed, READY_CHECKS,
-    READY_KEYS, RESTART_KEYS, SERVICE_KEYS, STOP_KEYS, Val, base_dir, get, join,
+    READY_KEYS, RESTART_KEYS, SERVICE_KEYS, SOCKET_KEYS, STOP_KEYS, Val, base_dir, get, join,
 };
 use crate::schema::*;
 use crate::units::{Backoff, Signal, StartLimit};
@@ -108,6 +108,9 @@ impl Cx<'_> {
         let limits = get(t, "limits")
             .map(|v| self.limits(v, &format!("{p}.limits")))
             .unwrap_or_default();
+        let sockets = get(t, "sockets")
+            .map(|v| self.sockets(v, &format!("{p}.sockets"), name, &base))
+            .unwrap_or_default();
 
         Parsed {
             service: Service {
@@ -130,6 +133,7 @@ impl Cx<'_> {
                 restart,
                 stop,
                 limits,
+                sockets,
             },
             loc,
             deps,
@@ -417,6 +421,106 @@ impl Cx<'_> {
         s
     }
 
+    /// `sockets = ["tcp://…", "unix:…", { listen = …, name, backlog, mode, owner }]`.
+    pub(super) fn sockets(
+        &mut self,
+        v: &Val<'_>,
+        p: &str,
+        service: &str,
+        base: &std::path::Path,
+    ) -> Vec<Socket> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.mismatch(v, p, "an array of addresses or tables");
+            return Vec::new();
+        };
+        let mut out: Vec<Socket> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("{p}[{i}]");
+            let mut s = Socket {
+                listen: Listen::Unix(Default::default()),
+                name: service.to_string(),
+                backlog: defaults::SOCKET_BACKLOG,
+                mode: None,
+                owner: None,
+            };
+            let listen = match item.get_ref() {
+                DeValue::String(_) => item,
+                DeValue::Table(_) => {
+                    let Some(t) = self.table(item, &key) else {
+                        continue;
+                    };
+                    self.keys(t, &key, SOCKET_KEYS);
+                    if let Some(n) = self.field(t, &key, "name", Cx::name) {
+                        s.name = n;
+                    }
+                    if let Some(b) = self.field(t, &key, "backlog", Cx::count) {
+                        s.backlog = u32::try_from(b).unwrap_or(u32::MAX);
+                    }
+                    s.mode = self.field(t, &key, "mode", |cx, v, key| {
+                        cx.parsed(v, key, "an octal mode string such as \"0660\"", |m| {
+                            u32::from_str_radix(m, 8)
+                                .ok()
+                                .filter(|m| *m <= 0o7777)
+                                .ok_or_else(|| {
+                                    format!(
+                                        "invalid mode \"{m}\": write it in octal, e.g. \"0660\""
+                                    )
+                                })
+                        })
+                    });
+                    s.owner = self.field(t, &key, "owner", Cx::name);
+                    match get(t, "listen") {
+                        Some(l) => l,
+                        None => {
+                            self.err(item.span(), &key, "missing required key \"listen\"");
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    self.mismatch(item, &key, "an address string or a table");
+                    continue;
+                }
+            };
+            let Some(addr) = self.parsed(
+                listen,
+                &key,
+                "an address such as \"tcp://127.0.0.1:8080\"",
+                |a| parse_listen(a, base),
+            ) else {
+                continue;
+            };
+            if matches!(addr, Listen::Tcp(_)) && (s.mode.is_some() || s.owner.is_some()) {
+                self.err(
+                    item.span(),
+                    &key,
+                    "mode and owner apply to unix: sockets only",
+                );
+                continue;
+            }
+            if out.iter().any(|o| o.listen == addr) {
+                self.err(listen.span(), &key, format!("{addr} is listed twice"));
+                continue;
+            }
+            if s.name.is_empty() || s.name.len() > 255 || s.name.contains([':', '\0']) {
+                self.err(
+                    item.span(),
+                    &key,
+                    "a socket name is 1 to 255 characters, without ':'",
+                );
+                continue;
+            }
+            s.listen = addr;
+            out.push(s);
+        }
+        // A child gets at most 16 descriptors besides stdio; one is kept for
+        // the event pipe.
+        if out.len() > 15 {
+            self.err(v.span(), p, "at most 15 sockets");
+        }
+        out
+    }
+
     pub(super) fn limits(&mut self, v: &Val<'_>, p: &str) -> Limits {
         let Some(t) = self.table(v, p) else {
             return Limits::default();
@@ -471,6 +575,28 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
     } else {
         Err("a service name is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit".into())
     }
+}
+
+/// `tcp://HOST:PORT` (an IP address; `[::1]:80` for IPv6) or `unix:PATH`.
+fn parse_listen(s: &str, base: &std::path::Path) -> Result<Listen, String> {
+    if let Some(addr) = s.strip_prefix("tcp://") {
+        return addr.parse().map(Listen::Tcp).map_err(|_| {
+            format!("invalid address \"{s}\": write tcp://IP:PORT, e.g. \"tcp://127.0.0.1:8080\"")
+        });
+    }
+    if let Some(path) = s.strip_prefix("unix:") {
+        // A socket's path has room for 107 bytes.
+        let path = base.join(path);
+        if path.as_os_str().len() > 107 || path.as_os_str().is_empty() {
+            return Err(format!(
+                "invalid address \"{s}\": a Unix socket's path has 1 to 107 bytes"
+            ));
+        }
+        return Ok(Listen::Unix(path));
+    }
+    Err(format!(
+        "invalid address \"{s}\": tcp://IP:PORT or unix:PATH"
+    ))
 }
 
 fn check_host_port(s: &str) -> Result<(), String> {

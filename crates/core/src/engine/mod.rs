@@ -513,6 +513,9 @@ impl Engine {
         if ready && from != to {
             self.arm_health(name);
         }
+        if from != to {
+            self.release_sockets(name);
+        }
         self.check_main(name);
     }
 
@@ -528,6 +531,20 @@ impl Engine {
                     .insert((at.into(), Timer::Machine(name.to_string())));
             }
             Effect::Log(msg) => note(&format!("{name}: {msg}")),
+        }
+    }
+
+    /// A service stopped for good (stopped, exited or failed, with no start or
+    /// reload of it coming) closes its listening sockets: connections are then
+    /// refused rather than left waiting. Through a restart they stay open.
+    fn release_sockets(&mut self, name: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let down = matches!(
+            svc.m.state,
+            State::Stopped | State::Exited { .. } | State::Failed { .. }
+        );
+        if down && svc.sockets.is_some() && !svc.intent.rejoin && !svc.intent.reloading() {
+            svc.sockets = None;
         }
     }
 

@@ -55,6 +55,9 @@ pub(super) struct Svc {
     pub report: Option<ServiceReport>,
     /// The last sd_notify `STATUS=` of its current run.
     pub status_text: Option<String>,
+    /// Its listening sockets (`sockets`), held from its first start until it
+    /// is stopped for good.
+    pub sockets: Option<crate::sockets::Bound>,
 }
 
 /// What an operator (or a reload) asked of the service that is not done yet.
@@ -216,11 +219,17 @@ impl Svc {
             notify: None,
             report: None,
             status_text: None,
+            sockets: None,
         }
     }
 
     /// Takes a new definition (the service is down, or it does not matter).
+    /// Sockets the new one still has stay open; changed ones close now, once
+    /// the old run has stopped.
     pub fn redefine(&mut self, cfg: Service) {
+        if cfg.sockets != self.cfg.sockets {
+            self.sockets = None;
+        }
         self.cfg = cfg;
         self.m.policy = policy(&self.cfg);
     }
@@ -264,7 +273,8 @@ impl Svc {
 pub const DESCRIPTORS_PER_RUN: u64 = 1;
 
 /// For a service that speaks sd_notify: its notify socket; with `stop.notify`,
-/// its event pipe too.
+/// its event pipe too. (Each of its `sockets` is one more, held from its
+/// first start.)
 pub const DESCRIPTORS_NOTIFY: u64 = 2;
 
 /// Descriptors herder needs besides its services': its own (epoll, signals,
@@ -280,7 +290,10 @@ pub fn descriptors(config: &herd_config::Config, per_unit: u64) -> Descriptors {
         .values()
         .map(|s| {
             let notify = speaks_notify(s);
-            per_unit + DESCRIPTORS_PER_RUN + if notify { DESCRIPTORS_NOTIFY } else { 0 }
+            s.sockets.len() as u64
+                + per_unit
+                + DESCRIPTORS_PER_RUN
+                + if notify { DESCRIPTORS_NOTIFY } else { 0 }
         })
         .sum();
     Descriptors {

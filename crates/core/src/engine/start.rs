@@ -24,6 +24,7 @@
 //!   command that cannot start), unless it failed for want of descriptors,
 //!   processes or memory: that attempt is retried after the restart backoff.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,14 +83,30 @@ impl Engine {
             extra.push(("WATCHDOG_USEC".into(), every.as_micros().to_string()));
         }
         svc.status_text = None;
+        // Its listening sockets: bound at its first start, then held across
+        // its runs (see `crate::sockets`), from descriptor 3 on.
+        if !svc.cfg.sockets.is_empty() && svc.sockets.is_none() {
+            match crate::sockets::bind_all(&svc.cfg.sockets) {
+                Ok(bound) => svc.sockets = Some(bound),
+                Err(reason) => return self.post_now(name, Event::SpawnFailed { reason }),
+            }
+        }
+        let sockets: Vec<Arc<OwnedFd>> = svc
+            .sockets
+            .as_ref()
+            .map_or_else(Vec::new, |b| b.fds.clone());
+        if !sockets.is_empty() {
+            extra.push(("LISTEN_FDS".into(), sockets.len().to_string()));
+            let names: Vec<&str> = svc.cfg.sockets.iter().map(|s| s.name.as_str()).collect();
+            extra.push(("LISTEN_FDNAMES".into(), names.join(":")));
+        }
         // The event pipe: the service reads, herder writes (never blocking).
         let pipe = if svc.cfg.stop.notify {
             match stop::event_pipe() {
                 Ok((r, w)) => {
-                    extra.push((
-                        "HERD_EVENTS_FD".into(),
-                        herd_sys::spawn::FIRST_INHERITED_FD.to_string(),
-                    ));
+                    // After the sockets, which systemd's protocol puts first.
+                    let fd = herd_sys::spawn::FIRST_INHERITED_FD + sockets.len() as i32;
+                    extra.push(("HERD_EVENTS_FD".into(), fd.to_string()));
                     Some((Arc::new(r), w))
                 }
                 Err(e) => {
@@ -104,9 +121,13 @@ impl Engine {
             Ok(s) => s,
             Err(reason) => return self.post_now(name, Event::SpawnFailed { reason }),
         };
-        spec.inherit = pipe.iter().map(|(r, _)| r.clone()).collect();
+        spec.inherit = sockets;
+        spec.inherit.extend(pipe.iter().map(|(r, _)| r.clone()));
         if svc.cfg.watchdog.is_some() {
             spec.pid_env.push("WATCHDOG_PID".into());
+        }
+        if !svc.cfg.sockets.is_empty() {
+            spec.pid_env.push("LISTEN_PID".into());
         }
         let mut unit = match self.backend.create(name, &limits(&svc.cfg)) {
             Ok(u) => u,

@@ -1,0 +1,105 @@
+//! Listening sockets herder binds for a service and holds across its runs
+//! (`sockets = [...]`), passed to each run with systemd's protocol: from
+//! descriptor 3 on, `LISTEN_FDS`, `LISTEN_PID` (written by the child itself,
+//! see [`herd_sys::Spec::pid_env`]) and `LISTEN_FDNAMES`.
+//!
+//! # How it works
+//!
+//! - A service's sockets are bound at its first start and kept while it
+//!   restarts (a crash, `herd restart`, a reload that leaves them as they
+//!   were): connections that arrive meanwhile wait in the backlog, and the next
+//!   run accepts them. They are closed when it is stopped for good (stopped,
+//!   exited or failed with no restart coming), or when a reload changes them;
+//!   a Unix socket's file is removed then.
+//! - TCP sockets get `SO_REUSEADDR`; a Unix socket's stale file (a socket left
+//!   by a herder that was killed) is removed before binding, and its mode and
+//!   owner are set before `listen`, so no one else can connect in between.
+//!
+//! # Caveats
+//!
+//! - The descriptors are blocking, as systemd passes them by default.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use herd_config::{Listen, Socket};
+
+/// Binds and listens on `s`.
+pub fn bind(s: &Socket) -> io::Result<OwnedFd> {
+    let backlog = i32::try_from(s.backlog).unwrap_or(i32::MAX);
+    match &s.listen {
+        Listen::Tcp(addr) => {
+            let family = match addr {
+                std::net::SocketAddr::V4(_) => AddressFamily::INET,
+                std::net::SocketAddr::V6(_) => AddressFamily::INET6,
+            };
+            let fd =
+                rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+            rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+            rustix::net::bind(&fd, addr)?;
+            rustix::net::listen(&fd, backlog)?;
+            Ok(fd)
+        }
+        Listen::Unix(path) => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                std::fs::remove_file(path)?;
+            }
+            let fd = rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )?;
+            rustix::net::bind(&fd, &SocketAddrUnix::new(path.as_path())?)?;
+            if let Some(mode) = s.mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
+            if let Some(owner) = &s.owner {
+                let c = herd_sys::user::credentials(owner, None)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                std::os::unix::fs::chown(path, Some(c.uid), Some(c.gid))?;
+            }
+            rustix::net::listen(&fd, backlog)?;
+            Ok(fd)
+        }
+    }
+}
+
+/// A service's sockets, held: closed when dropped, their Unix socket files
+/// removed with them.
+#[derive(Debug)]
+pub struct Bound {
+    pub fds: Vec<Arc<OwnedFd>>,
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Binds every socket of a service, or says which could not be bound.
+pub fn bind_all(sockets: &[Socket]) -> Result<Bound, String> {
+    let mut bound = Bound {
+        fds: Vec::new(),
+        paths: Vec::new(),
+    };
+    for s in sockets {
+        let fd = bind(s).map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
+        bound.fds.push(Arc::new(fd));
+        if let Listen::Unix(p) = &s.listen {
+            bound.paths.push(p.clone());
+        }
+    }
+    Ok(bound)
+}

@@ -1,0 +1,192 @@
+//! Issue 26: listening sockets herder holds across a service's runs, passed
+//! with systemd's protocol. A real server that speaks it unchanged (gunicorn,
+//! Debian's) serves a WSGI app from herder's socket while a load client makes
+//! requests through `herd restart` and through a reload that changes the
+//! command: no connection is refused and no request fails. The same run with
+//! gunicorn binding its own port shows refusals, so the test can fail.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Up, free_port, herd};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A WSGI app that says which run answered.
+const APP: &str = "import os\ndef app(environ, start):\n    start('200 OK', [('Content-Type', 'text/plain')])\n    return [b'hello from %d\\n' % os.getppid()]\n";
+
+fn gunicorn() -> bool {
+    std::path::Path::new("/usr/bin/gunicorn").exists()
+}
+
+/// What the load client counted.
+#[derive(Debug, Default)]
+struct Counts {
+    ok: u64,
+    refused: u64,
+    failed: u64,
+}
+
+/// Requests to `port`, one after another on new connections (a few hundred a
+/// second), until `stop`; each waits up to 10 s for its answer.
+fn load(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Counts> {
+    let (ok, refused, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(mut s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut body = String::new();
+                    let answered = write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                        .and_then(|()| s.read_to_string(&mut body));
+                    match answered {
+                        Ok(_) if body.starts_with("HTTP/1.") && body.contains("hello from") => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            // A few hundred a second, bounded.
+            if let Some(rest) = Duration::from_millis(3).checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+        Counts {
+            ok: ok.load(Ordering::Relaxed),
+            refused: refused.load(Ordering::Relaxed),
+            failed: failed.load(Ordering::Relaxed),
+        }
+    })
+}
+
+/// herd.toml for gunicorn on `port`: from herder's socket, or binding it
+/// itself; `tag` goes in its command line (a reload changes it).
+fn stack(port: u16, held: bool, tag: &str, app: &std::path::Path) -> String {
+    let app = app.display();
+    let (sockets, bind) = match held {
+        true => (
+            format!("sockets = [\"tcp://127.0.0.1:{port}\"]"),
+            String::new(),
+        ),
+        false => (String::new(), format!("\"--bind\", \"127.0.0.1:{port}\", ")),
+    };
+    format!(
+        r#"
+[services.web]
+command = ["/usr/bin/gunicorn", {bind}"--workers", "2", "--graceful-timeout", "5", "--name", "{tag}", "--chdir", "{app}", "app:app"]
+{sockets}
+ready = {{ http = "http://127.0.0.1:{port}/", interval = "50ms", timeout = "20s" }}
+stop = {{ timeout = "10s" }}
+"#
+    )
+}
+
+/// Runs the load through a restart and a reload; what it counted.
+fn through_restarts(held: bool) -> Counts {
+    let port = free_port();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("app.py"), APP).unwrap();
+    let mut up = Up::start(&stack(port, held, "first", app.path()));
+    up.wait_for("herd: web ready", LONG);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(port, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = herd(up.dir.path(), &["restart", "web"]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(
+        up.path("herd.toml"),
+        stack(port, held, "second", app.path()),
+    )
+    .unwrap();
+    let out = herd(up.dir.path(), &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let counts = client.join().unwrap();
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    counts
+}
+
+#[test]
+fn gunicorn_on_a_held_socket_refuses_nothing_through_restart_and_reload() {
+    let test = "gunicorn_on_a_held_socket_refuses_nothing_through_restart_and_reload";
+    if !common::can_run(test, gunicorn(), "gunicorn (Debian package)") {
+        return;
+    }
+    let held = through_restarts(true);
+    assert!(held.ok > 100, "{held:?}");
+    assert_eq!((held.refused, held.failed), (0, 0), "{held:?}");
+    // Without herder's socket, the same restarts refuse connections.
+    let own = through_restarts(false);
+    eprintln!("held: {held:?}; gunicorn binding its own port: {own:?}");
+    assert!(own.refused > 0, "{own:?}");
+}
+
+/// A stop for good closes the sockets (connections are refused, a Unix
+/// socket's file goes); the next start binds them again; an address that
+/// cannot be bound fails the start, saying why.
+#[test]
+fn a_stop_closes_the_sockets_and_a_bind_failure_says_why() {
+    let port = free_port();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let mut up = Up::start(&format!(
+        r#"
+[services.idle]
+command = ["sleep", "1000"]
+sockets = ["tcp://127.0.0.1:{port}", {{ listen = "unix:idle.sock", name = "admin", mode = "0600" }}]
+
+[services.clash]
+command = ["sleep", "1000"]
+sockets = ["tcp://127.0.0.1:{taken_port}"]
+"#
+    ));
+    up.wait_for("herd: idle started", LONG);
+    let line = up.wait_for("herd: clash failed: ", LONG);
+    assert!(
+        line.contains(&format!(
+            "cannot listen on tcp://127.0.0.1:{taken_port}: Address already in use"
+        )),
+        "{line}"
+    );
+    // Held by herder: a connection is taken into the backlog.
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the socket is held");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(up.path("idle.sock")).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    let out = herd(up.dir.path(), &["stop", "idle"]);
+    assert!(out.status.success(), "{out:?}");
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(!up.path("idle.sock").exists());
+    let out = herd(up.dir.path(), &["start", "idle"]);
+    assert!(out.status.success(), "{out:?}");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("bound again");
+    drop(taken);
+    up.signal(libc::SIGTERM);
+    // A service ended failed: exit code 5.
+    assert_eq!(up.wait_exit(LONG), Some(5));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}
