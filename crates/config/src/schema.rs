@@ -55,6 +55,9 @@ pub struct Service {
     /// Listening sockets herder binds and holds, passed with systemd's
     /// protocol (`LISTEN_FDS`) to every run.
     pub sockets: Vec<Socket>,
+    /// Descriptors the service may hand herder to keep across its restarts
+    /// (sd_notify `FDSTORE=1`); 0: none.
+    pub fd_store_max: u32,
 }
 
 /// A listening socket of a service.

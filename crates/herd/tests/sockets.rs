@@ -190,3 +190,67 @@ sockets = ["tcp://127.0.0.1:{taken_port}"]
     assert_eq!(up.wait_exit(LONG), Some(5));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+/// A Python service keeps a memfd in herder's fd store (python3-systemd's
+/// `notify(…, fds=[…])`), is restarted, and finds it again under its FDNAME,
+/// with what it wrote in it; a stop for good empties the store.
+#[test]
+fn the_fd_store_keeps_a_memfd_across_a_restart() {
+    let test = "the_fd_store_keeps_a_memfd_across_a_restart";
+    let python_systemd = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import systemd.daemon"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !common::can_run(test, python_systemd, "python3-systemd (Debian package)") {
+        return;
+    }
+    let mut up = Up::start(
+        r#"
+[services.keeper]
+command = ["/usr/bin/python3", "-c", '''
+import os, sys
+from systemd import daemon
+d = sys.argv[1]
+names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+if os.environ.get("LISTEN_PID") == str(os.getpid()) and "state" in names:
+    fd = 3 + names.index("state")
+    os.lseek(fd, 0, os.SEEK_SET)
+    found = os.read(fd, 100).decode()
+    open(f"{d}/found", "w").write(found + "\n")
+else:
+    fd = os.memfd_create("state")
+    os.write(fd, b"kept by run %d" % os.getpid())
+    daemon.notify("FDSTORE=1\nFDNAME=state", fds=[fd])
+    os.close(fd)
+    open(f"{d}/stored", "w").write("%d\n" % os.getpid())
+daemon.notify("READY=1")
+import time
+time.sleep(1000)
+''', "{dir}"]
+ready = { notify = true, timeout = "10s" }
+fd_store_max = 4
+"#,
+    );
+    up.wait_for("herd: keeper ready", LONG);
+    up.wait_for(
+        "keeper: keeps 1 descriptor(s) as state in its fd store",
+        LONG,
+    );
+    up.wait_file("stored", LONG);
+    let first = std::fs::read_to_string(up.path("stored")).unwrap();
+    let out = herd(up.dir.path(), &["restart", "keeper"]);
+    assert!(out.status.success(), "{out:?}");
+    up.wait_file("found", LONG);
+    let found = std::fs::read_to_string(up.path("found")).unwrap();
+    assert_eq!(found.trim(), format!("kept by run {}", first.trim()));
+    // Stopped for good, the store is emptied: the next run stores anew.
+    std::fs::remove_file(up.path("stored")).unwrap();
+    let out = herd(up.dir.path(), &["stop", "keeper"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = herd(up.dir.path(), &["start", "keeper"]);
+    assert!(out.status.success(), "{out:?}");
+    up.wait_file("stored", LONG);
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

@@ -62,6 +62,7 @@ const SERVICE_KEYS: &[&str] = &[
     "stop",
     "limits",
     "sockets",
+    "fd_store_max",
 ];
 const SOCKET_KEYS: &[&str] = &["listen", "name", "backlog", "mode", "owner"];
 const READY_CHECKS: &[&str] = &["tcp", "http", "exec", "log", "notify", "delay"];

@@ -111,6 +111,24 @@ impl Cx<'_> {
         let sockets = get(t, "sockets")
             .map(|v| self.sockets(v, &format!("{p}.sockets"), name, &base))
             .unwrap_or_default();
+        let fd_store_max = match get(t, "fd_store_max") {
+            None => 0,
+            Some(v) => {
+                let key = format!("{p}.fd_store_max");
+                let n = self.uint(v, &key).unwrap_or(0);
+                // A child gets 16 descriptors besides stdio: the sockets, the
+                // store and the event pipe share them.
+                let room = 15u64.saturating_sub(sockets.len() as u64);
+                if n > room {
+                    self.err(
+                        v.span(),
+                        &key,
+                        format!("at most {room} beside {} socket(s)", sockets.len()),
+                    );
+                }
+                n.min(room) as u32
+            }
+        };
 
         Parsed {
             service: Service {
@@ -134,6 +152,7 @@ impl Cx<'_> {
                 stop,
                 limits,
                 sockets,
+                fd_store_max,
             },
             loc,
             deps,

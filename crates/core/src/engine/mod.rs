@@ -535,16 +535,18 @@ impl Engine {
     }
 
     /// A service stopped for good (stopped, exited or failed, with no start or
-    /// reload of it coming) closes its listening sockets: connections are then
-    /// refused rather than left waiting. Through a restart they stay open.
+    /// reload of it coming) closes its listening sockets, so connections are
+    /// then refused rather than left waiting, and its fd store. Through a
+    /// restart both stay.
     fn release_sockets(&mut self, name: &str) {
         let svc = self.svcs.get_mut(name).expect("known service");
         let down = matches!(
             svc.m.state,
             State::Stopped | State::Exited { .. } | State::Failed { .. }
         );
-        if down && svc.sockets.is_some() && !svc.intent.rejoin && !svc.intent.reloading() {
+        if down && !svc.intent.rejoin && !svc.intent.reloading() {
             svc.sockets = None;
+            svc.fd_store.clear();
         }
     }
 

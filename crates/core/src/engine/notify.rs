@@ -15,7 +15,9 @@
 //!
 //! # Caveats
 //!
-//! - `FDSTORE=` and the rest of systemd's keys are not acted on yet.
+//! - `FDSTORE=1` (with `FDNAME=`) and `FDSTOREREMOVE=1` keep and drop
+//!   descriptors of the service's fd store (`fd_store_max`); `FDPOLL=` and the
+//!   rest of systemd's keys are not acted on.
 
 use tokio::sync::mpsc;
 
@@ -25,6 +27,11 @@ use herd_sys::notify::{Notification, NotifySocket};
 use super::{Engine, Msg, Waker};
 use crate::log::note;
 use crate::machine::Event;
+
+/// The `FDNAME=` of a message.
+fn fd_name(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("FDNAME="))
+}
 
 /// Forwards every datagram of `sock` to the loop, as [`Msg::Notify`] for `name`.
 pub(super) fn listen(
@@ -81,6 +88,12 @@ impl Engine {
             svc.cfg.ready.as_ref().map(|r| &r.check),
             Some(ReadyCheck::Notify)
         );
+        let mut msg = msg;
+        if msg.text.lines().any(|l| l == "FDSTORE=1") {
+            self.fd_store(name, &msg.text, std::mem::take(&mut msg.fds));
+        } else if msg.text.lines().any(|l| l == "FDSTOREREMOVE=1") {
+            self.fd_store_remove(name, &msg.text);
+        }
         for line in msg.text.lines() {
             match line.split_once('=') {
                 Some(("READY", "1")) if by_notify => self.post(name, Event::ReadyCheckPassed),
@@ -96,6 +109,42 @@ impl Engine {
         }
         // Only now may a BARRIER=1 sender go on.
         drop(msg.fds);
+    }
+
+    /// sd_notify `FDSTORE=1`: the descriptors sent along are kept under the
+    /// message's `FDNAME=` (`stored` without one), up to `fd_store_max`, and
+    /// passed to the service's next runs.
+    fn fd_store(&mut self, name: &str, text: &str, fds: Vec<std::os::fd::OwnedFd>) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let fdname = fd_name(text).unwrap_or("stored").to_string();
+        let max = svc.cfg.fd_store_max as usize;
+        let room = max.saturating_sub(svc.fd_store.len());
+        let (kept, over) = (fds.len().min(room), fds.len().saturating_sub(room));
+        for fd in fds.into_iter().take(kept) {
+            svc.fd_store.push((fdname.clone(), std::sync::Arc::new(fd)));
+        }
+        match over {
+            0 => note(&format!(
+                "{name}: keeps {kept} descriptor(s) as {fdname} in its fd store"
+            )),
+            _ => note(&format!(
+                "{name}: fd store full (fd_store_max = {max}): {over} descriptor(s) of {fdname} closed"
+            )),
+        }
+    }
+
+    /// sd_notify `FDSTOREREMOVE=1` with `FDNAME=`: those descriptors are closed.
+    fn fd_store_remove(&mut self, name: &str, text: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let Some(fdname) = fd_name(text) else {
+            return note(&format!("{name}: FDSTOREREMOVE=1 without FDNAME=; ignored"));
+        };
+        let before = svc.fd_store.len();
+        svc.fd_store.retain(|(n, _)| n != fdname);
+        note(&format!(
+            "{name}: removed {} descriptor(s) named {fdname} from its fd store",
+            before - svc.fd_store.len()
+        ));
     }
 
     /// sd_notify `STATUS=`: kept as the service's status text until the next

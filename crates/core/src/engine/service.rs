@@ -58,6 +58,9 @@ pub(super) struct Svc {
     /// Its listening sockets (`sockets`), held from its first start until it
     /// is stopped for good.
     pub sockets: Option<crate::sockets::Bound>,
+    /// Descriptors it handed herder (sd_notify `FDSTORE=1`), by `FDNAME`,
+    /// passed to its next runs after its sockets, until it is stopped for good.
+    pub fd_store: Vec<(String, std::sync::Arc<OwnedFd>)>,
 }
 
 /// What an operator (or a reload) asked of the service that is not done yet.
@@ -220,6 +223,7 @@ impl Svc {
             report: None,
             status_text: None,
             sockets: None,
+            fd_store: Vec::new(),
         }
     }
 
@@ -291,6 +295,7 @@ pub fn descriptors(config: &herd_config::Config, per_unit: u64) -> Descriptors {
         .map(|s| {
             let notify = speaks_notify(s);
             s.sockets.len() as u64
+                + u64::from(s.fd_store_max)
                 + per_unit
                 + DESCRIPTORS_PER_RUN
                 + if notify { DESCRIPTORS_NOTIFY } else { 0 }
@@ -309,7 +314,7 @@ fn speaks_notify(cfg: &Service) -> bool {
         cfg.ready.as_ref().map(|r| &r.check),
         Some(ReadyCheck::Notify)
     );
-    by_notify || cfg.watchdog.is_some() || cfg.stop.notify
+    by_notify || cfg.watchdog.is_some() || cfg.stop.notify || cfg.fd_store_max > 0
 }
 
 /// What [`descriptors`] counts.

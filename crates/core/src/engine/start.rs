@@ -91,13 +91,18 @@ impl Engine {
                 Err(reason) => return self.post_now(name, Event::SpawnFailed { reason }),
             }
         }
-        let sockets: Vec<Arc<OwnedFd>> = svc
+        // Then what it put in its fd store, as systemd passes both.
+        let mut sockets: Vec<Arc<OwnedFd>> = svc
             .sockets
             .as_ref()
             .map_or_else(Vec::new, |b| b.fds.clone());
-        if !sockets.is_empty() {
+        sockets.extend(svc.fd_store.iter().map(|(_, fd)| fd.clone()));
+        let listen = !sockets.is_empty();
+        if listen {
             extra.push(("LISTEN_FDS".into(), sockets.len().to_string()));
-            let names: Vec<&str> = svc.cfg.sockets.iter().map(|s| s.name.as_str()).collect();
+            let names: Vec<&str> = (svc.cfg.sockets.iter().map(|s| s.name.as_str()))
+                .chain(svc.fd_store.iter().map(|(n, _)| n.as_str()))
+                .collect();
             extra.push(("LISTEN_FDNAMES".into(), names.join(":")));
         }
         // The event pipe: the service reads, herder writes (never blocking).
@@ -126,7 +131,7 @@ impl Engine {
         if svc.cfg.watchdog.is_some() {
             spec.pid_env.push("WATCHDOG_PID".into());
         }
-        if !svc.cfg.sockets.is_empty() {
+        if listen {
             spec.pid_env.push("LISTEN_PID".into());
         }
         let mut unit = match self.backend.create(name, &limits(&svc.cfg)) {
