@@ -58,6 +58,9 @@ pub struct Service {
     /// Descriptors the service may hand herder to keep across its restarts
     /// (sd_notify `FDSTORE=1`); 0: none.
     pub fd_store_max: u32,
+    /// Started by the first connection to one of its `sockets`, not with the
+    /// others; after a clean exit (idle), started again by the next one.
+    pub on_demand: bool,
 }
 
 /// A listening socket of a service.

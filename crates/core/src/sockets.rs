@@ -103,3 +103,37 @@ pub fn bind_all(sockets: &[Socket]) -> Result<Bound, String> {
     }
     Ok(bound)
 }
+
+/// A wait for a connection on any of a service's sockets; ends when dropped.
+#[derive(Debug)]
+pub struct Watch {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Calls `ready` when a connection waits on one of `fds` (they turn readable
+/// with a connection in their backlog; it is left there for the service to
+/// accept). Woken by epoll: nothing polls.
+pub fn watch(fds: &[Arc<OwnedFd>], ready: impl Fn() + Send + Sync + 'static) -> Watch {
+    let ready = Arc::new(ready);
+    let tasks = fds
+        .iter()
+        .map(|fd| {
+            let (fd, ready) = (fd.clone(), ready.clone());
+            tokio::spawn(async move {
+                match herd_sys::watch::readable(fd).await {
+                    Ok(()) => ready(),
+                    Err(e) => crate::log::note(&format!("cannot watch a socket: {e}")),
+                }
+            })
+        })
+        .collect();
+    Watch { tasks }
+}

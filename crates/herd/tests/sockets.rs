@@ -254,3 +254,74 @@ fd_store_max = 4
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+/// On demand: the service starts on its first connection, which it serves;
+/// what requires it starts at once, as its socket listens; after a clean exit
+/// (idle) the next connection starts it again.
+#[test]
+fn an_on_demand_service_starts_on_its_first_connection() {
+    let port = free_port();
+    let mut up = Up::start(&format!(
+        r#"
+[services.web]
+command = ["python3", "-c", '''
+import os, socket
+s = socket.socket(fileno=3)
+c, _ = s.accept()
+c.recv(1000)
+c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello from %d\n" % os.getpid())
+c.close()
+''']
+sockets = ["tcp://127.0.0.1:{port}"]
+on_demand = true
+restart = {{ policy = "on-failure" }}
+
+[services.client]
+command = ["sleep", "1000"]
+requires = ["web"]
+"#
+    ));
+    up.wait_for(
+        &format!("herd: web waits for a connection on tcp://127.0.0.1:{port}"),
+        LONG,
+    );
+    up.wait_for("herd: client started", LONG);
+    let web = common::service(&common::ps(&up), "web").clone();
+    assert_eq!(
+        (web["state"].as_str(), web["runs"].as_u64()),
+        (Some("pending"), Some(0)),
+        "{web}"
+    );
+    let get = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(
+        get().contains("hello from"),
+        "the first connection is served"
+    );
+    up.wait_for("herd: web: a connection is waiting: starting it", LONG);
+    // It exits 0 once it has served one: waiting again, the next one starts it.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let web = common::service(&common::ps(&up), "web").clone();
+        if web["state"] == "exited" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{web}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        get().contains("hello from"),
+        "the next connection is served"
+    );
+    let web = common::service(&common::ps(&up), "web").clone();
+    assert_eq!(web["runs"], 2, "{web}");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

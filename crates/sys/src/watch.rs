@@ -13,6 +13,16 @@ use rustix::fs::inotify;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+/// Resolves once `fd` is readable (a listening socket: a connection waits in
+/// its backlog), woken by epoll. Nothing is read. Needs a tokio runtime.
+pub async fn readable(fd: std::sync::Arc<OwnedFd>) -> io::Result<()> {
+    // SAFETY: the AsyncFd owns a reference to the descriptor, so it stays open
+    // and names the same file for the AsyncFd's whole life.
+    let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+    let _ready = afd.readable().await?;
+    Ok(())
+}
+
 /// An inotify instance watching files for modification.
 ///
 /// One instance can watch many files ([`FileWatch::add`]); prefer that to one

@@ -63,6 +63,7 @@ const SERVICE_KEYS: &[&str] = &[
     "limits",
     "sockets",
     "fd_store_max",
+    "on_demand",
 ];
 const SOCKET_KEYS: &[&str] = &["listen", "name", "backlog", "mode", "owner"];
 const READY_CHECKS: &[&str] = &["tcp", "http", "exec", "log", "notify", "delay"];

@@ -111,6 +111,21 @@ impl Cx<'_> {
         let sockets = get(t, "sockets")
             .map(|v| self.sockets(v, &format!("{p}.sockets"), name, &base))
             .unwrap_or_default();
+        let on_demand = match get(t, "on_demand") {
+            None => false,
+            Some(v) => {
+                let key = format!("{p}.on_demand");
+                let on = self.boolean(v, &key).unwrap_or(false);
+                if on && (sockets.is_empty() || kind == Kind::Oneshot) {
+                    self.err(
+                        v.span(),
+                        &key,
+                        "needs sockets to be connected to, and a long service",
+                    );
+                }
+                on
+            }
+        };
         let fd_store_max = match get(t, "fd_store_max") {
             None => 0,
             Some(v) => {
@@ -153,6 +168,7 @@ impl Cx<'_> {
                 limits,
                 sockets,
                 fd_store_max,
+                on_demand,
             },
             loc,
             deps,

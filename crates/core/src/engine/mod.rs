@@ -95,6 +95,10 @@ enum Msg {
         name: String,
         pid: i32,
     },
+    /// A connection is waiting on an on-demand service's socket.
+    Demand {
+        name: String,
+    },
     /// A health check attempt's answer (see [`health`]).
     Health {
         name: String,
@@ -240,6 +244,9 @@ impl Member for Svc {
     }
     fn stop_wave(&self) -> usize {
         self.stop_wave
+    }
+    fn on_hold(&self) -> bool {
+        self.demand.is_some() && !self.intent.rejoin
     }
 }
 
@@ -544,9 +551,14 @@ impl Engine {
             svc.m.state,
             State::Stopped | State::Exited { .. } | State::Failed { .. }
         );
-        if down && !svc.intent.rejoin && !svc.intent.reloading() {
+        // An on-demand service that exited cleanly (idle) waits for the next
+        // connection on its sockets.
+        let idle = svc.cfg.on_demand
+            && matches!(svc.m.state, State::Exited { status } if status.success());
+        if down && !idle && !svc.intent.rejoin && !svc.intent.reloading() {
             svc.sockets = None;
             svc.fd_store.clear();
+            svc.demand = None;
         }
     }
 
@@ -603,6 +615,7 @@ impl Engine {
                 return;
             }
             Msg::Exited => return self.on_sigchld(),
+            Msg::Demand { name } => return self.on_demand(&name),
             Msg::Health {
                 name,
                 run,

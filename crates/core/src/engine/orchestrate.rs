@@ -33,6 +33,11 @@ pub trait Member {
     fn after(&self) -> &[String];
     /// Its wave in a full shutdown.
     fn stop_wave(&self) -> usize;
+    /// An on-demand service waiting for its first connection, its sockets
+    /// bound: not started with the others, and ready enough for `requires`.
+    fn on_hold(&self) -> bool {
+        false
+    }
 }
 
 /// Whether a service a dependent `requires` is satisfied.
@@ -80,10 +85,12 @@ pub fn running(m: &impl Member) -> bool {
 /// reloaded, every `requires` ready and every `after` settled.
 pub fn startable<M: Member>(svcs: &BTreeMap<String, M>) -> Vec<String> {
     svcs.iter()
-        .filter(|(_, s)| !s.reloading())
+        .filter(|(_, s)| !s.reloading() && !s.on_hold())
         .filter(|(_, s)| *s.state() == State::Pending || (s.rejoin() && down(*s)))
         .filter(|(_, s)| {
-            s.requires().iter().all(|d| is_ready(svcs[d].state()))
+            s.requires()
+                .iter()
+                .all(|d| is_ready(svcs[d].state()) || svcs[d].on_hold())
                 && s.after().iter().all(|d| settled_up(svcs[d].state()))
         })
         .map(|(n, _)| n.clone())

@@ -61,6 +61,8 @@ pub(super) struct Svc {
     /// Descriptors it handed herder (sd_notify `FDSTORE=1`), by `FDNAME`,
     /// passed to its next runs after its sockets, until it is stopped for good.
     pub fd_store: Vec<(String, std::sync::Arc<OwnedFd>)>,
+    /// An on-demand service's wait for a connection on its sockets.
+    pub demand: Option<crate::sockets::Watch>,
 }
 
 /// What an operator (or a reload) asked of the service that is not done yet.
@@ -224,6 +226,7 @@ impl Svc {
             status_text: None,
             sockets: None,
             fd_store: Vec::new(),
+            demand: None,
         }
     }
 

@@ -38,7 +38,7 @@ use super::orchestrate::{self, Member};
 use super::service::{Run, limits};
 use super::{Check, Engine, Msg, Timer, stop};
 use crate::log::note;
-use crate::machine::Event;
+use crate::machine::{Event, State};
 
 const SIGKILL: i32 = herd_config::units::Signal::KILL.0;
 
@@ -60,6 +60,7 @@ impl Engine {
             return self.advance_wave();
         }
         self.apply_replacements();
+        self.arm_demand();
         let ready = orchestrate::startable(&self.svcs);
         let mut posted = !ready.is_empty();
         for name in ready {
@@ -68,6 +69,74 @@ impl Engine {
         }
         posted |= self.run_requests();
         posted
+    }
+
+    /// On-demand services not yet started, or back from a clean exit, get their
+    /// sockets bound and watched for a connection (see [`Engine::on_demand`]).
+    fn arm_demand(&mut self) {
+        for (name, svc) in self.svcs.iter_mut() {
+            let waiting = match svc.m.state {
+                State::Pending => true,
+                State::Exited { status } => status.success(),
+                _ => false,
+            };
+            if !svc.cfg.on_demand || !waiting || svc.intent.rejoin || svc.demand.is_some() {
+                continue;
+            }
+            if svc.sockets.is_none() {
+                match crate::sockets::bind_all(&svc.cfg.sockets) {
+                    Ok(bound) => svc.sockets = Some(bound),
+                    Err(e) => {
+                        // Started now, its spawn fails with the reason.
+                        note(&format!("{name}: {e}"));
+                        svc.intent.rejoin = true;
+                        continue;
+                    }
+                }
+            }
+            let fds = svc
+                .sockets
+                .as_ref()
+                .map_or_else(Vec::new, |b| b.fds.clone());
+            let tx = self.tx.clone();
+            let n = name.clone();
+            svc.demand = Some(crate::sockets::watch(&fds, move || {
+                let _ = tx.send(Msg::Demand { name: n.clone() });
+            }));
+            note(&format!(
+                "{name} waits for a connection on {}",
+                svc.cfg
+                    .sockets
+                    .iter()
+                    .map(|s| s.listen.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+
+    /// A connection waits on an on-demand service's socket: it starts (what
+    /// it requires first), and takes the connection from the backlog.
+    pub(super) fn on_demand(&mut self, name: &str) {
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return;
+        };
+        if svc.demand.take().is_none() || self.shutdown.is_some() {
+            return;
+        }
+        note(&format!("{name}: a connection is waiting: starting it"));
+        svc.intent.rejoin = true;
+        let requires = svc.cfg.requires.clone();
+        for r in requires {
+            if let Some(dep) = self.svcs.get_mut(&r)
+                && matches!(
+                    dep.m.state,
+                    State::Stopped | State::Exited { .. } | State::Failed { .. }
+                )
+            {
+                dep.intent.rejoin = true;
+            }
+        }
     }
 
     pub(super) fn spawn(&mut self, name: &str) {
