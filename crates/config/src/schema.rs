@@ -61,6 +61,9 @@ pub struct Service {
     /// Started by the first connection to one of its `sockets`, not with the
     /// others; after a clean exit (idle), started again by the next one.
     pub on_demand: bool,
+    /// With `on_demand`: stopped when no connection has arrived for this
+    /// long, and started again by the next.
+    pub idle_stop: Option<Duration>,
 }
 
 /// A listening socket of a service.

@@ -57,6 +57,8 @@ pub enum StopReason {
     Unhealthy,
     /// It missed its sd_notify watchdog deadline (or sent `WATCHDOG=trigger`).
     Watchdog,
+    /// An on-demand service had no connection for `idle_stop`.
+    Idle,
 }
 
 impl StopReason {
@@ -71,6 +73,7 @@ impl StopReason {
             StopReason::Failure => "failure",
             StopReason::Unhealthy => "unhealthy",
             StopReason::Watchdog => "watchdog",
+            StopReason::Idle => "idle",
         }
     }
 

@@ -137,3 +137,79 @@ pub fn watch(fds: &[Arc<OwnedFd>], ready: impl Fn() + Send + Sync + 'static) -> 
         .collect();
     Watch { tasks }
 }
+
+/// Calls `arrived` for every connection that arrives on one of `fds` while
+/// the service accepts them (an on-demand service's activity, for
+/// `idle_stop`); ends when dropped.
+pub fn activity(fds: &[Arc<OwnedFd>], arrived: impl Fn() + Send + Sync + 'static) -> Watch {
+    let arrived = Arc::new(arrived);
+    let tasks = fds
+        .iter()
+        .map(|fd| {
+            let (fd, arrived) = (fd.clone(), arrived.clone());
+            tokio::spawn(async move {
+                let arrivals = match herd_sys::watch::Arrivals::new(fd) {
+                    Ok(a) => a,
+                    Err(e) => return crate::log::note(&format!("cannot watch a socket: {e}")),
+                };
+                while arrivals.next().await.is_ok() {
+                    arrived();
+                }
+            })
+        })
+        .collect();
+    Watch { tasks }
+}
+
+/// Connections open now on `sockets` (accepted, not yet closed), from
+/// /proc/net: TCP connections whose local address is one of them, Unix ones
+/// connected to one of their paths.
+pub fn open_connections(sockets: &[Socket]) -> usize {
+    let mut open = 0;
+    let tcp: Vec<std::net::SocketAddr> = sockets
+        .iter()
+        .filter_map(|s| match s.listen {
+            Listen::Tcp(a) => Some(a),
+            Listen::Unix(_) => None,
+        })
+        .collect();
+    if !tcp.is_empty() {
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            open += text
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // local_address is HEXIP:HEXPORT; st 01 is ESTABLISHED, 03
+                    // SYN_RECV, 08 CLOSE_WAIT (TIME_WAIT, 06, is over).
+                    let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+                    ["01", "03", "08"].contains(f.get(3)?).then_some(port)
+                })
+                .filter(|port| tcp.iter().any(|a| a.port() == *port))
+                .count();
+        }
+    }
+    let unix: Vec<&std::path::Path> = sockets
+        .iter()
+        .filter_map(|s| match &s.listen {
+            Listen::Unix(p) => Some(p.as_path()),
+            Listen::Tcp(_) => None,
+        })
+        .collect();
+    if !unix.is_empty() {
+        let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        // Num RefCount Protocol Flags Type St Inode Path; St 03 is connected.
+        open += text
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(5) == Some(&"03")
+                    && f.get(7)
+                        .is_some_and(|p| unix.iter().any(|u| u.as_os_str() == *p))
+            })
+            .count();
+    }
+    open
+}

@@ -325,3 +325,68 @@ requires = ["web"]
     assert_eq!(up.wait_exit(LONG), Some(0));
     assert_eq!(up.survivors(), Vec::<i32>::new());
 }
+
+/// `idle_stop`: an on-demand service with no connection for that long is
+/// stopped (reason `idle`) and started again by the next connection, which is
+/// served; connections keep it up meanwhile.
+#[test]
+fn an_idle_on_demand_service_is_stopped_and_comes_back() {
+    let port = free_port();
+    let mut up = Up::start(&format!(
+        r#"
+[services.web]
+command = ["python3", "-c", '''
+import os, socket
+s = socket.socket(fileno=3)
+while True:
+    c, _ = s.accept()
+    c.recv(1000)
+    c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello from %d\n" % os.getpid())
+    c.close()
+''']
+sockets = ["tcp://127.0.0.1:{port}"]
+on_demand = true
+idle_stop = "1s"
+"#
+    ));
+    up.wait_for("herd: web waits for a connection", LONG);
+    let get = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let first = get();
+    assert!(first.contains("hello from"), "{first}");
+    // A connection every 300 ms keeps it up past its 1 s idle time.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(get(), first, "the same run answers");
+    }
+    up.wait_for("herd: web: idle for 1s: stopping it", LONG);
+    up.wait_for("herd: web stopped", LONG);
+    let again = get();
+    assert!(again.contains("hello from") && again != first, "{again}");
+    let web = common::service(&common::ps(&up), "web").clone();
+    assert_eq!(web["runs"], 2, "{web}");
+    // An operator's stop of a service stopped for idleness lets its socket go.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let web = common::service(&common::ps(&up), "web").clone();
+        if web["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{web}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("held while idle");
+    let out = herd(up.dir.path(), &["stop", "web"]);
+    assert!(out.status.success(), "{out:?}");
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+}

@@ -16,11 +16,32 @@ use tokio::io::unix::AsyncFd;
 /// Resolves once `fd` is readable (a listening socket: a connection waits in
 /// its backlog), woken by epoll. Nothing is read. Needs a tokio runtime.
 pub async fn readable(fd: std::sync::Arc<OwnedFd>) -> io::Result<()> {
-    // SAFETY: the AsyncFd owns a reference to the descriptor, so it stays open
-    // and names the same file for the AsyncFd's whole life.
-    let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
-    let _ready = afd.readable().await?;
-    Ok(())
+    Arrivals::new(fd)?.next().await
+}
+
+/// Connections arriving on a listening socket that another process accepts:
+/// epoll reports each arrival (edge-triggered), whether or not the backlog
+/// was empty. Nothing is accepted or read.
+#[derive(Debug)]
+pub struct Arrivals {
+    fd: AsyncFd<std::sync::Arc<OwnedFd>>,
+}
+
+impl Arrivals {
+    /// Needs a tokio runtime.
+    pub fn new(fd: std::sync::Arc<OwnedFd>) -> io::Result<Arrivals> {
+        // SAFETY: the AsyncFd owns a reference to the descriptor, so it stays
+        // open and names the same file for the AsyncFd's whole life.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        Ok(Arrivals { fd })
+    }
+
+    /// The next arrival (or a connection already waiting, the first time).
+    pub async fn next(&self) -> io::Result<()> {
+        let mut ready = self.fd.readable().await?;
+        ready.clear_ready();
+        Ok(())
+    }
 }
 
 /// An inotify instance watching files for modification.

@@ -64,6 +64,7 @@ const SERVICE_KEYS: &[&str] = &[
     "sockets",
     "fd_store_max",
     "on_demand",
+    "idle_stop",
 ];
 const SOCKET_KEYS: &[&str] = &["listen", "name", "backlog", "mode", "owner"];
 const READY_CHECKS: &[&str] = &["tcp", "http", "exec", "log", "notify", "delay"];

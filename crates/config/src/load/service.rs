@@ -126,6 +126,14 @@ impl Cx<'_> {
                 on
             }
         };
+        let idle_stop = get(t, "idle_stop").and_then(|v| {
+            let key = format!("{p}.idle_stop");
+            let d = self.positive_duration(v, &key)?;
+            if !on_demand {
+                self.err(v.span(), &key, "applies to on_demand services only");
+            }
+            Some(d)
+        });
         let fd_store_max = match get(t, "fd_store_max") {
             None => 0,
             Some(v) => {
@@ -169,6 +177,7 @@ impl Cx<'_> {
                 sockets,
                 fd_store_max,
                 on_demand,
+                idle_stop,
             },
             loc,
             deps,

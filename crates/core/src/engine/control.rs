@@ -420,6 +420,18 @@ impl Engine {
         if self.stop_queue.iter().any(|q| q.name == name) {
             return Err(ControlError::AlreadyStopping(name.to_string()));
         }
+        // An on-demand service stopped for idleness holds its sockets for the
+        // next connection; an operator's stop lets them go.
+        if !restart
+            && let Some(svc) = self.svcs.get_mut(name)
+            && svc.idle
+            && svc.m.state == State::Stopped
+        {
+            svc.idle = false;
+            svc.demand = None;
+            svc.sockets = None;
+            svc.fd_store.clear();
+        }
         let order = orchestrate::stop_order(&self.svcs, name, reason, restart);
         let names = order.iter().map(|q| q.name.clone()).collect();
         for q in order {

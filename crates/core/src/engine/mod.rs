@@ -99,6 +99,10 @@ enum Msg {
     Demand {
         name: String,
     },
+    /// A connection arrived on a running `idle_stop` service's socket.
+    Activity {
+        name: String,
+    },
     /// A health check attempt's answer (see [`health`]).
     Health {
         name: String,
@@ -130,6 +134,8 @@ enum Timer {
     HealthTimeout(String, u64, u64),
     /// A run's watchdog deadline (moved by every `WATCHDOG=1`).
     Watchdog(String, u64),
+    /// An `idle_stop` service may have been idle long enough.
+    Idle(String, u64),
     /// The shutdown budget is spent.
     Budget,
 }
@@ -142,7 +148,8 @@ impl Timer {
             | Timer::KillRetry(n, _)
             | Timer::Health(n, _)
             | Timer::HealthTimeout(n, _, _)
-            | Timer::Watchdog(n, _) => Some(n),
+            | Timer::Watchdog(n, _)
+            | Timer::Idle(n, _) => Some(n),
             Timer::Budget => None,
         }
     }
@@ -519,6 +526,7 @@ impl Engine {
         }
         if ready && from != to {
             self.arm_health(name);
+            self.arm_idle(name);
         }
         if from != to {
             self.release_sockets(name);
@@ -554,7 +562,8 @@ impl Engine {
         // An on-demand service that exited cleanly (idle) waits for the next
         // connection on its sockets.
         let idle = svc.cfg.on_demand
-            && matches!(svc.m.state, State::Exited { status } if status.success());
+            && (matches!(svc.m.state, State::Exited { status } if status.success())
+                || (svc.idle && svc.m.state == State::Stopped));
         if down && !idle && !svc.intent.rejoin && !svc.intent.reloading() {
             svc.sockets = None;
             svc.fd_store.clear();
@@ -616,6 +625,12 @@ impl Engine {
             }
             Msg::Exited => return self.on_sigchld(),
             Msg::Demand { name } => return self.on_demand(&name),
+            Msg::Activity { name } => {
+                if let Some(a) = self.svcs.get_mut(&name).and_then(|s| s.activity.as_mut()) {
+                    a.arrived = true;
+                }
+                return;
+            }
             Msg::Health {
                 name,
                 run,
@@ -662,6 +677,7 @@ impl Engine {
                     self.health_timeout(&name, run, attempt)
                 }
                 Timer::Watchdog(name, run) => self.watchdog_due(&name, run),
+                Timer::Idle(name, run) => self.idle_due(&name, run),
                 Timer::Budget => self.budget_spent(),
                 Timer::Machine(name) => match self.svcs[&name].m.state {
                     State::Stopping { deadline, .. } if deadline <= now.into_std() => {

@@ -63,6 +63,12 @@ pub(super) struct Svc {
     pub fd_store: Vec<(String, std::sync::Arc<OwnedFd>)>,
     /// An on-demand service's wait for a connection on its sockets.
     pub demand: Option<crate::sockets::Watch>,
+    /// With `idle_stop`, while it runs: connections arriving (those epoll
+    /// sees), whether one did since the last look, and the CPU time it had
+    /// used then.
+    pub activity: Option<Activity>,
+    /// Stopped for idleness: it waits for the next connection, sockets held.
+    pub idle: bool,
 }
 
 /// What an operator (or a reload) asked of the service that is not done yet.
@@ -82,6 +88,13 @@ impl Intent {
     pub fn reloading(&self) -> bool {
         self.replace.is_some() || self.remove
     }
+}
+
+/// An `idle_stop` service's signs of work (see [`super::Engine::idle_due`]).
+pub(super) struct Activity {
+    pub _arrivals: crate::sockets::Watch,
+    pub arrived: bool,
+    pub cpu: Option<Duration>,
 }
 
 /// What `herd ps` and `/metrics` count over the service's life.
@@ -227,6 +240,8 @@ impl Svc {
             sockets: None,
             fd_store: Vec::new(),
             demand: None,
+            activity: None,
+            idle: false,
         }
     }
 

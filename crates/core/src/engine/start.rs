@@ -78,6 +78,7 @@ impl Engine {
             let waiting = match svc.m.state {
                 State::Pending => true,
                 State::Exited { status } => status.success(),
+                State::Stopped => svc.idle,
                 _ => false,
             };
             if !svc.cfg.on_demand || !waiting || svc.intent.rejoin || svc.demand.is_some() {
@@ -126,6 +127,7 @@ impl Engine {
         }
         note(&format!("{name}: a connection is waiting: starting it"));
         svc.intent.rejoin = true;
+        svc.idle = false;
         let requires = svc.cfg.requires.clone();
         for r in requires {
             if let Some(dep) = self.svcs.get_mut(&r)
@@ -137,6 +139,72 @@ impl Engine {
                 dep.intent.rejoin = true;
             }
         }
+    }
+
+    /// An `idle_stop` service is ready: connections arriving on its sockets
+    /// are watched, and its idleness looked at once a period.
+    pub(super) fn arm_idle(&mut self, name: &str) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let (Some(idle), Some(run), Some(bound)) = (svc.cfg.idle_stop, &svc.run, &svc.sockets)
+        else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        let arrivals = crate::sockets::activity(&bound.fds, move || {
+            let _ = tx.send(Msg::Activity { name: n.clone() });
+        });
+        svc.activity = Some(super::service::Activity {
+            _arrivals: arrivals,
+            arrived: false,
+            cpu: None,
+        });
+        self.timers.insert((
+            Instant::now() + idle,
+            Timer::Idle(name.to_string(), run.number),
+        ));
+    }
+
+    /// Once an `idle_stop` period: the service was idle through it if no
+    /// connection arrived that epoll saw, none is open now, and it used no CPU
+    /// time; then it is stopped, else looked at again a period later. (A
+    /// connection the service accepts before herder looks is not seen
+    /// arriving, hence the other two signs.) So it stops between one and two
+    /// periods after its last work.
+    pub(super) fn idle_due(&mut self, name: &str, number: u64) {
+        let svc = self.svcs.get_mut(name).expect("known service");
+        let running = matches!(
+            svc.m.state,
+            State::Ready { .. } | State::RunningNotReady { .. }
+        );
+        let (Some(idle), Some(run)) = (svc.cfg.idle_stop, svc.run.as_mut()) else {
+            return;
+        };
+        if run.number != number || !running || self.shutdown.is_some() {
+            return;
+        }
+        let pids = run.unit.pids();
+        let cpu = run.unit.usage(&pids).cpu;
+        let open = crate::sockets::open_connections(&svc.cfg.sockets);
+        let Some(a) = svc.activity.as_mut() else {
+            return;
+        };
+        let busy = a.arrived || open > 0 || a.cpu.is_none() || cpu != a.cpu;
+        a.arrived = false;
+        a.cpu = cpu;
+        if busy {
+            self.timers
+                .insert((Instant::now() + idle, Timer::Idle(name.to_string(), number)));
+            return;
+        }
+        note(&format!(
+            "{name}: idle for {}: stopping it; the next connection starts it again",
+            herd_config::units::format_duration(idle)
+        ));
+        svc.idle = true;
+        svc.activity = None;
+        let deadline = Instant::now() + svc.cfg.stop.timeout;
+        self.stop_for(name, crate::machine::StopReason::Idle, deadline);
     }
 
     pub(super) fn spawn(&mut self, name: &str) {
@@ -152,6 +220,9 @@ impl Engine {
             extra.push(("WATCHDOG_USEC".into(), every.as_micros().to_string()));
         }
         svc.status_text = None;
+        // Started (by a connection or an operator), it waits for none.
+        svc.demand = None;
+        svc.idle = false;
         // Its listening sockets: bound at its first start, then held across
         // its runs (see `crate::sockets`), from descriptor 3 on.
         if !svc.cfg.sockets.is_empty() && svc.sockets.is_none() {

@@ -87,6 +87,7 @@ impl Engine {
         }
         run.stop = Some(log);
         run.kill_backoff = FIRST_KILL_RETRY;
+        svc.activity = None;
         // Being stopped, it owes no more pings.
         if let Some(w) = run.watchdog.take() {
             self.timers
