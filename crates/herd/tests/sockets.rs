@@ -17,6 +17,30 @@ use common::{Up, free_port, herd};
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// One `GET /` on a new connection to `port`: the whole answer.
+fn http_get_once(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Polls `herd ps` until service `name` is in `state`.
+#[track_caller]
+fn wait_state(up: &Up, name: &str, state: &str) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let s = common::service(&common::ps(up), name).clone();
+        if s["state"] == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never {state}: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A WSGI app that says which run answered.
 const APP: &str = "import os\ndef app(environ, start):\n    start('200 OK', [('Content-Type', 'text/plain')])\n    return [b'hello from %d\\n' % os.getppid()]\n";
 
@@ -117,11 +141,7 @@ fn through_restarts(held: bool) -> Counts {
     let out = herd(up.dir.path(), &["signal", "web", "KILL"]);
     assert!(out.status.success(), "{out:?}");
     up.wait_for("herd: web killed by SIGKILL; restart in", LONG);
-    let deadline = Instant::now() + LONG;
-    while common::service(&common::ps(&up), "web")["state"] != "ready" {
-        assert!(Instant::now() < deadline, "web did not come back");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_state(&up, "web", "ready");
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(
         up.path("herd.toml"),
@@ -307,29 +327,14 @@ requires = ["web"]
         (Some("pending"), Some(0)),
         "{web}"
     );
-    let get = || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(LONG)).unwrap();
-        write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
+    let get = || http_get_once(port);
     assert!(
         get().contains("hello from"),
         "the first connection is served"
     );
     up.wait_for("herd: web: a connection is waiting: starting it", LONG);
     // It exits 0 once it has served one: waiting again, the next one starts it.
-    let deadline = Instant::now() + LONG;
-    loop {
-        let web = common::service(&common::ps(&up), "web").clone();
-        if web["state"] == "exited" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{web}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_state(&up, "web", "exited");
     assert!(
         get().contains("hello from"),
         "the next connection is served"
@@ -365,14 +370,7 @@ idle_stop = "1s"
 "#
     ));
     up.wait_for("herd: web waits for a connection", LONG);
-    let get = || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(LONG)).unwrap();
-        write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
+    let get = || http_get_once(port);
     let first = get();
     assert!(first.contains("hello from"), "{first}");
     // A connection every 300 ms keeps it up past its 1 s idle time.
@@ -387,15 +385,7 @@ idle_stop = "1s"
     let web = common::service(&common::ps(&up), "web").clone();
     assert_eq!(web["runs"], 2, "{web}");
     // An operator's stop of a service stopped for idleness lets its socket go.
-    let deadline = Instant::now() + LONG;
-    loop {
-        let web = common::service(&common::ps(&up), "web").clone();
-        if web["state"] == "stopped" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{web}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_state(&up, "web", "stopped");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("held while idle");
     let out = herd(up.dir.path(), &["stop", "web"]);
     assert!(out.status.success(), "{out:?}");
