@@ -269,7 +269,7 @@ pub struct Unavailable {
 /// cgroup (or `herd/`). [`choose`] puts them in an instance's subtree and says
 /// why better backends were passed over.
 pub fn detect(want: Option<Containment>) -> Result<Box<dyn Backend>, Unavailable> {
-    choose(want, None).map(|c| c.backend)
+    choose(want, None, &["memory", "pids", "cpu"]).map(|c| c.backend)
 }
 
 /// What [`choose`] chose.
@@ -286,22 +286,39 @@ pub struct Chosen {
 /// any number of supervisors on a host each get the best backend, and the
 /// clean-up after one that was killed touches its own subtree only. Two
 /// supervisors of one instance are refused (the second finds `supervisor/`
-/// in use).
-pub fn choose(want: Option<Containment>, instance: Option<&str>) -> Result<Chosen, Unavailable> {
+/// in use). `limits` are the limit controllers the caller's units will use
+/// (`memory`, `pids`, `cpu`): those the backend lacks are taken from cgroup
+/// v1, and only those, as each costs herder a move into that hierarchy at
+/// start and out of it at exit.
+pub fn choose(
+    want: Option<Containment>,
+    instance: Option<&str>,
+    limits: &[&str],
+) -> Result<Chosen, Unavailable> {
+    // A cpu limit's hierarchy also counts CPU time (cpuacct) where they share it.
+    let mut unneeded: Vec<String> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| !limits.contains(c))
+        .map(String::from)
+        .collect();
+    if !limits.contains(&"cpu") {
+        unneeded.push("cpuacct".into());
+    }
     let open = |kind: Containment| -> Result<Box<dyn Backend>, Unavailable> {
         let unavailable = |reason: String| Unavailable { kind, reason };
         // The controllers a cgroup backend lacks come from v1 where they can.
         Ok(match kind {
             Containment::Cgroup2 => {
                 let b = v2::Cgroup2::open(instance).map_err(unavailable)?;
-                let mut has: Vec<String> = b.enabled().map(String::from).collect();
+                let mut skip: Vec<String> = b.enabled().map(String::from).collect();
                 // cgroup v2 counts CPU time in every cgroup's cpu.stat.
-                has.push("cpuacct".into());
-                v1::with_v1(Box::new(b), &has, instance)
+                skip.push("cpuacct".into());
+                skip.extend(unneeded.iter().cloned());
+                v1::with_v1(Box::new(b), &skip, instance)
             }
             Containment::Freezer => v1::with_v1(
                 Box::new(freezer::Freezer::open(instance).map_err(unavailable)?),
-                &[],
+                &unneeded,
                 instance,
             ),
             Containment::None => Box::new(none::Tracking::open()),

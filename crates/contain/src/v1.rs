@@ -74,9 +74,9 @@ pub(crate) struct WithV1 {
     notices: Vec<String>,
 }
 
-/// `inner`, with every controller of [`CONTROLLERS`] it does not have itself
-/// (`has`) taken from v1 where a writable hierarchy has it; `inner` alone when
-/// none is.
+/// `inner`, with every controller of [`CONTROLLERS`] but those of `skip`
+/// (what it has itself, what no unit will use) taken from v1 where a writable
+/// hierarchy has it; `inner` alone when none is.
 pub(crate) fn with_v1(
     inner: Box<dyn Backend>,
     has: &[String],

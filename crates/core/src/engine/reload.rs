@@ -102,6 +102,16 @@ impl Engine {
             return Err(ControlError::ReloadBusy(busy.join(", ")));
         }
         let mut plan = diff(&self.config, &new);
+        // A limit the backend cannot apply is said, as at start (cgroup v1
+        // hierarchies are taken at start only for the limits then in use).
+        for name in plan.added.iter().chain(&plan.changed) {
+            for why in self
+                .backend
+                .unsupported(&super::service::limits(&new.services[name]))
+            {
+                note(&format!("warning: services.{name}.{why}; not honoured"));
+            }
+        }
         for name in plan.changed.clone() {
             self.change(&name, new.services[&name].clone(), &mut plan);
         }

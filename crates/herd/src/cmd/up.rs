@@ -172,8 +172,25 @@ fn backend(
     forced: Option<Containment>,
     instance: &str,
 ) -> Result<Box<dyn herd_contain::Backend>, String> {
-    let chosen = herd_contain::choose(forced.or(config.supervisor.containment), Some(instance))
-        .map_err(|e| e.to_string())?;
+    // The limit controllers some service uses: only those come from cgroup v1.
+    let mut limits: Vec<&str> = Vec::new();
+    for s in config.services.values() {
+        for (c, set) in [
+            ("memory", s.limits.memory.is_some()),
+            ("pids", s.limits.pids.is_some()),
+            ("cpu", s.limits.cpu.is_some()),
+        ] {
+            if set && !limits.contains(&c) {
+                limits.push(c);
+            }
+        }
+    }
+    let chosen = herd_contain::choose(
+        forced.or(config.supervisor.containment),
+        Some(instance),
+        &limits,
+    )
+    .map_err(|e| e.to_string())?;
     // Never a weaker backend without saying why the better ones were not used.
     for e in &chosen.passed_over {
         note(&format!("{} not used: {}", e.kind, e.reason));
