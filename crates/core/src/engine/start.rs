@@ -149,6 +149,10 @@ impl Engine {
         else {
             return;
         };
+        // Once a run: ready again after RELOADING=1, it is watched already.
+        if svc.activity.is_some() {
+            return;
+        }
         let tx = self.tx.clone();
         let n = name.to_string();
         let arrivals = crate::sockets::activity(&bound.fds, move || {
