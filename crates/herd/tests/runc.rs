@@ -165,7 +165,8 @@ fn in_runc(v: Variant, test: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let marker = format!("herdrunc{}x{}", std::process::id(), v.uid);
     let id = format!("herd-test-{}-{}", std::process::id(), v.uid);
-    let cgroups_path = format!("/herd-tests-runc/{id}");
+    // One level, which runc removes with the container: nothing is left.
+    let cgroups_path = format!("/{id}");
     let bundle = bundle(tmp.path(), v, &marker, &cgroups_path);
     // World-readable, so uid 1000 can reach /app's herd.toml.
     use std::os::unix::fs::PermissionsExt;
