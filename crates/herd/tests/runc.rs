@@ -149,7 +149,15 @@ fn cgroup_dirs(path: &str) -> Vec<std::path::PathBuf> {
         out.push(m.point.join(rel));
     }
     for c in [
-        "freezer", "memory", "pids", "cpu", "cpuacct", "devices", "blkio", "cpuset",
+        "freezer",
+        "memory",
+        "pids",
+        "cpu",
+        "cpuacct",
+        "devices",
+        "blkio",
+        "cpuset",
+        "name=systemd",
     ] {
         if let Some(m) = herd_contain::mounts::v1(c) {
             out.push(m.point.join(rel));
