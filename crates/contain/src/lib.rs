@@ -43,6 +43,8 @@ mod v1;
 mod v2;
 
 pub use contained::{Contained, Mode, StopOptions, StopRecord};
+/// What to run, and what spawning it can go wrong with: one crate to depend on.
+pub use herd_sys::{Child, Credentials, Rlimit, SpawnError, Spec};
 pub use procfs::Leftover;
 
 /// Which backend: the one enum for it, from `herd.toml` to the command line.
