@@ -120,7 +120,8 @@ impl Drop for Watch {
 
 /// Calls `ready` when a connection waits on one of `fds` (they turn readable
 /// with a connection in their backlog; it is left there for the service to
-/// accept). Woken by epoll: nothing polls.
+/// accept). Woken by epoll: nothing polls. A socket that cannot be watched
+/// calls `ready` at once: the service then starts now rather than never.
 pub fn watch(fds: &[Arc<OwnedFd>], ready: impl Fn() + Send + Sync + 'static) -> Watch {
     let ready = Arc::new(ready);
     let tasks = fds
@@ -128,10 +129,12 @@ pub fn watch(fds: &[Arc<OwnedFd>], ready: impl Fn() + Send + Sync + 'static) -> 
         .map(|fd| {
             let (fd, ready) = (fd.clone(), ready.clone());
             tokio::spawn(async move {
-                match herd_sys::watch::readable(fd).await {
-                    Ok(()) => ready(),
-                    Err(e) => crate::log::note(&format!("cannot watch a socket: {e}")),
+                if let Err(e) = herd_sys::watch::readable(fd).await {
+                    crate::log::note(&format!(
+                        "cannot wait for a connection ({e}): starting the service now"
+                    ));
                 }
+                ready();
             })
         })
         .collect();

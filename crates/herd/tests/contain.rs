@@ -172,6 +172,16 @@ command = ["python3", "-c", "import time; x = b'\x01' * (64 << 20); time.sleep(1
 /// the freezer backend, `limits` are the v1 hierarchies' and so is the memory
 /// in use: read back from the kernel's files, not from herder.
 fn v1_limits(on: On) {
+    let hierarchies = ["memory", "cpu", "pids"]
+        .iter()
+        .all(|c| herd_contain::mounts::v1(c).is_some());
+    if !common::can_run(
+        "v1_limits",
+        hierarchies,
+        "cgroup v1 memory, cpu and pids hierarchies",
+    ) {
+        return;
+    }
     let mut up = Up::with(
         r#"
 [services.hog]
@@ -181,7 +191,7 @@ restart = { policy = "never" }
 
 [services.capped]
 command = ["sleep", "1000"]
-limits = { memory = "64M" }
+limits = { memory = "64M", cpu = 0.5 }
 
 [services.forks]
 command = ["python3", "-c", """
@@ -214,13 +224,7 @@ limits = { pids = 4 }
             .find(|e| e.path().join("services").is_dir())?;
         Some(instance.path())
     };
-    let Some(memory) = controller("memory") else {
-        assert!(
-            common::can_run("v1_limits", false, "a cgroup v1 memory hierarchy"),
-            "skipped"
-        );
-        return;
-    };
+    let memory = controller("memory").expect("checked before the start");
     let hog = memory.join("services/hog");
     // A service under its limit keeps its leaf: the kernel's file says 64M.
     up.wait_for("herd: capped started", LONG);
@@ -249,12 +253,10 @@ limits = { pids = 4 }
         assert!(Instant::now() < deadline, "the hog is not held: {s}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let cpu = controller("cpu").expect("a cpu hierarchy beside memory");
-    let quota = std::fs::read_to_string(cpu.join("services/hog/cpu.cfs_quota_us"));
-    // The hog's leaf goes once it is gone; while it is there, it says 0.5 CPU.
-    if let Ok(q) = quota {
-        assert_eq!(q.trim(), "50000");
-    }
+    // 0.5 CPU: 50 ms in each 100 ms period.
+    let cpu = controller("cpu").expect("checked before the start");
+    let quota = std::fs::read_to_string(cpu.join("services/capped/cpu.cfs_quota_us")).unwrap();
+    assert_eq!(quota.trim(), "50000");
     // Eight forks asked for, four processes at most.
     let deadline = Instant::now() + LONG;
     loop {
@@ -958,6 +960,12 @@ fn none_recovery_names_what_was_unclaimed() {
     assert!(up.survivors().is_empty());
 }
 
+/// Whether `test` can run: it needs root and a cgroup2 mount.
+fn root_and_cgroup2(test: &str) -> bool {
+    let there = common::is_root() && herd_contain::mounts::cgroup2().is_some();
+    common::can_run(test, there, "root and cgroup2")
+}
+
 /// Issue 25: two projects' herders at once in one cgroup, as two `herd up` from
 /// one shell are: each gets a subtree of its own (`INSTANCE/`), so both run on
 /// cgroup2 with nothing passed over; each stops its own escapee; and one
@@ -965,12 +973,7 @@ fn none_recovery_names_what_was_unclaimed() {
 /// other's services running.
 #[test]
 fn two_herders_in_one_cgroup_each_get_a_subtree_of_their_own() {
-    let test = "two_herders_in_one_cgroup_each_get_a_subtree_of_their_own";
-    if !common::can_run(
-        test,
-        common::is_root() && herd_contain::mounts::cgroup2().is_some(),
-        "root and cgroup2",
-    ) {
+    if !root_and_cgroup2("two_herders_in_one_cgroup_each_get_a_subtree_of_their_own") {
         return;
     }
     let toml = r#"
@@ -1048,12 +1051,7 @@ stop = { timeout = "500ms" }
 /// it would use the freezer, and the second does, saying why not cgroup2.
 #[test]
 fn a_backend_passed_over_is_named_and_doctor_agrees() {
-    let test = "a_backend_passed_over_is_named_and_doctor_agrees";
-    if !common::can_run(
-        test,
-        common::is_root() && herd_contain::mounts::cgroup2().is_some(),
-        "root and cgroup2",
-    ) {
+    if !root_and_cgroup2("a_backend_passed_over_is_named_and_doctor_agrees") {
         return;
     }
     let toml = r#"

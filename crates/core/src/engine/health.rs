@@ -58,8 +58,6 @@ pub(super) struct Liveness {
     pub failures: u32,
     /// An attempt has passed in this run (which ends the start period).
     pub passed: bool,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
 }
 
 /// sd_notify's watchdog for one run.
@@ -103,7 +101,6 @@ impl Engine {
                 running: false,
                 failures: 0,
                 passed: false,
-                last_error: None,
             });
             let timer = Timer::Health(name.to_string(), run.number);
             self.timers.insert((now + h.interval, timer));
@@ -234,10 +231,8 @@ impl Engine {
                 }
                 live.failures = 0;
                 live.passed = true;
-                live.last_error = None;
             }
             Err(why) => {
-                detail = Some(why.clone());
                 let grace = !live.passed && now < live.ready_at + health.start_period;
                 if grace {
                     note(&format!(
@@ -250,7 +245,7 @@ impl Engine {
                         live.failures, health.failures
                     ));
                 }
-                live.last_error = Some(why);
+                detail = Some(why);
             }
         }
         let failed = live.failures >= health.failures;

@@ -323,10 +323,8 @@ pub fn state_dir(config: &Config, file: &Path) -> PathBuf {
     if config.supervisor.state_dir.is_some() || wanted.is_dir() {
         return wanted;
     }
-    match fallback_state_dir(config, &wanted) {
-        Some(f) if f.is_dir() => f,
-        _ => wanted,
-    }
+    let fallback = fallback_state_dir(config, &wanted);
+    if fallback.is_dir() { fallback } else { wanted }
 }
 
 /// The name of this project's herder instance (its cgroup subtree), the same
@@ -348,13 +346,13 @@ fn wanted_state_dir(config: &Config, file: &Path) -> PathBuf {
 /// Where the state goes when `.herd` cannot be made: `$XDG_RUNTIME_DIR/herd/`,
 /// else a directory of this user's own under /tmp (`/tmp/herd-UID/`, mode
 /// 0700), and in it the instance's (named after `wanted`, as its cgroups are).
-fn fallback_state_dir(config: &Config, wanted: &Path) -> Option<PathBuf> {
+fn fallback_state_dir(config: &Config, wanted: &Path) -> PathBuf {
     let instance = config.supervisor.instance_name(wanted);
     if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(run).join("herd").join(instance));
+        return PathBuf::from(run).join("herd").join(instance);
     }
     let uid = rustix::process::geteuid().as_raw();
-    Some(PathBuf::from(format!("/tmp/herd-{uid}")).join(instance))
+    PathBuf::from(format!("/tmp/herd-{uid}")).join(instance)
 }
 
 /// The state directory `herd up` uses, made if it is not there: the one
@@ -370,10 +368,10 @@ fn make_state_dir(config: &Config, file: &Path, private: Private) -> Result<Path
     let cannot = |dir: &Path, e: &std::io::Error| format!("cannot create {}: {e}", dir.display());
     let refused =
         [libc::EROFS, libc::EACCES, libc::EPERM].contains(&why.raw_os_error().unwrap_or(0));
-    let fallback = match fallback_state_dir(config, &wanted) {
-        Some(f) if refused && config.supervisor.state_dir.is_none() => f,
-        _ => return Err(cannot(&wanted, &why)),
-    };
+    if !refused || config.supervisor.state_dir.is_some() {
+        return Err(cannot(&wanted, &why));
+    }
+    let fallback = fallback_state_dir(config, &wanted);
     if let Some(parent) = fallback.parent() {
         own_private_dir(parent).map_err(|e| cannot(parent, &e))?;
     }
