@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Place;
 use crate::tree::{self, Subtree};
 use crate::{Backend, Containment, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
 
@@ -49,15 +50,15 @@ pub struct Freezer {
     notices: Vec<String>,
 }
 
-fn locate(instance: Option<&str>) -> Result<Subtree, String> {
-    tree::locate(mounts::v1("freezer"), mounts::own_v1("freezer"), instance)
+fn locate(place: Place) -> Result<Subtree, String> {
+    tree::locate(mounts::v1("freezer"), mounts::own_v1("freezer"), place)
         .map_err(|e| format!("freezer: {e}"))
 }
 
-pub(crate) fn probe(instance: Option<&str>) -> Result<String, String> {
-    let t = locate(instance)?;
+pub(crate) fn probe(place: Place) -> Result<String, String> {
+    let t = locate(place)?;
     tree::in_use(&t)?;
-    let v1 = crate::v1::probe(&["memory", "pids", "cpu", "cpuacct"], instance);
+    let v1 = crate::v1::probe(&["memory", "pids", "cpu", "cpuacct"], place);
     Ok(match v1.is_empty() {
         true => format!("services under {}/services", t.dir.display()),
         false => format!(
@@ -69,8 +70,8 @@ pub(crate) fn probe(instance: Option<&str>) -> Result<String, String> {
 }
 
 impl Freezer {
-    pub fn open(instance: Option<&str>) -> Result<Freezer, String> {
-        let t = locate(instance)?;
+    pub fn open(place: Place) -> Result<Freezer, String> {
+        let t = locate(place)?;
         let notices = tree::claim(&t, freeze_kill)?;
         Ok(Freezer { tree: t, notices })
     }

@@ -1,28 +1,116 @@
 //! Containment and verified stop: run a command so that every process it ever
 //! starts can be found, signalled and killed, and stop it within a deadline.
 //!
-//! Three backends implement [`Backend`]; each hands out [`Unit`]s, one per run of a
-//! service (or of any command, for programs that embed this crate):
+//! This is the engine of herder's stop, usable on its own by programs that run
+//! commands and must stop them completely: job runners, function runtimes, CI
+//! agents, test harnesses.
+//!
+//! ```
+//! use std::io::{BufRead, BufReader};
+//! use std::time::Duration;
+//!
+//! use herd_contain::{Jobs, SIGTERM, Spec};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A subtree of our own (`doc-example/` below this process's cgroup), on the
+//! // best backend this host offers.
+//! let jobs = Jobs::open("doc-example")?;
+//!
+//! // A tree that ignores SIGTERM: a double-forked daemon, then the main process.
+//! let script = "trap '' TERM
+//!     (sleep 600 &)
+//!     echo started
+//!     exec sleep 600";
+//! let mut job = jobs.spawn("build", Spec::command(["sh", "-c", script]))?;
+//! let (stdout, _) = job.take_output();
+//! let mut line = String::new();
+//! BufReader::new(std::fs::File::from(stdout.unwrap())).read_line(&mut line)?;
+//! assert_eq!(job.pids().len(), 2, "the main process and the daemon");
+//!
+//! // SIGTERM to both, SIGKILL at the deadline, and a report of what it took.
+//! let report = job.stop(SIGTERM, Duration::from_millis(200)).await;
+//! assert!(report.complete(), "nothing survived: {:?}", report.survivors);
+//! assert_eq!(report.signalled.len(), 2);
+//! assert!(report.killed_after.is_some(), "SIGTERM was ignored");
+//! for p in &report.killed {
+//!     println!("SIGKILLed {p}");
+//! }
+//!
+//! // Removes the subtree once no job holds it (dropping both would too).
+//! drop(job);
+//! assert_eq!(jobs.close(), Vec::<String>::new());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Jobs`] opens a backend in the caller's own subtree; [`Job`] waits for the
+//! main process ([`Job::wait`]) and for the whole unit ([`Job::wait_empty`]) as
+//! separate futures, reads its [`Usage`], and stops it ([`Job::stop`]) with a
+//! [`StopReport`]: what was signalled, when SIGKILL was needed and for what,
+//! and what survived, with its state. Underneath, [`choose`] picks a
+//! [`Backend`], which hands out a [`Unit`] per run; herder uses these directly.
+//!
+//! # How it works
 //!
 //! | backend | contains | kill | emptiness event | limits |
 //! |---|---|---|---|---|
-//! | [`Containment::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled; else cgroup v1's (see [`v1`]) |
-//! | [`Containment::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: the caller's SIGCHLD or pidfds | cgroup v1's memory, pids and cpu where writable (see [`v1`]) |
-//! | [`Containment::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | the caller's SIGCHLD or pidfds | none |
+//! | [`Containment::Cgroup2`] | a cgroup per unit; the child joins before exec | `cgroup.kill` | `cgroup.events` via epoll (`POLLPRI`) | `memory.max`, `pids.max`, `cpu.max` where enabled; else cgroup v1's |
+//! | [`Containment::Freezer`] | a v1 freezer cgroup per unit | freeze, SIGKILL each, thaw | none from the kernel: pidfds | cgroup v1's memory, pids and cpu where writable |
+//! | [`Containment::None`] | the process tree, tracked by ancestry from /proc | pidfd per process, start time checked | pidfds | none |
 //!
-//! [`detect`] picks the best backend the host offers (or the one asked for) and
-//! [`report`] says what each would guarantee here, for `herd doctor`.
-//! [`Contained`] is the embeddable whole: spawn into a unit, stop with a deadline,
-//! get a [`StopRecord`] of what happened.
+//! - **cgroup v2.** The child joins its unit's cgroup between fork and exec, so
+//!   nothing of it ever runs outside, and nothing it does (fork, `setsid`,
+//!   double-fork, clearing its environment) takes a process out. The kill is
+//!   one write to `cgroup.kill`, atomic with respect to forks, and no pid is
+//!   read, so none can be recycled.
+//! - **cgroup v1 freezer**, for hybrid hosts where the v2 mount is not
+//!   writable. Containment is the same; the kill freezes the cgroup (nothing in
+//!   it can fork or exit), SIGKILLs every listed pid, and thaws.
+//! - **none**, for containers without a writable cgroup mount and for
+//!   unprivileged callers. The caller becomes a child subreaper, so orphans
+//!   come to it rather than to init; a unit's processes are found by ancestry,
+//!   by session and group, and by a run id (`HERD_INVOCATION`) in their
+//!   environment. Signals go through pidfds checked against start times; the
+//!   kill goes round after round until a scan finds nothing new.
 //!
 //! # Caveats
 //!
-//! - Backends only find processes; reaping stays with the caller (herder's one
-//!   reaper, or [`Contained`] for its main process). Zombies count as gone.
-//! - The none backend needs its caller to be a child subreaper
-//!   ([`herd_sys::become_subreaper`]): orphans of a unit are then re-parented to the
-//!   caller instead of init, so they stay in reach. See [`none`] for what it cannot
-//!   attribute.
+//! - **cgroup v2**: needs write access to the caller's cgroup (root, or a
+//!   delegated subtree: `Delegate=yes`, a container's own cgroup); the caller
+//!   is moved into `NAME/supervisor/` while the [`Jobs`] is open. Limits need
+//!   the controllers in the caller's cgroup. `cgroup.kill` needs Linux 5.14;
+//!   before it, the kill goes round by pidfd.
+//! - **freezer**: a freeze can take a moment to complete (it is polled, with
+//!   backoff), and a process stuck in the kernel can hold it up; limits come
+//!   from the other v1 hierarchies.
+//! - **none**: a process that clears `HERD_INVOCATION` and whose parent lived
+//!   and died between two scans, while several units ran, cannot be attributed
+//!   (herder kills such strays at its shutdown); a scan reads all of /proc, so
+//!   its cost grows with the machine's processes; no limits. The orphans it
+//!   adopts are reaped by its scans ([`none::Tracking::reaping`]).
+//! - **All**: a process in uninterruptible sleep (`D`) outlives every SIGKILL
+//!   until the kernel lets it go; the stop reports it as a survivor, with its
+//!   state, rather than waiting for ever.
+//!
+//! # Compared with
+//!
+//! - **`tokio::process`** (and `std::process`): `Child::kill` and
+//!   `kill_on_drop` SIGKILL the direct child only. A grandchild, a
+//!   double-forked daemon or anything in a new session lives on, and `wait`
+//!   says nothing of them. There is no graceful signal with a deadline.
+//! - **`process-wrap`** (watchexec's, successor of `command-group`): on Unix it
+//!   starts the command in a new process group or session and signals the
+//!   group, and its group child reaps what the group leaves. A process that
+//!   calls `setsid` or `setpgid` (every classic daemon) leaves the group and is
+//!   not stopped; there are no cgroups, limits or stop reports.
+//! - **watchexec's supervisor** (`watchexec-supervisor`) builds jobs on
+//!   `process-wrap`: a graceful signal, then SIGKILL after a grace period, to
+//!   the group. Its stop has the same blind spot for processes that left the
+//!   group, and does not check that anything is left.
+//! - **This crate** stops what the command started wherever it went, on all
+//!   three backends (with the none backend's limit above), checks it is gone,
+//!   and says what it took; it is Linux only.
 
 #![forbid(unsafe_code)]
 
@@ -33,8 +121,8 @@ use std::sync::Arc;
 
 use herd_sys::Pidfd;
 
-mod contained;
 mod freezer;
+mod job;
 pub mod mounts;
 pub mod none;
 pub mod procfs;
@@ -42,10 +130,12 @@ mod tree;
 mod v1;
 mod v2;
 
-pub use contained::{Contained, Mode, StopOptions, StopRecord};
 /// What to run, and what spawning it can go wrong with: one crate to depend on.
 pub use herd_sys::{Child, Credentials, Rlimit, SpawnError, Spec};
-pub use procfs::Leftover;
+pub use job::{CLOSE_WAIT, Job, Jobs, Mode, StopOptions, StopReport};
+/// The signals a stop sends, for callers without `libc`.
+pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+pub use procfs::Process;
 
 /// Which backend: the one enum for it, from `herd.toml` to the command line.
 pub use herd_config::Containment;
@@ -266,12 +356,16 @@ pub struct Unavailable {
     pub reason: String,
 }
 
-/// The backend to use: `want`, or the best available (cgroup v2, then the v1
-/// freezer, then none) when `None`; its cgroups go directly in herder's own
-/// cgroup (or `herd/`). [`choose`] puts them in an instance's subtree and says
-/// why better backends were passed over.
-pub fn detect(want: Option<Containment>) -> Result<Box<dyn Backend>, Unavailable> {
-    choose(want, None, &["memory", "pids", "cpu"]).map(|c| c.backend)
+/// Where a backend's cgroups go, in every hierarchy it uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place<'a> {
+    /// herder's: its own cgroup (a container's, a unit's with `Delegate=yes`),
+    /// or `herd/` when it sits at the root; with an instance name, that
+    /// instance's directory below either.
+    Herder(Option<&'a str>),
+    /// An embedder's: a directory of this name below the caller's cgroup,
+    /// made at open and removed at close (or when [`Jobs`] is dropped).
+    Own(&'a str),
 }
 
 /// What [`choose`] chose.
@@ -283,19 +377,36 @@ pub struct Chosen {
     pub passed_over: Vec<Unavailable>,
 }
 
-/// [`detect`] for one `instance` of a supervisor: its cgroups go in a subtree
-/// of its own, `herd/INSTANCE/` (or `INSTANCE/` in its own cgroup), so that
-/// any number of supervisors on a host each get the best backend, and the
-/// clean-up after one that was killed touches its own subtree only. Two
-/// supervisors of one instance are refused (the second finds `supervisor/`
-/// in use). `limits` are the limit controllers the caller's units will use
-/// (`memory`, `pids`, `cpu`): those the backend lacks are taken from cgroup
-/// v1, and only those, as each costs herder a move into that hierarchy at
-/// start and out of it at exit.
+/// The backend to use: `want`, or the best available (cgroup v2, then the v1
+/// freezer, then none) when `None`, with its cgroups at `place`.
+///
+/// For herder, `place` is its instance's subtree (`herd/INSTANCE/`, or
+/// `INSTANCE/` in its own cgroup), so that any number of supervisors on a host
+/// each get the best backend, and the clean-up after one that was killed
+/// touches its own subtree only. Two supervisors of one place are refused (the
+/// second finds `supervisor/` in use). `limits` are the limit controllers the
+/// caller's units will use (`memory`, `pids`, `cpu`): those the backend lacks
+/// are taken from cgroup v1, and only those, as each costs the caller a move
+/// into that hierarchy at start and out of it at close.
+///
+/// A cgroup backend moves the calling process into `supervisor/` of its
+/// subtree (a cgroup that hands controllers down holds no process), and back
+/// at [`Backend::close`].
 pub fn choose(
     want: Option<Containment>,
-    instance: Option<&str>,
+    place: Place,
     limits: &[&str],
+) -> Result<Chosen, Unavailable> {
+    choose_with(want, place, limits, false)
+}
+
+/// [`choose`], with a none backend that reaps the orphans it adopts
+/// ([`none::Tracking::reaping`]) when `reaping`.
+pub(crate) fn choose_with(
+    want: Option<Containment>,
+    place: Place,
+    limits: &[&str],
+    reaping: bool,
 ) -> Result<Chosen, Unavailable> {
     // A cpu limit's hierarchy also counts CPU time (cpuacct) where they share it.
     let mut unneeded: Vec<String> = ["memory", "pids", "cpu"]
@@ -311,18 +422,19 @@ pub fn choose(
         // The controllers a cgroup backend lacks come from v1 where they can.
         Ok(match kind {
             Containment::Cgroup2 => {
-                let b = v2::Cgroup2::open(instance).map_err(unavailable)?;
+                let b = v2::Cgroup2::open(place).map_err(unavailable)?;
                 let mut skip: Vec<String> = b.enabled().map(String::from).collect();
                 // cgroup v2 counts CPU time in every cgroup's cpu.stat.
                 skip.push("cpuacct".into());
                 skip.extend(unneeded.iter().cloned());
-                v1::with_v1(Box::new(b), &skip, instance)
+                v1::with_v1(Box::new(b), &skip, place)
             }
             Containment::Freezer => v1::with_v1(
-                Box::new(freezer::Freezer::open(instance).map_err(unavailable)?),
+                Box::new(freezer::Freezer::open(place).map_err(unavailable)?),
                 &unneeded,
-                instance,
+                place,
             ),
+            Containment::None if reaping => Box::new(none::Tracking::reaping()),
             Containment::None => Box::new(none::Tracking::open()),
         })
     };
@@ -355,16 +467,16 @@ pub struct Probe {
     pub result: Result<String, String>,
 }
 
-/// Probes every backend, best first, as [`choose`] would for `instance`.
-pub fn report(instance: Option<&str>) -> Vec<Probe> {
+/// Probes every backend, best first, as [`choose`] would for `place`.
+pub fn report(place: Place) -> Vec<Probe> {
     vec![
         Probe {
             kind: Containment::Cgroup2,
-            result: v2::probe(instance),
+            result: v2::probe(place),
         },
         Probe {
             kind: Containment::Freezer,
-            result: freezer::probe(instance),
+            result: freezer::probe(place),
         },
         Probe {
             kind: Containment::None,

@@ -101,6 +101,11 @@ struct Tracker {
     killing: HashMap<u64, HashSet<(i32, u64)>>,
     /// Walks of /proc so far.
     scans: u64,
+    /// Reap orphans once they exit ([`Tracking::reaping`]).
+    reap_orphans: bool,
+    /// Members the last scan saw, but main processes, pid -> start time,
+    /// while reaping orphans.
+    adopted: HashMap<i32, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +156,20 @@ impl Tracking {
                 ..Tracker::default()
             })),
         }
+    }
+
+    /// [`Tracking::open`] for a caller with no reaper of its own (an embedder
+    /// through [`crate::Jobs`]): a unit's processes re-parented to the caller
+    /// are reaped by the scan that finds them exited, through a pidfd so that
+    /// only that process is reaped. A unit's main process (the first
+    /// [`Unit::started`]) is not: its starter reaps it; a caller that starts
+    /// more into a unit (hooks) reaps everything itself, as herder does, and
+    /// does not use this. A stray is never reaped (it may be the caller's
+    /// own): one that exits stays a zombie until the caller reaps it.
+    pub fn reaping() -> Tracking {
+        let t = Tracking::open();
+        t.lock().reap_orphans = true;
+        t
     }
 
     fn lock(&self) -> MutexGuard<'_, Tracker> {
@@ -252,7 +271,11 @@ impl Tracker {
     /// One pass over /proc, updating every unit's members (see the module docs).
     fn scan(&mut self) {
         self.scans += 1;
-        let all: HashMap<i32, Stat> = procfs::all()
+        let stats = procfs::all();
+        if self.reap_orphans {
+            self.reap(&stats);
+        }
+        let all: HashMap<i32, Stat> = stats
             .into_iter()
             .filter(Stat::alive)
             .map(|s| (s.pid, s))
@@ -288,6 +311,36 @@ impl Tracker {
             }
         }
         self.descend(&all, &children, &mut owner);
+        if self.reap_orphans {
+            self.adopt();
+        }
+    }
+
+    /// Reaps the orphans of units that have exited: the caller's children, by
+    /// now, that the last scan knew as members and that are no unit's main
+    /// process. Nothing else: the caller's other children, and processes of
+    /// other trackers in the same caller, are not members.
+    fn reap(&mut self, stats: &[Stat]) {
+        for s in stats.iter().filter(|s| !s.alive() && s.ppid == self.me) {
+            if self.adopted.get(&s.pid) == Some(&s.starttime)
+                // The pidfd pins the zombie: checked once more through it, it
+                // cannot be a process that took the pid since.
+                && let Ok(fd) = Pidfd::open(s.pid)
+                && procfs::stat(s.pid).is_some_and(|now| now.starttime == s.starttime)
+            {
+                fd.reap();
+            }
+        }
+    }
+
+    /// What the next scan may reap: every member but the main processes.
+    fn adopt(&mut self) {
+        self.adopted = self
+            .units
+            .values()
+            .flat_map(|t| t.members.iter().filter(|(p, _)| Some(**p) != t.main))
+            .map(|(&p, &start)| (p, start))
+            .collect();
     }
 
     /// Drops members and strays that are gone, and ids no live process holds;

@@ -160,15 +160,16 @@ pub fn invocation(pid: i32, start: u64) -> Option<Option<String>> {
     )
 }
 
-/// A process as an operator needs to see it when it will not go away.
+/// A process as an operator needs to see it: what a stop signalled, and what
+/// would not go away (its state says why).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leftover {
+pub struct Process {
     pub pid: i32,
     pub state: char,
     pub cmdline: String,
 }
 
-impl std::fmt::Display for Leftover {
+impl std::fmt::Display for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = match self.state {
             'D' => "uninterruptible sleep",
@@ -182,11 +183,11 @@ impl std::fmt::Display for Leftover {
     }
 }
 
-/// Describes `pids` for a `stuck` report; processes already gone are left out.
-pub fn leftovers(pids: &[i32]) -> Vec<Leftover> {
+/// Describes `pids` as they are now; processes already gone are left out.
+pub fn describe(pids: &[i32]) -> Vec<Process> {
     pids.iter()
         .filter_map(|&p| stat(p))
-        .map(|s| Leftover {
+        .map(|s| Process {
             pid: s.pid,
             state: s.state,
             cmdline: cmdline(s.pid),

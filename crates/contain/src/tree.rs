@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{Mode, OFlags};
 
 use crate::mounts::{self, Mount};
-use crate::{Limits, dir_name, procs_below, remove_tree};
+use crate::{Limits, Place, dir_name, procs_below, remove_tree};
 
 /// A backend's subtree: `supervisor/` for herder, `services/NAME/` per service.
 #[derive(Debug)]
@@ -34,11 +34,13 @@ pub(crate) struct Subtree {
 
 /// herder's own cgroup in `mount`, or `herd/` below it when herder sits at the
 /// root; with an `instance`, that instance's directory below either, so that
-/// any number of herders share a hierarchy, each in a subtree of its own.
+/// any number of herders share a hierarchy, each in a subtree of its own. An
+/// embedder's [`Place::Own`] subtree is always a directory of its own below
+/// its cgroup, at the root too.
 pub(crate) fn locate(
     mount: Option<Mount>,
     own: Option<String>,
-    instance: Option<&str>,
+    place: Place,
 ) -> Result<Subtree, String> {
     let mount = mount.ok_or("no such mount in /proc/self/mountinfo")?;
     let own = own.ok_or("this process is not in that hierarchy")?;
@@ -55,16 +57,33 @@ pub(crate) fn locate(
         )
     })?;
     let origin = dir.clone();
-    let made = own == "/";
-    let (mut dir, mut path) = if made {
-        (dir.join("herd"), "/herd".to_string())
-    } else {
-        (dir, own)
+    let at_root = own == "/";
+    let below = |dir: &Path, name: &str| {
+        (
+            dir.join(name),
+            format!("{}/{name}", own.trim_end_matches('/')),
+        )
     };
-    if let Some(i) = instance {
-        dir = dir.join(i);
-        path = format!("{}/{i}", path.trim_end_matches('/'));
-    }
+    let (dir, path, made, instance) = match place {
+        // At the root the name is made below it, like `herd/`; elsewhere it
+        // is an instance's directory in the caller's cgroup.
+        Place::Own(name) => {
+            let (dir, path) = below(&dir, name);
+            (dir, path, at_root, !at_root)
+        }
+        Place::Herder(instance) => {
+            let (mut dir, mut path) = if at_root {
+                below(&dir, "herd")
+            } else {
+                (dir, own.clone())
+            };
+            if let Some(i) = instance {
+                dir = dir.join(i);
+                path = format!("{}/{i}", path.trim_end_matches('/'));
+            }
+            (dir, path, at_root, instance.is_some())
+        }
+    };
     // The nearest directory that exists is where herder must be able to write.
     let parent = dir
         .ancestors()
@@ -82,7 +101,7 @@ pub(crate) fn locate(
         path,
         origin,
         made,
-        instance: instance.is_some(),
+        instance,
         leaving: Mutex::new(None),
     })
 }

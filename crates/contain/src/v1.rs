@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Place;
 use crate::tree::{self, Subtree};
 use crate::{Backend, Containment, Limits, Unit, Usage, mounts, procs_below, read_trim};
 
@@ -50,17 +51,17 @@ struct Hierarchy {
     tree: Subtree,
 }
 
-fn locate(controller: &str, instance: Option<&str>) -> Result<Subtree, String> {
-    tree::locate(mounts::v1(controller), mounts::own_v1(controller), instance)
+fn locate(controller: &str, place: Place) -> Result<Subtree, String> {
+    tree::locate(mounts::v1(controller), mounts::own_v1(controller), place)
 }
 
 /// For `herd doctor`: where each of `controllers` would come from in v1 (those
 /// with a writable hierarchy), as `memory (…/services)`.
-pub(crate) fn probe(controllers: &[&str], instance: Option<&str>) -> Vec<String> {
+pub(crate) fn probe(controllers: &[&str], place: Place) -> Vec<String> {
     controllers
         .iter()
         .filter_map(|c| {
-            let t = locate(c, instance).ok()?;
+            let t = locate(c, place).ok()?;
             Some(format!("{c} at {}/services", t.dir.display()))
         })
         .collect()
@@ -77,25 +78,21 @@ pub(crate) struct WithV1 {
 /// `inner`, with every controller of [`CONTROLLERS`] but those of `skip`
 /// (what it has itself, what no unit will use) taken from v1 where a writable
 /// hierarchy has it; `inner` alone when none is.
-pub(crate) fn with_v1(
-    inner: Box<dyn Backend>,
-    has: &[String],
-    instance: Option<&str>,
-) -> Box<dyn Backend> {
+pub(crate) fn with_v1(inner: Box<dyn Backend>, has: &[String], place: Place) -> Box<dyn Backend> {
     let mut v1: Vec<Hierarchy> = Vec::new();
     let mut notices = Vec::new();
     for controller in CONTROLLERS
         .into_iter()
         .filter(|c| !has.iter().any(|h| h == c))
     {
-        let Ok(t) = locate(controller, instance) else {
+        let Ok(t) = locate(controller, place) else {
             continue;
         };
         // cpu and cpuacct are often mounted together: one subtree serves both.
         if v1.iter().any(|h| h.tree.dir == t.dir) {
             v1.push(Hierarchy {
                 controller,
-                tree: locate(controller, instance).expect("located just now"),
+                tree: locate(controller, place).expect("located just now"),
             });
             continue;
         }

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
 
+use crate::Place;
 use crate::tree::{self, Subtree};
 use crate::{
     Backend, Containment, Limits, Unit, Usage, mounts, procs_below, read_trim, remove_tree,
@@ -63,13 +64,13 @@ pub struct Cgroup2 {
     notices: Vec<String>,
 }
 
-fn locate(instance: Option<&str>) -> Result<Subtree, String> {
-    tree::locate(mounts::cgroup2(), mounts::own_v2(), instance).map_err(|e| format!("cgroup2: {e}"))
+fn locate(place: Place) -> Result<Subtree, String> {
+    tree::locate(mounts::cgroup2(), mounts::own_v2(), place).map_err(|e| format!("cgroup2: {e}"))
 }
 
 /// For `herd doctor`: where units would go, or why not.
-pub(crate) fn probe(instance: Option<&str>) -> Result<String, String> {
-    let t = locate(instance)?;
+pub(crate) fn probe(place: Place) -> Result<String, String> {
+    let t = locate(place)?;
     tree::in_use(&t)?;
     // What the nearest cgroup that exists has is what herder can hand down to
     // its instance (enabling it on the way).
@@ -91,7 +92,7 @@ pub(crate) fn probe(instance: Option<&str>) -> Result<String, String> {
             limits.join(" ")
         }
     );
-    let v1 = crate::v1::probe(&missing, instance);
+    let v1 = crate::v1::probe(&missing, place);
     if !v1.is_empty() {
         text.push_str(&format!("; from cgroup v1: {}", v1.join(", ")));
     }
@@ -104,8 +105,8 @@ impl Cgroup2 {
         self.enabled.iter().map(String::as_str)
     }
 
-    pub fn open(instance: Option<&str>) -> Result<Cgroup2, String> {
-        let t = locate(instance)?;
+    pub fn open(place: Place) -> Result<Cgroup2, String> {
+        let t = locate(place)?;
         let notices = tree::claim(&t, |dir| {
             match fs::write(dir.join("cgroup.kill"), "1") {
                 // Before Linux 5.14: SIGKILL round after round, by pidfd, until

@@ -128,7 +128,7 @@ pub enum Refused {
 pub struct Recovery {
     pub lines: Vec<String>,
     /// Processes still there after every attempt.
-    pub left: Vec<procfs::Leftover>,
+    pub left: Vec<procfs::Process>,
 }
 
 /// Finds and stops what a killed herder left (see the module docs). `Ok` with no
@@ -165,7 +165,7 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         out.lines
             .push(format!("  {name}: {} process(es)", pids.len()));
-        for l in procfs::leftovers(&pids) {
+        for l in procfs::describe(&pids) {
             out.lines.push(format!("    {l}"));
         }
     }
@@ -177,7 +177,7 @@ pub async fn recover(dir: &Path) -> Result<Recovery, Refused> {
         .flatten()
         .map(|p| p.pid)
         .collect();
-    out.left = procfs::leftovers(&left);
+    out.left = procfs::describe(&left);
     let took = herd_config::units::format_duration(started.elapsed());
     out.lines
         .push(match (terminated && killed == 0, out.left.is_empty()) {

@@ -25,7 +25,7 @@ command = ["true"]
     )
     .unwrap();
     let config = herd_config::load(&file).unwrap();
-    let backend = herd_contain::detect(Some(herd_contain::Containment::None)).unwrap();
+    let backend = Box::new(herd_contain::none::Tracking::open());
     let opts = Options {
         state_dir: dir.path().join(".herd"),
         ..Options::default()

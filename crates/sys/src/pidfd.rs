@@ -37,6 +37,39 @@ impl Pidfd {
         self.pid
     }
 
+    /// A second descriptor for the same process (to wait on while this one
+    /// stays to signal it).
+    pub fn try_clone(&self) -> io::Result<Pidfd> {
+        Ok(Pidfd {
+            fd: self.fd.try_clone()?,
+            pid: self.pid,
+        })
+    }
+
+    /// Reaps the process if it is a child of ours that has exited; `None`
+    /// while it runs, or when it is not ours to reap (already reaped, or
+    /// another's child). Through the pidfd (`waitid(P_PIDFD)`), so it can
+    /// only ever reap this process, never one that took its pid.
+    pub fn reap(&self) -> Option<crate::ExitStatus> {
+        use rustix::process::{WaitId, WaitIdOptions, waitid};
+        loop {
+            match waitid(
+                WaitId::PidFd(self.fd.as_fd()),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Ok(Some(st)) => {
+                    return match (st.exit_status(), st.terminating_signal()) {
+                        (Some(code), _) => Some(crate::ExitStatus::Code(code)),
+                        (None, Some(sig)) => Some(crate::ExitStatus::Signal(sig)),
+                        _ => None,
+                    };
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Sends `signal`; `Ok(false)` if the process has already exited.
     pub fn signal(&self, signal: i32) -> io::Result<bool> {
         let sig = to_signal(signal)?;

@@ -64,6 +64,8 @@ pub struct Spec {
     pub argv: Vec<String>,
     /// The whole environment (nothing of herder's is inherited).
     pub env: Vec<(String, String)>,
+    /// Where it runs; empty (the default) for the caller's working directory
+    /// at the spawn.
     pub workdir: PathBuf,
     pub credentials: Option<Credentials>,
     pub rlimits: Vec<(Rlimit, u64)>,
@@ -86,6 +88,18 @@ pub struct Spec {
     /// `LISTEN_PID`): a program checks them against `getpid()`. They replace any
     /// variable of the same name in `env`.
     pub pid_env: Vec<String>,
+}
+
+impl Spec {
+    /// `argv` as a shell would run it from here: with the caller's
+    /// environment, in its working directory, output to pipes.
+    pub fn command<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Spec {
+        Spec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: std::env::vars().collect(),
+            ..Spec::default()
+        }
+    }
 }
 
 /// Who the child runs as.
@@ -160,6 +174,20 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Starts `spec`. See the module docs for what the child gets.
 pub fn spawn(spec: &Spec) -> Result<Child, SpawnError> {
     let argv0 = spec.argv.first().ok_or(SpawnError::Empty)?;
+    // An empty workdir is the caller's own, as for `std::process::Command`.
+    let here;
+    let spec = if spec.workdir.as_os_str().is_empty() {
+        here = Spec {
+            workdir: std::env::current_dir().map_err(|e| SpawnError::Workdir {
+                workdir: ".".into(),
+                reason: e.to_string(),
+            })?,
+            ..spec.clone()
+        };
+        &here
+    } else {
+        spec
+    };
     check_workdir(&spec.workdir)?;
     let path_var = spec
         .env

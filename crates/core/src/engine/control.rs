@@ -575,7 +575,7 @@ impl Engine {
         if strays.is_empty() {
             return Vec::new();
         }
-        herd_contain::procfs::leftovers(&strays)
+        herd_contain::procfs::describe(&strays)
             .iter()
             .map(ToString::to_string)
             .collect()

@@ -357,7 +357,7 @@ impl Engine {
                 },
             };
             if let Some(u) = svc.unit() {
-                r.leftovers = herd_contain::procfs::leftovers(&u.pids())
+                r.leftovers = herd_contain::procfs::describe(&u.pids())
                     .iter()
                     .map(ToString::to_string)
                     .collect();
@@ -429,7 +429,7 @@ impl Engine {
     fn kill_strays(&mut self) {
         let strays = self.backend.strays();
         let Some(sd) = &mut self.shutdown else { return };
-        let lines = herd_contain::procfs::leftovers(&strays);
+        let lines = herd_contain::procfs::describe(&strays);
         sd.strays_killed = Some(lines.iter().map(ToString::to_string).collect());
         if strays.is_empty() {
             return;
@@ -491,7 +491,7 @@ impl Engine {
 /// Names and SIGKILLs processes no service claimed (`what` says which kind).
 /// A failure matters only if the process did not end on its own meanwhile.
 fn kill_unclaimed(pids: &[i32], what: &str) {
-    for l in herd_contain::procfs::leftovers(pids) {
+    for l in herd_contain::procfs::describe(pids) {
         note(&format!("  {l}"));
     }
     for &pid in pids {

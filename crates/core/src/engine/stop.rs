@@ -233,7 +233,7 @@ impl Engine {
         if run.unit.is_empty() {
             return;
         }
-        let left = herd_contain::procfs::leftovers(&run.unit.pids());
+        let left = herd_contain::procfs::describe(&run.unit.pids());
         if let Some(log) = &mut run.stop {
             log.stuck = log.stuck.max(left.len());
         }

@@ -17,7 +17,7 @@ where
     let file = dir.join("herd.toml");
     std::fs::write(&file, toml).unwrap();
     let config = herd_config::load(&file).unwrap();
-    let backend = herd_contain::detect(Some(herd_contain::Containment::None)).unwrap();
+    let backend = Box::new(herd_contain::none::Tracking::open());
     let opts = Options {
         state_dir: dir.join(".herd"),
         ..Options::default()

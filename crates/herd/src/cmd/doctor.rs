@@ -15,7 +15,7 @@ pub fn run(file: &Path, forced: Option<Containment>, json: bool) -> ExitCode {
     let config = herd_config::load(file).ok();
     let instance = config.as_ref().map(|c| super::up::instance(c, file));
     let forced = forced.or(config.as_ref().and_then(|c| c.supervisor.containment));
-    let probes = herd_contain::report(instance.as_deref());
+    let probes = herd_contain::report(herd_contain::Place::Herder(instance.as_deref()));
     let chosen = match forced {
         Some(k) => probes
             .iter()

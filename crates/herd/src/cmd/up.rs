@@ -187,7 +187,7 @@ fn backend(
     }
     let chosen = herd_contain::choose(
         forced.or(config.supervisor.containment),
-        Some(instance),
+        herd_contain::Place::Herder(Some(instance)),
         &limits,
     )
     .map_err(|e| e.to_string())?;

@@ -403,7 +403,9 @@ pub struct TestCgroups {
 }
 
 impl TestCgroups {
-    fn create(pids_max: Option<u32>) -> TestCgroups {
+    /// The test's own cgroups, for a program it starts itself
+    /// ([`join_on_exec`]); [`TestCgroups::clean`] ends what is left in them.
+    pub fn create(pids_max: Option<u32>) -> TestCgroups {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         if !rustix::process::geteuid().is_root() {
@@ -476,6 +478,12 @@ impl TestCgroups {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Kills what is left in them and removes them, sub-cgroups first.
+    pub fn clean(&self) {
+        self.kill_all();
+        self.remove();
     }
 
     /// SIGKILL to everything in the test's own cgroups, and wait for it to go.
