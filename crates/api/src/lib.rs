@@ -28,4 +28,4 @@ pub use event::Change;
 pub use plan::Plan;
 pub use reload::{ReloadAnswer, ReloadPlan, ReloadResult};
 pub use report::{Report, ServiceReport};
-pub use status::{Overview, ServiceStatus, Unclaimed};
+pub use status::{Overview, ProcessInfo, ServiceStatus, ShutdownProgress, StopProgress, Unclaimed};

@@ -7,7 +7,58 @@ use serde::{Deserialize, Serialize};
 pub struct Overview {
     /// A shutdown has begun.
     pub shutting_down: bool,
+    /// How far the shutdown has got, once it has begun (`GET /v1/shutdown`).
+    pub shutdown: Option<ShutdownProgress>,
     pub services: Vec<ServiceStatus>,
+}
+
+/// A shutdown under way (`GET /v1/shutdown`): its stop waves, in order, and
+/// which is stopping now. Each service's own progress is its
+/// [`ServiceStatus::stop`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownProgress {
+    /// What began it: `SIGTERM`, `shutdown asked on the control socket by …`.
+    pub trigger: String,
+    /// Since it began.
+    pub elapsed_ms: u64,
+    /// `shutdown.timeout`: herder exits by then whatever is left.
+    pub budget_ms: u64,
+    /// The wave stopping now, from 0.
+    pub wave: usize,
+    /// The services of each stop wave, the first to stop first.
+    pub waves: Vec<Vec<String>>,
+}
+
+/// A stop under way (a service `stopping`, or `stuck` after SIGKILL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopProgress {
+    /// Why it stops: `shutdown`, `request`, `restart`, `unhealthy`, …
+    pub reason: String,
+    /// Its last step: `requested`, `event sent` (the shutdown event, to a
+    /// service with `stop.notify`), `hook running` (`stop.exec`), `SIGTERM
+    /// sent` (its stop signal), `SIGKILL sent`.
+    pub step: String,
+    /// Since the stop was asked for.
+    pub elapsed_ms: u64,
+    /// Until SIGKILL is due; `None` once it has been sent.
+    pub kill_in_ms: Option<u64>,
+    /// The processes it still waits for.
+    pub waiting_on: Vec<ProcessInfo>,
+}
+
+/// A process as /proc shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    /// Its state letter (`S`, `R`, `D`, `T`, `Z`) and what it means:
+    /// `D uninterruptible sleep` is a process stuck in the kernel, which no
+    /// signal ends until the kernel lets it go.
+    pub state: String,
+    /// Its command line, arguments joined by spaces.
+    pub command: String,
 }
 
 /// One service as `herd ps` shows it.
@@ -52,6 +103,9 @@ pub struct ServiceStatus {
     pub memory_bytes: Option<u64>,
     /// Its live processes (the length of `pids`).
     pub processes: usize,
+    /// Its stop, while one is under way.
+    #[serde(default)]
+    pub stop: Option<StopProgress>,
 }
 
 /// `GET /v1/unclaimed`: processes re-parented to herder that no service claims

@@ -195,6 +195,7 @@ impl Shared {
                 return true;
             }
             main.reap();
+            last_look(unit.as_mut());
             unit.remove().is_err()
         });
     }
@@ -212,6 +213,7 @@ impl Shared {
                 wait_member(unit.as_mut(), until);
             }
             main.reap();
+            last_look(unit.as_mut());
             if let Err(e) = unit.remove() {
                 problems.push(format!("cannot remove {unit:?}: {e}"));
             }
@@ -227,6 +229,13 @@ impl Drop for Shared {
         // Nobody to tell: [`Jobs::close`] is there for those who want to know.
         let _ = self.close();
     }
+}
+
+/// Once the main process is reaped: orphans of the unit that died as its
+/// children are the caller's zombies now, and the none backend reaps them
+/// when it looks ([`crate::none::Tracking::reaping`]).
+fn last_look(unit: &mut dyn Unit) {
+    unit.pids();
 }
 
 /// Blocks until a member of `unit` exits or `until` passes (for a close,
@@ -450,6 +459,7 @@ impl Job {
         }
         let empty_after = empty.then(|| t0.elapsed());
         let status = self.try_wait();
+        last_look(self.unit_mut());
         let survivors = if empty {
             // An empty cgroup that cannot be removed holds nothing; the report
             // says what matters, that every process is gone.
@@ -484,6 +494,7 @@ impl Drop for Job {
         let main = self.main.try_clone();
         if unit.is_empty() {
             self.main.reap();
+            last_look(unit.as_mut());
             if unit.remove().is_ok() {
                 return;
             }

@@ -106,6 +106,11 @@ struct Tracker {
     /// Members the last scan saw, but main processes, pid -> start time,
     /// while reaping orphans.
     adopted: HashMap<i32, u64>,
+    /// Units between [`Unit::join`] and [`Unit::started`]: a child of the
+    /// caller that no unit knows may be one of theirs, not yet an orphan, so
+    /// no unit is guessed for it meanwhile (a caller spawning on one thread
+    /// while another scans).
+    spawning: usize,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +125,8 @@ struct Track {
     main: Option<i32>,
     /// The run's `HERD_INVOCATION`, in the environment of all its processes.
     invocation: Option<String>,
+    /// Counted in [`Tracker::spawning`].
+    spawning: bool,
 }
 
 /// A re-parented process no unit has claimed.
@@ -166,10 +173,19 @@ impl Tracking {
     /// more into a unit (hooks) reaps everything itself, as herder does, and
     /// does not use this. A stray is never reaped (it may be the caller's
     /// own): one that exits stays a zombie until the caller reaps it.
+    ///
+    /// There is one such tracker in a process, shared by every caller of
+    /// this: orphans all come to the one process, and trackers that did not
+    /// know each other's units would take each other's processes for orphans.
     pub fn reaping() -> Tracking {
-        let t = Tracking::open();
-        t.lock().reap_orphans = true;
-        t
+        static SHARED: std::sync::OnceLock<Tracking> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let t = Tracking::open();
+                t.lock().reap_orphans = true;
+                t
+            })
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Tracker> {
@@ -272,8 +288,11 @@ impl Tracker {
     fn scan(&mut self) {
         self.scans += 1;
         let stats = procfs::all();
+        // Zombies included: an orphan that died stays to be reaped.
+        let mut present = HashMap::new();
         if self.reap_orphans {
             self.reap(&stats);
+            present = stats.iter().map(|s| (s.pid, s.starttime)).collect();
         }
         let all: HashMap<i32, Stat> = stats
             .into_iter()
@@ -312,7 +331,7 @@ impl Tracker {
         }
         self.descend(&all, &children, &mut owner);
         if self.reap_orphans {
-            self.adopt();
+            self.adopt(&present);
         }
     }
 
@@ -333,14 +352,21 @@ impl Tracker {
         }
     }
 
-    /// What the next scan may reap: every member but the main processes.
-    fn adopt(&mut self) {
-        self.adopted = self
+    /// What the next scans may reap: every member but the main processes (and
+    /// a unit's being spawned, whose main is not known yet), and what they
+    /// could reap before that is still there, alive or dead: a member that
+    /// died as the child of another, which dies next, becomes the caller's
+    /// zombie only then, after its unit may have emptied.
+    fn adopt(&mut self, present: &HashMap<i32, u64>) {
+        self.adopted
+            .retain(|pid, start| present.get(pid) == Some(start));
+        let members = self
             .units
             .values()
+            .filter(|t| !t.spawning)
             .flat_map(|t| t.members.iter().filter(|(p, _)| Some(**p) != t.main))
-            .map(|(&p, &start)| (p, start))
-            .collect();
+            .map(|(&p, &start)| (p, start));
+        self.adopted.extend(members);
     }
 
     /// Drops members and strays that are gone, and ids no live process holds;
@@ -408,7 +434,7 @@ impl Tracker {
             .collect();
         // A run id that no unit has is a run that has ended: the guesses from
         // timing would pin its escapee on a unit it is not part of.
-        let guess = invocation.is_none();
+        let guess = invocation.is_none() && self.spawning == 0;
         let unit = only(&by_session)
             .or_else(|| only(&by_invocation))
             .or_else(|| only(&running).filter(|_| ended == 0 && guess))
@@ -474,6 +500,12 @@ impl TreeUnit {
 
 impl Unit for TreeUnit {
     fn join(&self) -> io::Result<Vec<Arc<OwnedFd>>> {
+        let mut t = self.tracking.lock();
+        if let Some(u) = t.units.get_mut(&self.id)
+            && !std::mem::replace(&mut u.spawning, true)
+        {
+            t.spawning += 1;
+        }
         Ok(Vec::new())
     }
 
@@ -487,6 +519,9 @@ impl Unit for TreeUnit {
                 u.born.get_or_insert(s.starttime);
                 // The first is the main process; hooks and checks come later.
                 u.main.get_or_insert(pid);
+                if std::mem::take(&mut u.spawning) {
+                    t.spawning -= 1;
+                }
             }
         }
     }
@@ -581,7 +616,13 @@ impl Drop for TreeUnit {
 impl Tracker {
     /// Forgets a unit, keeping its lifetime for attributing old orphans.
     fn end(&mut self, id: u64) {
-        if let Some(born) = self.units.remove(&id).and_then(|t| t.born) {
+        let Some(track) = self.units.remove(&id) else {
+            return;
+        };
+        if track.spawning {
+            self.spawning -= 1;
+        }
+        if let Some(born) = track.born {
             // Bounded for crash loops that run for days; the oldest matter least.
             if self.ended.len() >= MAX_ENDED {
                 self.ended.pop_front();

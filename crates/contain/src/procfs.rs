@@ -169,17 +169,25 @@ pub struct Process {
     pub cmdline: String,
 }
 
-impl std::fmt::Display for Process {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self.state {
+impl Process {
+    /// Its state in words: `uninterruptible sleep` for `D`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
             'D' => "uninterruptible sleep",
             'Z' => "zombie",
             'T' | 't' => "stopped",
             'R' => "running",
             'S' => "sleeping",
+            'I' => "idle",
             _ => "other",
-        };
-        write!(f, "{} ({} {what}) {}", self.pid, self.state, self.cmdline)
+        }
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pid, state, what) = (self.pid, self.state, self.state_name());
+        write!(f, "{pid} ({state} {what}) {}", self.cmdline)
     }
 }
 

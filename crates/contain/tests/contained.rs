@@ -103,13 +103,18 @@ fn a_dropped_job_is_killed_and_its_stop_can_be_cancelled() {
     let rt = runtime();
     let mut job = start(&jobs, "trap '' TERM; sleep 1000 & echo x; wait");
     let pids = job.pids();
+    assert_eq!(pids.len(), 2, "{:?}", herd_contain::procfs::describe(&pids));
     // A stop cancelled before its deadline leaves the job usable...
     let cancelled = rt.block_on(async {
         let stop = job.stop(herd_contain::SIGTERM, Duration::from_secs(60));
         tokio::time::timeout(Duration::from_millis(20), stop).await
     });
     assert!(cancelled.is_err());
-    assert!(pids.iter().all(|&p| alive(p)), "SIGTERM is ignored");
+    let dead: Vec<i32> = pids.iter().copied().filter(|&p| !alive(p)).collect();
+    assert!(
+        dead.is_empty(),
+        "SIGTERM is ignored, yet {dead:?} of {pids:?} died"
+    );
     // ...and dropping it kills everything.
     drop(job);
     let closed = jobs.close();

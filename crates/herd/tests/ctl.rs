@@ -357,7 +357,7 @@ fn bad_input_on_the_socket_leaves_herder_and_services_running() {
     // A known path with the wrong method: 405 and what it takes.
     let method = raw(
         &sock,
-        b"GET /v1/shutdown HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /v1/reload HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         short,
     );
     assert!(method.starts_with("HTTP/1.1 405"), "{method:?}");

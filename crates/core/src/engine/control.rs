@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use herd_api::{Overview, ServiceStatus};
+use herd_api::{ProcessInfo, ShutdownProgress, StopProgress};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -29,6 +30,7 @@ use herd_config::units::format_duration;
 use super::events::Change;
 use super::orchestrate::{self, QueuedStop};
 use super::reload::ReloadPlan;
+use super::service::Svc;
 use super::{Engine, Msg};
 use crate::machine::{State, StopReason};
 
@@ -317,6 +319,7 @@ impl Engine {
     fn answer_status(&mut self, reply: oneshot::Sender<Arc<Overview>>) {
         let overview = Arc::new(Overview {
             shutting_down: self.shutdown.is_some(),
+            shutdown: self.shutdown_progress(),
             services: self.status(),
         });
         let _ = reply.send(Arc::clone(&overview));
@@ -606,6 +609,7 @@ impl Engine {
                     }
                     None => Default::default(),
                 };
+                let stop = stop_progress(svc, &pids, now);
                 ServiceStatus {
                     name: name.clone(),
                     kind: if svc.cfg.kind == herd_config::Kind::Oneshot {
@@ -632,8 +636,66 @@ impl Engine {
                     cpu_seconds: usage.cpu.map(|d| d.as_secs_f64()),
                     memory_bytes: usage.memory,
                     processes: usage.processes,
+                    stop,
                 }
             })
             .collect()
     }
+
+    fn shutdown_progress(&self) -> Option<ShutdownProgress> {
+        let sd = self.shutdown.as_ref()?;
+        Some(ShutdownProgress {
+            trigger: sd.trigger.clone(),
+            elapsed_ms: sd.started.elapsed().as_millis() as u64,
+            budget_ms: self.plan.budget.as_millis() as u64,
+            wave: sd.wave,
+            waves: self
+                .plan
+                .waves
+                .iter()
+                .map(|w| w.services.iter().map(|s| s.name.clone()).collect())
+                .collect(),
+        })
+    }
+}
+
+/// How far `svc`'s stop has got, while it is stopping or stuck; `pids` are
+/// its live processes now.
+fn stop_progress(svc: &Svc, pids: &[i32], now: std::time::Instant) -> Option<StopProgress> {
+    let (reason, kill_due) = match &svc.m.state {
+        State::Stopping {
+            reason, deadline, ..
+        } => (Some(*reason), Some(*deadline)),
+        State::Stuck { .. } => (None, None),
+        _ => return None,
+    };
+    let log = svc.run.as_ref()?.stop.as_ref();
+    let killed = log.is_some_and(|l| l.killed_at.is_some()) || kill_due.is_none();
+    let step = match log {
+        _ if killed => "SIGKILL sent".to_string(),
+        Some(l) if l.signal_at.is_some() => format!("{} sent", svc.cfg.stop.signal.name()),
+        Some(l) if svc.cfg.stop.exec.is_some() && l.hook_took.is_none() => "hook running".into(),
+        Some(l) if matches!(l.event, Some(Ok(_))) => "event sent".into(),
+        _ => "requested".into(),
+    };
+    let reason = reason.or(log.map(|l| l.reason));
+    Some(StopProgress {
+        reason: reason.map_or("", StopReason::name).to_string(),
+        step,
+        elapsed_ms: log.map_or(0, |l| {
+            now.saturating_duration_since(l.requested.into_std())
+                .as_millis() as u64
+        }),
+        kill_in_ms: kill_due
+            .filter(|_| !killed)
+            .map(|d| d.saturating_duration_since(now).as_millis() as u64),
+        waiting_on: herd_contain::procfs::describe(pids)
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                state: format!("{} {}", p.state, p.state_name()),
+                command: p.cmdline,
+            })
+            .collect(),
+    })
 }

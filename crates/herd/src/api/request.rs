@@ -42,6 +42,8 @@ pub enum Call<'a> {
     Report,
     Plan,
     Unclaimed,
+    /// `GET /v1/shutdown`.
+    ShutdownProgress,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,7 +75,9 @@ fn allowed(segs: &[&str]) -> Option<&'static str> {
         ["v1", "services"] | ["v1", "services", _] | ["v1", "services", _, "logs"] => Some("GET"),
         ["v1", "services", _, "signal" | "start" | "stop" | "restart"] => Some("POST"),
         ["v1", "events" | "report" | "plan" | "unclaimed"] => Some("GET"),
-        ["v1", "reload" | "shutdown"] => Some("POST"),
+        // GET for its progress, POST to begin it.
+        ["v1", "shutdown"] => Some("GET, POST"),
+        ["v1", "reload"] => Some("POST"),
         _ => None,
     }
 }
@@ -140,6 +144,7 @@ pub fn parse<'a>(
         (&Method::GET, ["v1", "report"]) => Call::Report,
         (&Method::GET, ["v1", "plan"]) => Call::Plan,
         (&Method::GET, ["v1", "unclaimed"]) => Call::Unclaimed,
+        (&Method::GET, ["v1", "shutdown"]) => Call::ShutdownProgress,
         (_, ["v1", ..]) => {
             return Err(match allowed(&segs) {
                 Some(allow) => Refusal {
@@ -260,7 +265,7 @@ mod tests {
             (Method::POST, "/v1/services", "GET"),
             (Method::DELETE, "/v1/services/db", "GET"),
             (Method::GET, "/v1/services/db/stop", "POST"),
-            (Method::GET, "/v1/shutdown", "POST"),
+            (Method::DELETE, "/v1/shutdown", "GET, POST"),
             (Method::PUT, "/v1/events", "GET"),
         ] {
             let r = parse(&method, path, "", None).unwrap_err();

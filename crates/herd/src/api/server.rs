@@ -604,6 +604,13 @@ async fn route(
                 },
             )
         }
+        Call::ShutdownProgress => match h.overview().await {
+            Ok(ov) => match &ov.shutdown {
+                Some(progress) => json(StatusCode::OK, progress),
+                None => error(StatusCode::NOT_FOUND, "no shutdown under way"),
+            },
+            Err(e) => refused(e),
+        },
         Call::Report => match herd_api::Report::load(&ctx.state_dir) {
             Ok(r) => json(StatusCode::OK, &r),
             Err(_) => error(StatusCode::NOT_FOUND, "no shutdown report yet"),
