@@ -51,3 +51,22 @@ pub struct LogLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
 }
+
+/// The length of the time a log line starts with (`2026-11-30T21:48:44.123Z`).
+pub const STAMP_LEN: usize = 24;
+
+/// A log line as the socket sends it, split into the time herder read it (if
+/// it starts with one) and the text.
+pub fn split_stamp(line: &str) -> (Option<&str>, &str) {
+    let b = line.as_bytes();
+    let stamped = b.len() > STAMP_LEN
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[STAMP_LEN - 1] == b'Z'
+        && b[STAMP_LEN] == b' ';
+    if stamped {
+        (Some(&line[..STAMP_LEN]), &line[STAMP_LEN + 1..])
+    } else {
+        (None, line)
+    }
+}

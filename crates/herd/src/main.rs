@@ -75,6 +75,9 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
     },
+    /// A live view of the services, their logs and events, and of a
+    /// shutdown as it happens (keys: ? for help, q to leave).
+    Top,
     /// List the services of the running herder with their state.
     Ps {
         /// Only these services (all without).
@@ -282,6 +285,10 @@ fn main() -> ExitCode {
             http,
             detach: false,
         } => cmd::up::run(file, socket, *containment, *init, *http),
+        Command::Top => match cmd::ctl::socket(file, socket) {
+            Ok(sock) => cmd::top::run(&sock),
+            Err(code) => code,
+        },
         Command::Ps { names, json } => {
             let action = cmd::ctl::Action::Ps { names, json: *json };
             cmd::ctl::run(file, socket, action)

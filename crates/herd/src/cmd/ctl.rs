@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use hyper::Method;
 
-use herd_api::answer::LogLine;
+use herd_api::answer::{LogLine, split_stamp};
 use herd_api::{Change, ReloadAnswer, ServiceStatus};
 
 use crate::api::client;
@@ -467,20 +467,6 @@ impl Show {
     }
 }
 
-/// A log file's line split into its time stamp (if it has one: files written
-/// before lines were stamped have none) and its text.
-fn split_stamp(line: &str) -> (Option<&str>, &str) {
-    let b = line.as_bytes();
-    let len = herd_core::log::TIMESTAMP_LEN;
-    let stamped =
-        b.len() > len && b[4] == b'-' && b[10] == b'T' && b[len - 1] == b'Z' && b[len] == b' ';
-    if stamped {
-        (Some(&line[..len]), &line[len + 1..])
-    } else {
-        (None, line)
-    }
-}
-
 /// Every service's name, from the running herder.
 async fn service_names(sock: &Path) -> Result<Vec<String>, String> {
     match client::request(sock, Method::GET, "/v1/services").await {
@@ -573,7 +559,7 @@ fn cpu_percent(s: &ServiceStatus) -> String {
 }
 
 /// `512K`, `12.3M`, `1.5G`: a size in the units `limits.memory` takes.
-fn format_bytes(n: u64) -> String {
+pub(crate) fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["K", "M", "G", "T"];
     if n < 1024 {
         return format!("{n}B");

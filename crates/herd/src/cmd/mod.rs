@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod down;
 pub mod plan;
 pub mod report;
+pub mod top;
 pub mod up;
 
 use std::path::Path;
