@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use herd_api::{
-    Change, ErrorAnswer, Message, ReloadAnswer, Report, ServiceStatus, ShutdownAnswer, Unclaimed,
+    Change, ErrorAnswer, Message, ReloadAnswer, Report, ServiceStatus, ShutdownAnswer,
+    ShutdownProgress, StopProgress, Unclaimed,
 };
 
 fn doc() -> String {
@@ -38,6 +39,15 @@ fn block_after(doc: &str, after: &str) -> String {
 #[test]
 fn a_service_as_documented() {
     round_trips::<ServiceStatus>(&block_after(&doc(), "`GET /v1/services` answers"));
+}
+
+#[test]
+fn a_stop_and_a_shutdown_under_way_as_documented() {
+    let stop = block_after(&doc(), "`stop` is there while");
+    // The block is the field as it sits in a service: its value alone here.
+    let value = stop.trim().trim_start_matches("\"stop\":").trim();
+    round_trips::<StopProgress>(value);
+    round_trips::<ShutdownProgress>(&block_after(&doc(), "`GET /v1/shutdown`, while"));
 }
 
 #[test]

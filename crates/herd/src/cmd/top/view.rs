@@ -403,3 +403,93 @@ fn help(f: &mut Frame, area: Rect) {
         at,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_api::{ProcessInfo, ShutdownProgress, StopProgress};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn screen(m: &Model) -> String {
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| draw(f, m, Theme { color: false }, m.snapshot_at))
+            .unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..buf.area.height {
+            for x in 0..buf.area.width {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn svc(name: &str, state: &str) -> ServiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kind": "long", "requires": [], "state": state, "detail": null,
+            "pid": 4242, "pids": [4242], "uptime_ms": null, "runs": 1, "ready": false,
+            "last_exit": null, "stops": 0, "kills": 0, "last_stop_ms": null,
+            "log_dropped_bytes": 0, "health": null, "status_text": null,
+            "cpu_seconds": null, "memory_bytes": null, "processes": 1, "stop": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_shutdown_shows_its_waves_countdowns_and_a_stuck_process() {
+        let mut nfs = svc("nfs-client", "stopping");
+        nfs.stop = Some(StopProgress {
+            reason: "shutdown".into(),
+            step: "SIGTERM sent".into(),
+            elapsed_ms: 1200,
+            kill_in_ms: Some(1800),
+            waiting_on: vec![ProcessInfo {
+                pid: 4242,
+                state: "D uninterruptible sleep".into(),
+                command: "cp -r /mnt/nfs /tmp".into(),
+            }],
+        });
+        let shutdown = ShutdownProgress {
+            trigger: "SIGTERM".into(),
+            elapsed_ms: 1200,
+            budget_ms: 30_000,
+            wave: 1,
+            waves: vec![
+                vec!["web".into()],
+                vec!["nfs-client".into()],
+                vec!["db".into()],
+            ],
+        };
+        let m = Model::new(
+            vec![svc("web", "stopped"), nfs, svc("db", "ready")],
+            Some(shutdown),
+        );
+        let text = screen(&m);
+        assert!(
+            text.contains("shutting down: 1.2s of 30.0s, wave 2 of 3"),
+            "{text}"
+        );
+        assert!(text.contains("wave 1 done: web stopped"), "{text}");
+        assert!(text.contains("SIGTERM sent"), "{text}");
+        assert!(text.contains("SIGKILL in 1.8s"), "{text}");
+        assert!(
+            text.contains("4242 D uninterruptible sleep (stuck in the kernel) cp -r /mnt/nfs"),
+            "{text}"
+        );
+        assert!(text.contains("wave 3 waiting: db"), "{text}");
+    }
+
+    #[test]
+    fn the_table_marks_failing_services_and_fits_80_columns() {
+        let mut failed = svc("worker", "failed");
+        failed.detail = Some("exited 3 times in 10s".into());
+        let m = Model::new(vec![svc("api", "ready"), failed], None);
+        let text = screen(&m);
+        let row = text.lines().find(|l| l.contains("worker")).unwrap();
+        assert!(row.starts_with("!worker"), "{row}");
+        assert!(row.contains("exited 3 times"), "{row}");
+        assert!(text.contains("1 failing"), "{text}");
+    }
+}
