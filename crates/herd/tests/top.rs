@@ -244,6 +244,26 @@ fn q_restores_the_terminal_and_no_color_is_honoured() {
         })
     });
     assert!(!colour, "a colour with NO_COLOR set: {styled:?}");
+    // A bigger terminal: drawn again to its width.
+    assert!(
+        t.tmux(&["resize-window", "-x", "120", "-y", "30"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let until = Instant::now() + LONG;
+    while !t
+        .screen()
+        .lines()
+        .any(|l| l.chars().count() == 120 && l.starts_with('┌'))
+    {
+        assert!(
+            Instant::now() < until,
+            "not redrawn at 120 columns:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Help, then q.
     t.keys(&["?"]);
     t.wait_for(&["herd top: keys"], LONG);
@@ -267,4 +287,20 @@ fn with_no_herder_it_says_so_plainly() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no herder is running at"), "{err}");
+}
+
+#[test]
+fn herder_killed_under_it_gives_the_terminal_back() {
+    if !have_tmux("top_gone") {
+        return;
+    }
+    let mut up = Up::start(STACK);
+    up.wait_for("herd: web started", LONG);
+    let t = Tmux::start(up.dir.path(), &[]);
+    t.wait_for(&["SERVICE", "web"], LONG);
+    up.signal(libc::SIGKILL);
+    let screen = t.wait_for(&["top-exited-1"], LONG);
+    assert!(screen.contains("herder has gone"), "{screen}");
+    assert_eq!(t.pane("#{alternate_on}"), "0");
+    assert_eq!(t.pane("#{cursor_flag}"), "1");
 }
