@@ -64,8 +64,16 @@ pub struct Jobs {
     shared: Arc<Shared>,
 }
 
+/// The names of the [`Jobs`] open in this process.
+fn open_names() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    static OPEN: Mutex<std::collections::BTreeSet<String>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    OPEN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[derive(Debug)]
 struct Shared {
+    name: String,
     backend: Box<dyn Backend>,
     passed_over: Vec<Unavailable>,
     /// Units of jobs dropped before they were empty, with their main process.
@@ -75,27 +83,42 @@ struct Shared {
 
 impl Jobs {
     /// The best backend this host offers, in a subtree `name` of the caller's
-    /// cgroup (see [`Jobs::open_with`]).
+    /// cgroup, with the limits that backend has itself (see
+    /// [`Jobs::open_with`] for more).
     pub fn open(name: &str) -> Result<Jobs, Unavailable> {
-        Jobs::open_with(name, None, &["memory", "pids", "cpu"])
+        Jobs::open_with(name, None, &[])
     }
 
     /// Backend `want` (or the best available), in a subtree `name` below the
     /// caller's cgroup in every hierarchy it uses, never herder's `herd/`.
     /// `limits` are the limit controllers jobs will use (`memory`, `pids`,
     /// `cpu`): those the backend lacks are taken from cgroup v1 hierarchies
-    /// where writable; an empty list keeps the caller out of them. With the
-    /// none backend, the caller becomes a child subreaper.
+    /// where writable; an empty list keeps the caller out of them. There, a
+    /// job spawned without such a limit stays in `NAME/supervisor/` of that
+    /// hierarchy with the caller, and the close cannot remove it while one of
+    /// its processes has not been reaped (by the caller, or by init for an
+    /// orphan). With the none backend, the caller becomes a child subreaper.
     pub fn open_with(
         name: &str,
         want: Option<Containment>,
         limits: &[&str],
     ) -> Result<Jobs, Unavailable> {
         let name = crate::dir_name(name);
+        // A second claim of the subtree would take the first one's units for
+        // what an earlier run left, and kill them.
+        if !open_names().insert(name.clone()) {
+            return Err(Unavailable {
+                kind: want.unwrap_or(Containment::Cgroup2),
+                reason: format!("jobs named {name} are already open in this process"),
+            });
+        }
+        let chosen = crate::choose_with(want, Place::Own(&name), limits, true);
         let Chosen {
             backend,
             passed_over,
-        } = crate::choose_with(want, Place::Own(&name), limits, true)?;
+        } = chosen.inspect_err(|_| {
+            open_names().remove(&name);
+        })?;
         if backend.kind() == Containment::None {
             herd_sys::become_subreaper().map_err(|e| Unavailable {
                 kind: Containment::None,
@@ -104,6 +127,7 @@ impl Jobs {
         }
         Ok(Jobs {
             shared: Arc::new(Shared {
+                name,
                 backend,
                 passed_over,
                 dying: Mutex::new(Vec::new()),
@@ -220,6 +244,7 @@ impl Shared {
         }
         self.backend.begin_close();
         problems.extend(self.backend.close());
+        open_names().remove(&self.name);
         problems
     }
 }

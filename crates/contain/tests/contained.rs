@@ -19,8 +19,9 @@ fn listed(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn jobs() -> Jobs {
-    Jobs::open_with("contained-test", Some(Containment::None), &[]).unwrap()
+/// Jobs of the test's own name: a name is open once in a process.
+fn jobs(test: &str) -> Jobs {
+    Jobs::open_with(test, Some(Containment::None), &[]).unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -47,7 +48,7 @@ fn start(jobs: &Jobs, script: &str) -> Job {
 
 #[test]
 fn stop_kills_a_tree_that_ignores_sigterm_and_reports_it() {
-    let jobs = jobs();
+    let jobs = jobs("stop_kills_a_tree_that_ignores_sigterm_and_reports_it");
     let mut job = start(
         &jobs,
         "trap '' TERM; sleep 1000 & (setsid sleep 1000 &); echo x; wait",
@@ -72,7 +73,7 @@ fn stop_kills_a_tree_that_ignores_sigterm_and_reports_it() {
 
 #[test]
 fn the_main_process_and_the_whole_unit_are_waited_for_apart() {
-    let jobs = jobs();
+    let jobs = jobs("the_main_process_and_the_whole_unit_are_waited_for_apart");
     // The main process exits at once; its child lives on until its stdin,
     // a pipe the test holds, closes.
     let (r, w) = rustix::pipe::pipe().unwrap();
@@ -99,7 +100,7 @@ fn the_main_process_and_the_whole_unit_are_waited_for_apart() {
 
 #[test]
 fn a_dropped_job_is_killed_and_its_stop_can_be_cancelled() {
-    let jobs = jobs();
+    let jobs = jobs("a_dropped_job_is_killed_and_its_stop_can_be_cancelled");
     let rt = runtime();
     let mut job = start(&jobs, "trap '' TERM; sleep 1000 & echo x; wait");
     let pids = job.pids();
@@ -125,7 +126,7 @@ fn a_dropped_job_is_killed_and_its_stop_can_be_cancelled() {
 
 #[test]
 fn a_command_runs_in_the_callers_directory_with_its_environment() {
-    let jobs = jobs();
+    let jobs = jobs("a_command_runs_in_the_callers_directory_with_its_environment");
     let mut spec = Spec::command(["sh", "-c", "echo \"$PWD $HERD_TEST_MARK\""]);
     spec.env.push(("HERD_TEST_MARK".into(), "here".into()));
     let mut job = jobs.spawn("pwd", spec).unwrap();
@@ -142,7 +143,7 @@ fn a_command_runs_in_the_callers_directory_with_its_environment() {
 
 #[test]
 fn usage_counts_the_whole_unit() {
-    let jobs = jobs();
+    let jobs = jobs("usage_counts_the_whole_unit");
     let mut job = start(&jobs, "sleep 1000 & sleep 1000 & echo x; wait");
     let usage = job.usage();
     assert_eq!(usage.processes, 3);
@@ -150,4 +151,15 @@ fn usage_counts_the_whole_unit() {
     let report = runtime().block_on(job.stop_with(&StopOptions::new(Duration::from_secs(5))));
     assert!(report.complete());
     assert!(report.killed_after.is_none(), "SIGTERM was enough");
+}
+
+#[test]
+fn a_name_is_open_once_in_a_process() {
+    let first = jobs("a_name_is_open_once");
+    let again = Jobs::open_with("a_name_is_open_once", Some(Containment::None), &[]);
+    let err = again.expect_err("the same subtree twice");
+    assert!(err.reason.contains("already open in this process"), "{err}");
+    assert_eq!(first.close(), Vec::<String>::new());
+    // Closed, the name is free again.
+    drop(jobs("a_name_is_open_once"));
 }
