@@ -441,8 +441,11 @@ impl Job {
         let group = opts.mode == Mode::Group;
         let signalled = if group {
             procfs::describe(&self.unit_mut().pids())
-        } else {
+        } else if self.status.is_none() {
             procfs::describe(&[self.pid])
+        } else {
+            // Reaped: its pid may be another process's by now.
+            Vec::new()
         };
         let sent = if group {
             self.unit_mut().signal(opts.signal).map(|_| ())

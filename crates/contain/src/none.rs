@@ -106,10 +106,10 @@ struct Tracker {
     /// Members the last scan saw, but main processes, pid -> start time,
     /// while reaping orphans.
     adopted: HashMap<i32, u64>,
-    /// Units between [`Unit::join`] and [`Unit::started`]: a child of the
-    /// caller that no unit knows may be one of theirs, not yet an orphan, so
-    /// no unit is guessed for it meanwhile (a caller spawning on one thread
-    /// while another scans).
+    /// Units between [`Unit::join`] and [`Unit::started`], while reaping
+    /// orphans: a child of the caller that no unit knows may be one of
+    /// theirs, not yet an orphan, so no unit is guessed for it meanwhile (a
+    /// caller spawning on one thread while another scans).
     spawning: usize,
 }
 
@@ -501,7 +501,10 @@ impl TreeUnit {
 impl Unit for TreeUnit {
     fn join(&self) -> io::Result<Vec<Arc<OwnedFd>>> {
         let mut t = self.tracking.lock();
-        if let Some(u) = t.units.get_mut(&self.id)
+        // Only an embedder spawns on one thread while another scans; herder's
+        // one loop does neither during the other.
+        if t.reap_orphans
+            && let Some(u) = t.units.get_mut(&self.id)
             && !std::mem::replace(&mut u.spawning, true)
         {
             t.spawning += 1;
