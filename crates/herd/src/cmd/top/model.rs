@@ -171,10 +171,15 @@ impl Model {
             Input::Key(k) => self.key(k),
             Input::Resize => Vec::new(),
             Input::Snapshot { services, shutdown } => {
-                let before = self.names();
+                let (before, selected) = (self.names(), self.selected.clone());
                 self.snapshot(services, shutdown, Instant::now());
-                // A reload changed the services: the "all" view follows them.
-                if self.log_all && self.names() != before {
+                // A reload changed the services: the logs shown follow them.
+                let moved = if self.log_all {
+                    self.names() != before
+                } else {
+                    self.selected != selected
+                };
+                if moved {
                     return self.follow();
                 }
                 Vec::new()
@@ -663,6 +668,24 @@ mod tests {
         m.apply(Input::Key(KeyEvent::from(KeyCode::Enter)));
         m.apply(Input::Key(KeyEvent::from(KeyCode::Esc)));
         assert_eq!(m.log_lines().count(), 3, "Esc clears the search");
+    }
+
+    #[test]
+    fn a_selected_service_removed_by_a_reload_gives_way_to_the_first() {
+        let mut m = model();
+        m.apply(key('j'));
+        let fx = m.apply(Input::Snapshot {
+            services: vec![svc("db", "ready")],
+            shutdown: None,
+        });
+        assert_eq!(m.selected.as_deref(), Some("db"));
+        assert_eq!(
+            fx,
+            vec![Effect::Follow {
+                stream: 3,
+                services: vec!["db".into()]
+            }]
+        );
     }
 
     #[test]
