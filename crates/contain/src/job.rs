@@ -39,11 +39,12 @@
 //!   spec sets it: the none backend knows the run's re-parented processes by it.
 //! - With a cgroup backend the caller is moved into `NAME/supervisor/` until
 //!   the close (a cgroup that hands controllers down holds no process); another
-//!   process opening the same name is refused while the caller lives.
+//!   process opening the same name is refused while the caller lives, and so
+//!   is this one opening it twice.
 //! - With the none backend the caller becomes a child subreaper, and the
-//!   backend reaps the orphans it adopts as they exit. A caller that also
-//!   waits for any child (`waitpid(-1)`) can take those exits first; that does
-//!   no harm here.
+//!   backend reaps the orphans it adopts as they exit.
+//! - A caller that also waits for any child (`waitpid(-1)`) may take a main
+//!   process's exit first: [`Job::wait`] then says `ExitStatus::Unknown`.
 
 use std::io;
 use std::os::fd::OwnedFd;
