@@ -264,8 +264,8 @@ fn last_look(unit: &mut dyn Unit) {
     unit.pids();
 }
 
-/// Blocks until a member of `unit` exits or `until` passes (for a close,
-/// outside any runtime).
+/// Blocks until a member of `unit` exits, the unit's `cgroup.events` says it
+/// may have emptied, or `until` passes (for a close, outside any runtime).
 fn wait_member(unit: &mut dyn Unit, until: Instant) {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
     let fds: Vec<Pidfd> = unit
@@ -276,10 +276,16 @@ fn wait_member(unit: &mut dyn Unit, until: Instant) {
     let Some(rest) = until.checked_duration_since(Instant::now()) else {
         return;
     };
-    if fds.is_empty() {
+    let mut polls: Vec<PollFd> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
+    if let Some(events) = unit.events() {
+        polls.push(PollFd::from_borrowed_fd(events, PollFlags::PRI));
+    }
+    if polls.is_empty() {
+        // Listed, but gone before a pidfd opened, and no cgroup to watch:
+        // nothing to wait on but a moment, before the caller looks again.
+        std::thread::sleep(rest.min(std::time::Duration::from_millis(1)));
         return;
     }
-    let mut polls: Vec<PollFd> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
     let rest = Timespec::try_from(rest).unwrap_or(Timespec {
         tv_sec: 0,
         tv_nsec: 0,

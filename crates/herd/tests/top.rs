@@ -125,6 +125,42 @@ fn have_tmux(test: &str) -> bool {
     can_run(test, found, "tmux")
 }
 
+/// The example stack, up, with `herd top` watching it (`None`: no tmux here,
+/// and the test says it skipped).
+fn watched(test: &str, env: &[(&str, &str)]) -> Option<(Up, Tmux)> {
+    if !have_tmux(test) {
+        return None;
+    }
+    let mut up = Up::start(STACK);
+    up.wait_for("herd: web started", LONG);
+    let t = Tmux::start(up.dir.path(), env);
+    t.wait_for(&["SERVICE", "web"], LONG);
+    Some((up, t))
+}
+
+impl Tmux {
+    /// Whether the screen, read with its attributes, has a colour: SGR codes
+    /// 30-38 and 90-97 set a foreground one, 40-48 and 100-107 a background
+    /// one (39 and 49 are the defaults). Also whether it has any SGR at all,
+    /// so that a capture without attributes cannot pass for colourless.
+    fn colours(&self) -> (bool, bool) {
+        let out = self.tmux(&["capture-pane", "-p", "-e"]).output().unwrap();
+        let styled = String::from_utf8_lossy(&out.stdout);
+        let sgrs: Vec<&str> = styled
+            .split("\u{1b}[")
+            .skip(1)
+            .map(|sgr| sgr.split('m').next().unwrap_or(""))
+            .collect();
+        let colour = sgrs.iter().any(|codes| {
+            codes.split(';').any(|c| {
+                let n: u32 = c.parse().unwrap_or(0);
+                matches!(n, 30..=38 | 40..=48 | 90..=97 | 100..=107)
+            })
+        });
+        (colour, !sgrs.is_empty())
+    }
+}
+
 const STACK: &str = r#"
 [services.db]
 command = ["sh", "-c", "echo db is up; exec sleep 100000"]
@@ -137,12 +173,9 @@ stop = { timeout = "3s" }
 
 #[test]
 fn the_view_shows_the_services_acts_on_them_and_follows_a_shutdown() {
-    if !have_tmux("top") {
+    let Some((mut up, t)) = watched("top", &[]) else {
         return;
-    }
-    let mut up = Up::start(STACK);
-    up.wait_for("herd: web started", LONG);
-    let t = Tmux::start(up.dir.path(), &[]);
+    };
 
     // The services with their states, and the first one's log.
     t.wait_for(
@@ -150,6 +183,8 @@ fn the_view_shows_the_services_acts_on_them_and_follows_a_shutdown() {
         LONG,
     );
     assert_eq!(t.pane("#{alternate_on}"), "1");
+    // In colour (`ready` is green), unlike with NO_COLOR below.
+    assert_eq!(t.colours(), (true, true));
 
     // A signal from the view, and the line the service writes on it.
     t.keys(&["j"]);
@@ -224,26 +259,11 @@ fn the_view_shows_the_services_acts_on_them_and_follows_a_shutdown() {
 
 #[test]
 fn q_restores_the_terminal_and_no_color_is_honoured() {
-    if !have_tmux("top_quit") {
+    let Some((up, t)) = watched("top_quit", &[("NO_COLOR", "1")]) else {
         return;
-    }
-    let mut up = Up::start(STACK);
-    up.wait_for("herd: web started", LONG);
-    let t = Tmux::start(up.dir.path(), &[("NO_COLOR", "1")]);
-    t.wait_for(&["SERVICE", "web"], LONG);
-    // No colour: reverse video for the selection, nothing else.
-    let styled = t.tmux(&["capture-pane", "-p", "-e"]).output().unwrap();
-    let styled = String::from_utf8_lossy(&styled.stdout);
-    // SGR codes 30-37, 38;…, 90-97 set a foreground colour, 40-48 and 100-107
-    // a background one; 39 and 49 are the defaults.
-    let colour = styled.split("\u{1b}[").skip(1).any(|sgr| {
-        let codes = sgr.split('m').next().unwrap_or("");
-        codes.split(';').any(|c| {
-            let n: u32 = c.parse().unwrap_or(0);
-            matches!(n, 30..=38 | 40..=48 | 90..=97 | 100..=107)
-        })
-    });
-    assert!(!colour, "a colour with NO_COLOR set: {styled:?}");
+    };
+    // No colour: bold and reverse video only.
+    assert_eq!(t.colours(), (false, true), "a colour with NO_COLOR set");
     // A bigger terminal: drawn again to its width.
     assert!(
         t.tmux(&["resize-window", "-x", "120", "-y", "30"])
@@ -291,13 +311,9 @@ fn with_no_herder_it_says_so_plainly() {
 
 #[test]
 fn herder_killed_under_it_gives_the_terminal_back() {
-    if !have_tmux("top_gone") {
+    let Some((up, t)) = watched("top_gone", &[]) else {
         return;
-    }
-    let mut up = Up::start(STACK);
-    up.wait_for("herd: web started", LONG);
-    let t = Tmux::start(up.dir.path(), &[]);
-    t.wait_for(&["SERVICE", "web"], LONG);
+    };
     up.signal(libc::SIGKILL);
     let screen = t.wait_for(&["top-exited-1"], LONG);
     assert!(screen.contains("herder has gone"), "{screen}");

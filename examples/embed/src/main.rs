@@ -132,7 +132,8 @@ async fn main() -> ExitCode {
         println!("started pid {}", job.pid());
         // The command's output is its own business here.
         drop(job.take_output());
-        // Building the tree is not part of the time it runs for.
+        // Building the tree is not part of the time it runs for. No event
+        // says a tree has N processes: it is looked at every 5 ms.
         let building = Instant::now();
         while job.pids().len() < args.processes && building.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use hyper::{Method, StatusCode};
-use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::UnboundedSender as Sender;
 
 use herd_api::{Change, ServiceStatus, ShutdownProgress};
 
@@ -43,7 +43,7 @@ pub async fn fetch(sock: PathBuf, tx: Sender<Input>) {
         Ok((services, shutdown)) => Input::Snapshot { services, shutdown },
         Err(e) => Input::NoSnapshot(e),
     };
-    let _ = tx.send(input).await;
+    let _ = tx.send(input);
 }
 
 /// Follows `/v1/events` until herder finishes; says so if it ends without
@@ -53,33 +53,27 @@ pub async fn events(sock: PathBuf, tx: Sender<Input>) {
     let body = match client::open(&sock, Method::GET, "/v1/events").await {
         Ok((StatusCode::OK, body)) => body,
         Ok((_, body)) => {
-            let _ = tx
-                .send(gone(client::message(&client::rest(body).await)))
-                .await;
+            let _ = tx.send(gone(client::message(&client::rest(body).await)));
             return;
         }
         Err(e) => {
-            let _ = tx.send(gone(e.to_string())).await;
+            let _ = tx.send(gone(e.to_string()));
             return;
         }
     };
     let mut partial: Vec<u8> = Vec::new();
-    let mut changes = Vec::new();
     let mut finished = false;
+    // Unbounded: no event may be lost (the view would miss `finished`), and
+    // the loop takes every input before it draws again.
     let ended = client::read_stream(&sock, body, |chunk| {
         partial.extend_from_slice(chunk);
         while let Some(end) = partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
             if let Ok(c) = serde_json::from_slice::<Change>(&line) {
                 finished |= matches!(c, Change::Finished { .. });
-                changes.push(c);
-            }
-        }
-        // A blocking send would hold the stream; the channel is large, and a
-        // reader this slow is told by herder (`lagged`).
-        for c in changes.drain(..) {
-            if tx.try_send(Input::Change(c)).is_err() {
-                return !tx.is_closed();
+                if tx.send(Input::Change(c)).is_err() {
+                    return false;
+                }
             }
         }
         true
@@ -90,7 +84,7 @@ pub async fn events(sock: PathBuf, tx: Sender<Input>) {
             Ok(_) => "the event stream ended".to_string(),
             Err(e) => e.to_string(),
         };
-        let _ = tx.send(gone(format!("herder has gone ({why})"))).await;
+        let _ = tx.send(gone(format!("herder has gone ({why})")));
     }
 }
 
@@ -112,7 +106,7 @@ pub async fn log(sock: PathBuf, service: String, n: usize, stream: u64, tx: Send
                 service: service.clone(),
                 line,
             };
-            if tx.try_send(input).is_err() && tx.is_closed() {
+            if tx.send(input).is_err() {
                 return false;
             }
         }
@@ -128,5 +122,5 @@ pub async fn act(sock: PathBuf, path: String, tx: Sender<Input>) {
         Ok((_, body)) => Err(client::message(&body)),
         Err(e) => Err(e.to_string()),
     };
-    let _ = tx.send(Input::Answer(answer)).await;
+    let _ = tx.send(Input::Answer(answer));
 }

@@ -69,7 +69,7 @@ async fn top(sock: PathBuf) -> ExitCode {
         }
     };
     show_cursor_on_panic();
-    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     read_keys(tx.clone());
     tokio::spawn(feed::events(sock.clone(), tx.clone()));
     let theme = view::Theme::from_env();
@@ -185,7 +185,7 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 }
 
 /// Keys and resizes, read on a thread of their own: crossterm's reads block.
-fn read_keys(tx: mpsc::Sender<Input>) {
+fn read_keys(tx: mpsc::UnboundedSender<Input>) {
     std::thread::spawn(move || {
         loop {
             let input = match event::read() {
@@ -194,7 +194,7 @@ fn read_keys(tx: mpsc::Sender<Input>) {
                 Ok(_) => continue,
                 Err(_) => return,
             };
-            if tx.blocking_send(input).is_err() {
+            if tx.send(input).is_err() {
                 return;
             }
         }

@@ -388,63 +388,53 @@ impl Model {
     }
 
     fn prompt_key(&mut self, p: Prompt, k: KeyEvent) -> Vec<Effect> {
-        if let Prompt::Confirm { effect, .. } = p {
-            return match k.code {
-                KeyCode::Char('y' | 'Y') => vec![effect],
-                _ => {
-                    self.message = Some("cancelled".into());
-                    Vec::new()
-                }
-            };
-        }
         let (mut text, make): (String, fn(String) -> Prompt) = match p {
+            Prompt::Confirm { effect, .. } => {
+                return match k.code {
+                    KeyCode::Char('y' | 'Y') => vec![effect],
+                    _ => {
+                        self.message = Some("cancelled".into());
+                        Vec::new()
+                    }
+                };
+            }
             Prompt::Filter(t) => (t, Prompt::Filter),
             Prompt::Search(t) => (t, Prompt::Search),
             Prompt::Signal(t) => (t, Prompt::Signal),
-            Prompt::Confirm { .. } => unreachable!("answered above"),
         };
         match k.code {
-            KeyCode::Esc => {
-                // Leaves the filter or search as it was.
-                return Vec::new();
-            }
-            KeyCode::Enter => {}
-            KeyCode::Backspace => {
-                text.pop();
+            // Filter and search applied as they were typed: both keys keep
+            // them and close the prompt; Enter sends a signal.
+            KeyCode::Esc => Vec::new(),
+            KeyCode::Enter => match (make(text), self.selected.clone()) {
+                (Prompt::Signal(signal), Some(name)) if !signal.is_empty() => {
+                    vec![Effect::Signal {
+                        name,
+                        signal,
+                        all: false,
+                    }]
+                }
+                _ => Vec::new(),
+            },
+            KeyCode::Backspace | KeyCode::Char(_) => {
+                match k.code {
+                    KeyCode::Char(c) => text.push(c),
+                    _ => {
+                        text.pop();
+                    }
+                }
                 self.prompt = Some(make(text));
-                return self.live(make);
-            }
-            KeyCode::Char(c) => {
-                text.push(c);
-                self.prompt = Some(make(text));
-                return self.live(make);
+                self.live()
             }
             _ => {
                 self.prompt = Some(make(text));
-                return Vec::new();
-            }
-        }
-        // Enter.
-        match make(text) {
-            Prompt::Signal(signal) => match self.selected.clone() {
-                Some(name) if !signal.is_empty() => vec![Effect::Signal {
-                    name,
-                    signal,
-                    all: false,
-                }],
-                _ => Vec::new(),
-            },
-            other => {
-                // Filter and search apply as they are typed; Enter keeps them.
-                self.prompt = None;
-                let _ = other;
                 Vec::new()
             }
         }
     }
 
     /// Filter and search apply as they are typed.
-    fn live(&mut self, make: fn(String) -> Prompt) -> Vec<Effect> {
+    fn live(&mut self) -> Vec<Effect> {
         match self.prompt.clone() {
             Some(Prompt::Filter(t)) => {
                 self.filter = t;
@@ -467,10 +457,7 @@ impl Model {
                 self.search = t;
                 Vec::new()
             }
-            _ => {
-                let _ = make;
-                Vec::new()
-            }
+            _ => Vec::new(),
         }
     }
 
