@@ -102,8 +102,8 @@ int main(int argc, char **argv)
             lat[i] = one(buf);
     } else {
         /* Room for every thread's socket, made before the start: see the note
-         * at the top. */
-        int top = dup2(2, n + 64);
+         * at the top. Standard output is there: the latencies go to it. */
+        int top = dup2(1, n + 64);
         if (top < 0) {
             perror("ps: dup2");
             return 2;
