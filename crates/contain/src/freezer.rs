@@ -1,7 +1,8 @@
 //! The cgroup v1 freezer backend, for hybrid hosts where cgroup2 is not writable.
 //!
-//! Layout as for cgroup v2 (`C/supervisor` for herder, `C/services/NAME` per
-//! service) in the freezer hierarchy found in /proc/self/mountinfo.
+//! Layout as for cgroup v2 (`C/services/NAME` per service) in the freezer
+//! hierarchy found in /proc/self/mountinfo; herder stays in `C` itself, as v1
+//! has no no-internal-processes rule.
 //!
 //! # Kill
 //!
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Place;
-use crate::tree::{self, Subtree};
+use crate::tree::{self, Hierarchy, Subtree};
 use crate::{Backend, Containment, Limits, Unit, mounts, procs_below, read_trim, remove_tree};
 
 /// How long one freeze may take before it is abandoned and retried.
@@ -51,8 +52,13 @@ pub struct Freezer {
 }
 
 fn locate(place: Place) -> Result<Subtree, String> {
-    tree::locate(mounts::v1("freezer"), mounts::own_v1("freezer"), place)
-        .map_err(|e| format!("freezer: {e}"))
+    tree::locate(
+        mounts::v1("freezer"),
+        mounts::own_v1("freezer"),
+        place,
+        Hierarchy::V1,
+    )
+    .map_err(|e| format!("freezer: {e}"))
 }
 
 pub(crate) fn probe(place: Place) -> Result<String, String> {
@@ -71,8 +77,8 @@ pub(crate) fn probe(place: Place) -> Result<String, String> {
 
 impl Freezer {
     pub fn open(place: Place) -> Result<Freezer, String> {
-        let t = locate(place)?;
-        let notices = tree::claim(&t, freeze_kill)?;
+        let mut t = locate(place)?;
+        let notices = tree::claim(&mut t, freeze_kill)?;
         Ok(Freezer { tree: t, notices })
     }
 }

@@ -77,8 +77,9 @@
 //! # Caveats
 //!
 //! - **cgroup v2**: needs write access to the caller's cgroup (root, or a
-//!   delegated subtree: `Delegate=yes`, a container's own cgroup); the caller
-//!   is moved into `NAME/supervisor/` while the [`Jobs`] is open. Limits need
+//!   delegated subtree: `Delegate=yes`, a container's own cgroup); below the
+//!   hierarchy's root the caller is moved into `NAME/supervisor/` while the
+//!   [`Jobs`] is open. Limits need
 //!   the controllers in the caller's cgroup. `cgroup.kill` needs Linux 5.14;
 //!   before it, the kill goes round by pidfd.
 //! - **freezer**: a freeze can take a moment to complete (it is polled, with
@@ -384,14 +385,15 @@ pub struct Chosen {
 /// `INSTANCE/` in its own cgroup), so that any number of supervisors on a host
 /// each get the best backend, and the clean-up after one that was killed
 /// touches its own subtree only. Two supervisors of one place are refused (the
-/// second finds `supervisor/` in use). `limits` are the limit controllers the
+/// second finds the place locked). `limits` are the limit controllers the
 /// caller's units will use (`memory`, `pids`, `cpu`): those the backend lacks
-/// are taken from cgroup v1, and only those, as each costs the caller a move
-/// into that hierarchy at start and out of it at close.
+/// are taken from cgroup v1, and only those, as each is a subtree to make at
+/// start and remove at close.
 ///
-/// A cgroup backend moves the calling process into `supervisor/` of its
+/// The cgroup v2 backend moves the calling process into `supervisor/` of its
 /// subtree (a cgroup that hands controllers down holds no process), and back
-/// at [`Backend::close`].
+/// at [`Backend::close`], unless the caller is in the hierarchy's root, which
+/// that rule exempts; in v1 hierarchies the caller stays where it is.
 pub fn choose(
     want: Option<Containment>,
     place: Place,

@@ -1,5 +1,18 @@
 //! What the two cgroup backends share: where their subtree goes, claiming it at
 //! start-up, and a service's leaf.
+//!
+//! # Where herder itself goes
+//!
+//! herder leaves its own cgroup for `supervisor/` only where the cgroup v2
+//! no-internal-processes rule makes it: a cgroup below the root that hands
+//! controllers down to its children holds no process. In a v1 hierarchy (no
+//! such rule) and in the v2 root (exempt from it), herder stays where it is.
+//! Each move costs an RCU grace period (5-10 ms here), at start and again at
+//! exit, which as a PID 1 is its whole shutdown's tail.
+//!
+//! An instance is claimed with `flock` on its directory, held until herder
+//! exits (the kernel drops it with the process, a SIGKILLed one too), so a
+//! second herder of the same instance is refused wherever the first one sits.
 
 use std::fs;
 use std::io::{self, Read};
@@ -28,6 +41,11 @@ pub(crate) struct Subtree {
     /// `dir` is an instance's own directory (`herd/NAME/`, or `NAME/` in
     /// herder's own cgroup), made by herder and removed at its exit.
     pub instance: bool,
+    /// herder stays in `origin` instead of moving to `supervisor/`: a v1
+    /// hierarchy, or the v2 root.
+    pub stays: bool,
+    /// `dir`, open and locked from [`claim`] on: this instance is taken.
+    pub lock: Option<OwnedFd>,
     /// The move back to `origin`, begun before the exit ([`begin_release`]).
     pub leaving: Mutex<Option<JoinHandle<io::Result<()>>>>,
 }
@@ -41,6 +59,7 @@ pub(crate) fn locate(
     mount: Option<Mount>,
     own: Option<String>,
     place: Place,
+    hierarchy: Hierarchy,
 ) -> Result<Subtree, String> {
     let mount = mount.ok_or("no such mount in /proc/self/mountinfo")?;
     let own = own.ok_or("this process is not in that hierarchy")?;
@@ -96,24 +115,40 @@ pub(crate) fn locate(
             parent.display()
         ));
     }
+    let stays = match hierarchy {
+        Hierarchy::V1 => true,
+        // Only the real root lacks `cgroup.type`: a cgroup namespace's root (a
+        // container's cgroup) has it, and the rule applies there.
+        Hierarchy::Unified => !origin.join("cgroup.type").exists(),
+    };
     Ok(Subtree {
         dir,
         path,
         origin,
         made,
         instance,
+        stays,
+        lock: None,
         leaving: Mutex::new(None),
     })
 }
 
-/// When a shutdown begins: moves this process back where it came from, on a thread
-/// of its own. A cgroup migration waits for an RCU grace period (5-10 ms here), and
+/// Which kind of hierarchy a subtree is in: whether the no-internal-processes
+/// rule holds there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hierarchy {
+    Unified,
+    V1,
+}
+
+/// When a shutdown begins: moves this process back where it came from (if it
+/// moved), on a thread of its own. A cgroup migration waits for an RCU grace period (5-10 ms here), and
 /// begun now it passes while the services stop instead of after them, which is
 /// what a PID 1's exit waits on. Only when herder made `herd/`: then `origin` holds
 /// none of the controllers herder enabled and can take the process back at once
 /// (otherwise [`release`] first disables them, once the services are gone).
 pub(crate) fn begin_release(t: &Subtree) {
-    if !t.made || left_to_the_runtime(t) {
+    if t.stays || !t.made || left_to_the_runtime(t) {
         return;
     }
     let mut leaving = t.leaving.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,9 +181,10 @@ fn left_to_the_runtime(t: &Subtree) -> bool {
 }
 
 /// At exit: removes the services' cgroups, moves this process back where it came
-/// from (or waits for [`begin_release`] to have done so) and removes `supervisor/`
-/// (and `herd/` if herder made it), so nothing named after herder is left; as a
-/// container's PID 1, the last two are the runtime's (`left_to_the_runtime`).
+/// from if it had moved (or waits for [`begin_release`] to have done so) and
+/// removes `supervisor/`, the instance's directory and `herd/` if herder made
+/// them, so nothing named after herder is left; as a container's PID 1, the
+/// last ones are the runtime's (`left_to_the_runtime`).
 /// `controllers` were enabled in `dir` and are disabled first, since a cgroup that
 /// distributes controllers cannot take a process back.
 pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
@@ -170,25 +206,14 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
     if left_to_the_runtime(t) {
         return problems;
     }
-    let early = t
-        .leaving
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(io::Error::other("the move panicked")))
-        });
-    let moved = early.unwrap_or_else(|| fs::write(t.origin.join("cgroup.procs"), "0"));
-    if let Err(e) = moved {
-        problems.push(format!(
-            "cannot move back to {}: {e}; leaving {} in place",
-            t.origin.display(),
-            t.dir.join("supervisor").display()
-        ));
-        return problems;
+    let mut gone = Vec::new();
+    if !t.stays {
+        if let Err(problem) = move_back(t) {
+            problems.push(problem);
+            return problems;
+        }
+        gone.push(t.dir.join("supervisor"));
     }
-    let mut gone = vec![t.dir.join("supervisor")];
     if t.made || t.instance {
         gone.push(t.dir.clone());
     }
@@ -207,22 +232,51 @@ pub(crate) fn release(t: &Subtree, controllers: &[String]) -> Vec<String> {
     problems
 }
 
-/// Creates the subtree and moves this process into `supervisor/`; refuses a
-/// subtree another live supervisor uses (another herder of the same instance).
-/// Cgroups with processes that an earlier run left in `services/` are killed
-/// with `kill` and removed; what was done, and any process that outlived it,
-/// is returned for the operator.
+/// Moves this process back to `origin` from `supervisor/`, or waits for
+/// [`begin_release`] to have done so.
+fn move_back(t: &Subtree) -> Result<(), String> {
+    let early = t
+        .leaving
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("the move panicked")))
+        });
+    let moved = early.unwrap_or_else(|| fs::write(t.origin.join("cgroup.procs"), "0"));
+    moved.map_err(|e| {
+        format!(
+            "cannot move back to {}: {e}; leaving {} in place",
+            t.origin.display(),
+            t.dir.join("supervisor").display()
+        )
+    })
+}
+
+/// Creates the subtree, locks it and moves this process into `supervisor/`
+/// where it must leave its own cgroup; refuses a subtree another live
+/// supervisor uses (another herder of the same instance). Cgroups with
+/// processes that an earlier run left in `services/` are killed with `kill`
+/// and removed; what was done, and any process that outlived it, is returned
+/// for the operator.
 pub(crate) fn claim(
-    t: &Subtree,
+    t: &mut Subtree,
     kill: impl Fn(&Path) -> io::Result<()>,
 ) -> Result<Vec<String>, String> {
     let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     fs::create_dir_all(&t.dir).map_err(|e| err("cannot create", &t.dir, e))?;
+    t.lock = Some(lock(&t.dir)?);
     let supervisor = t.dir.join("supervisor");
     in_use(t)?;
-    make_dir(&supervisor).map_err(|e| err("cannot create", &supervisor, e))?;
-    fs::write(supervisor.join("cgroup.procs"), "0")
-        .map_err(|e| err("cannot move into", &supervisor, e))?;
+    if t.stays {
+        // Left empty by an earlier herder that was SIGKILLed where it had to move.
+        let _ = fs::remove_dir(&supervisor);
+    } else {
+        make_dir(&supervisor).map_err(|e| err("cannot create", &supervisor, e))?;
+        fs::write(supervisor.join("cgroup.procs"), "0")
+            .map_err(|e| err("cannot move into", &supervisor, e))?;
+    }
     let services = t.dir.join("services");
     make_dir(&services).map_err(|e| err("cannot create", &services, e))?;
 
@@ -262,20 +316,70 @@ pub(crate) fn claim(
     Ok(notices)
 }
 
-/// Refuses a subtree whose `supervisor/` holds a live process other than
-/// this one: another herder of the same instance runs there.
+/// Refuses a subtree another herder of the same instance holds: one that
+/// locked it ([`lock`]; not checked once this process holds the lock), or
+/// a live process other than this one in its `supervisor/`.
 pub(crate) fn in_use(t: &Subtree) -> Result<(), String> {
+    if t.lock.is_none() && t.dir.exists() {
+        lock(&t.dir)?;
+    }
     let me = std::process::id() as i32;
     match procs_below(&t.dir.join("supervisor"))
         .into_iter()
         .find(|&p| p != me)
     {
-        Some(other) => Err(format!(
-            "{} is in use by another supervisor (pid {other})",
-            t.dir.display()
-        )),
+        Some(other) => Err(taken(&t.dir, Some(other))),
         None => Ok(()),
     }
+}
+
+fn taken(dir: &Path, by: Option<i32>) -> String {
+    match by {
+        Some(pid) => format!(
+            "{} is in use by another supervisor (pid {pid})",
+            dir.display()
+        ),
+        None => format!("{} is in use by another supervisor", dir.display()),
+    }
+}
+
+/// `dir`, open and locked (`flock`, exclusive) for this process: the kernel
+/// drops the lock with the last descriptor, so a SIGKILLed herder holds
+/// nothing. Refused while another open file holds it, naming its process
+/// where /proc/locks does.
+fn lock(dir: &Path) -> Result<OwnedFd, String> {
+    use rustix::fs::FlockOperation;
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(fd),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(taken(dir, holder(&fd))),
+        Err(e) => Err(format!("cannot lock {}: {e}", dir.display())),
+    }
+}
+
+/// The pid /proc/locks gives for the flock on `fd`'s file (`1: FLOCK  ADVISORY
+/// WRITE 4242 00:26:6558141 0 EOF`: major and minor in hex, then the inode); a
+/// holder outside this pid namespace shows as 0, and is not named.
+fn holder(fd: &OwnedFd) -> Option<i32> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(st.st_dev),
+        rustix::fs::minor(st.st_dev),
+        st.st_ino
+    );
+    fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id.as_str()))
+        .and_then(|f| f.get(4)?.parse().ok())
+        .filter(|&pid| pid > 0)
 }
 
 /// How long start-up waits for an earlier run's killed processes to exit.

@@ -4,8 +4,9 @@
 //! bound to the v1 hierarchies (`herd doctor`: `limit controllers: none
 //! available`), and the freezer backend has no controllers of its own. Where a
 //! controller the backend lacks has a writable v1 hierarchy, herder makes the
-//! same subtree there (`supervisor/` for itself, `services/NAME` per run, as
-//! systemd does on such hosts) and each run's processes join it before exec
+//! same subtree there (`services/NAME` per run, as systemd does on such hosts;
+//! herder itself stays in its own cgroup, as v1 has no no-internal-processes
+//! rule) and each run's processes join it before exec
 //! beside their containment ([`herd_sys::Spec::cgroups`]):
 //!
 //! | controller | limit | usage |
@@ -52,7 +53,12 @@ struct Hierarchy {
 }
 
 fn locate(controller: &str, place: Place) -> Result<Subtree, String> {
-    tree::locate(mounts::v1(controller), mounts::own_v1(controller), place)
+    tree::locate(
+        mounts::v1(controller),
+        mounts::own_v1(controller),
+        place,
+        tree::Hierarchy::V1,
+    )
 }
 
 /// For `herd doctor`: where each of `controllers` would come from in v1 (those
@@ -85,7 +91,7 @@ pub(crate) fn with_v1(inner: Box<dyn Backend>, has: &[String], place: Place) -> 
         .into_iter()
         .filter(|c| !has.iter().any(|h| h == c))
     {
-        let Ok(t) = locate(controller, place) else {
+        let Ok(mut t) = locate(controller, place) else {
             continue;
         };
         // cpu and cpuacct are often mounted together: one subtree serves both.
@@ -96,7 +102,7 @@ pub(crate) fn with_v1(inner: Box<dyn Backend>, has: &[String], place: Place) -> 
             });
             continue;
         }
-        match tree::claim(&t, kill_listed) {
+        match tree::claim(&mut t, kill_listed) {
             Ok(n) => notices.extend(n),
             Err(e) => {
                 notices.push(format!("{controller} (cgroup v1) not used: {e}"));

@@ -19,14 +19,18 @@
 //!         └── web/
 //! ```
 //!
+//! In the hierarchy's root, which that rule exempts, herder stays where it is
+//! and there is no `supervisor/`: the move would cost its start and its exit a
+//! kernel grace period each ([`crate::tree`]).
+//!
 //! A child joins its cgroup between fork and exec, so nothing of it ever runs
 //! outside. `cgroup.kill` SIGKILLs the whole subtree atomically with respect to
 //! forks; `cgroup.events` changes (`populated 0`) are watched with epoll (`POLLPRI`).
 //!
 //! At start-up, cgroups under `services/` with processes in them are what an earlier
 //! run left behind (it was SIGKILLed): they are killed and removed, and herder says
-//! so. A `supervisor/` cgroup holding another live process means another herder uses
-//! this subtree, and the backend is refused.
+//! so. A subtree another live herder has locked (or whose `supervisor/` holds
+//! another live process) is that herder's, and the backend is refused.
 //!
 //! # Caveats
 //!
@@ -65,7 +69,13 @@ pub struct Cgroup2 {
 }
 
 fn locate(place: Place) -> Result<Subtree, String> {
-    tree::locate(mounts::cgroup2(), mounts::own_v2(), place).map_err(|e| format!("cgroup2: {e}"))
+    tree::locate(
+        mounts::cgroup2(),
+        mounts::own_v2(),
+        place,
+        tree::Hierarchy::Unified,
+    )
+    .map_err(|e| format!("cgroup2: {e}"))
 }
 
 /// For `herd doctor`: where units would go, or why not.
@@ -106,8 +116,8 @@ impl Cgroup2 {
     }
 
     pub fn open(place: Place) -> Result<Cgroup2, String> {
-        let t = locate(place)?;
-        let notices = tree::claim(&t, |dir| {
+        let mut t = locate(place)?;
+        let notices = tree::claim(&mut t, |dir| {
             match fs::write(dir.join("cgroup.kill"), "1") {
                 // Before Linux 5.14: SIGKILL round after round, by pidfd, until
                 // no new process shows up, as a unit's kill does.

@@ -1109,3 +1109,75 @@ ready = { log = "ready" }
         assert_eq!(up.survivors(), Vec::<i32>::new());
     }
 }
+
+/// Where no rule makes it move (cgroup v1 has no no-internal-processes rule),
+/// herder stays in its own cgroup: there is no `supervisor/`, and its instance
+/// is held by a lock on the directory instead, so a second herder of the same
+/// instance is still refused, by the first one's pid. At exit the instance's
+/// directory is gone.
+#[test]
+fn in_a_v1_hierarchy_herder_stays_put_and_still_holds_its_instance() {
+    let test = "in_a_v1_hierarchy_herder_stays_put_and_still_holds_its_instance";
+    if !common::can_run(
+        test,
+        common::is_root() && herd_contain::mounts::v1("freezer").is_some(),
+        "root and a cgroup v1 freezer",
+    ) {
+        return;
+    }
+    let toml = r#"
+[supervisor]
+instance = "held-by-one"
+
+[services.s]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+"#;
+    let freezer = ["--containment", "freezer"];
+    let mut a = Up::with(
+        toml,
+        Opts {
+            args: &freezer,
+            ..Opts::default()
+        },
+    );
+    a.wait_for("herd: containment: freezer", LONG);
+    a.wait_for("herd: s ready", LONG);
+    let own = a
+        .cgroups
+        .freezer
+        .clone()
+        .expect("root has the test's freezer");
+    let instance = own.join("held-by-one");
+    let listed = |dir: &std::path::Path| -> Vec<i32> {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    assert!(
+        listed(&own).contains(&a.pid()),
+        "herder left {}",
+        own.display()
+    );
+    assert!(!instance.join("supervisor").exists());
+    assert!(instance.join("services/s").is_dir());
+
+    let mut b = Up::with(
+        toml,
+        Opts {
+            args: &freezer,
+            beside: Some(&a.cgroups),
+            ..Opts::default()
+        },
+    );
+    let said = b.wait_for("in use by another supervisor", LONG);
+    assert!(said.contains(&format!("(pid {})", a.pid())), "{said}");
+    assert_ne!(b.wait_exit(LONG), Some(0), "{}", b.seen.join("\n"));
+
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.wait_exit(LONG), Some(0), "{}", a.seen.join("\n"));
+    assert_eq!(a.survivors(), Vec::<i32>::new());
+    assert!(!instance.exists(), "{} is left", instance.display());
+}

@@ -251,3 +251,69 @@ ready = { log = "ready" }
     assert!(!instance.join("services").exists());
     assert!(instance.join("supervisor").is_dir());
 }
+
+/// In a pid namespace alone and in the cgroup2 hierarchy's real root, as
+/// bench/harness.py's `pid1 pidns` runs it: the no-internal-processes rule
+/// exempts the root, so herder stays there (no `supervisor/`, and no cgroup
+/// migration to wait for at its start or its exit), runs its services in
+/// `herd/INSTANCE/services/` and removes the instance's directory at exit.
+#[test]
+fn in_the_cgroup2_root_herder_stays_there_and_removes_its_instance() {
+    let test = "in_the_cgroup2_root_herder_stays_there_and_removes_its_instance";
+    let mount = herd_contain::mounts::cgroup2()
+        .filter(|m| m.root == "/" && !m.point.join("cgroup.type").exists());
+    if !can_run(
+        test,
+        common::is_root() && mount.is_some(),
+        "root and the cgroup2 root",
+    ) {
+        return;
+    }
+    /// Removes what a failed run leaves of the instance (never `herd/`
+    /// itself with another herder's instance in it).
+    struct Instance(Option<std::path::PathBuf>);
+    impl Drop for Instance {
+        fn drop(&mut self) {
+            if let Some(dir) = &self.0 {
+                let _ = herd_contain::remove_tree(dir);
+                let _ = dir.parent().map(std::fs::remove_dir);
+            }
+        }
+    }
+    let mut up = Up::with(
+        r#"
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+
+[services.forks]
+command = ["{helper}", "{dir}", "orphans", "3", "100000"]
+ready = { log = "ready" }
+"#,
+        Opts {
+            args: &["--containment", "cgroup2"],
+            wrap: UNSHARE,
+            v2_root: true,
+            ..Opts::default()
+        },
+    );
+    let said = up.wait_for("herd: containment: cgroup2 under ", LONG);
+    let instance = said
+        .strip_prefix("herd: containment: cgroup2 under ")
+        .and_then(|l| l.split(';').next())
+        .map(std::path::PathBuf::from)
+        .expect("said where");
+    let _cleanup = Instance(Some(instance.clone()));
+    up.wait_for("herd: plain ready", LONG);
+    up.wait_for("herd: forks ready", LONG);
+    let herd = up.herd_pid(LONG);
+    let own = std::fs::read_to_string(format!("/proc/{herd}/cgroup")).unwrap();
+    assert!(own.lines().any(|l| l == "0::/"), "{own}");
+    assert_eq!(instance.parent().map(|p| p.ends_with("herd")), Some(true));
+    assert!(instance.join("services/plain").is_dir());
+    assert!(!instance.join("supervisor").exists());
+    common::kill(herd, libc::SIGTERM);
+    assert_eq!(up.wait_exit(LONG), Some(0), "{}", up.seen.join("\n"));
+    assert_eq!(up.survivors(), Vec::<i32>::new());
+    assert!(!instance.exists(), "{} is left", instance.display());
+}

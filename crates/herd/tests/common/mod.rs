@@ -55,6 +55,9 @@ pub struct Opts<'a> {
     pub beside: Option<&'a TestCgroups>,
     /// Environment variables herd gets besides the test's.
     pub env: &'a [(&'a str, &'a str)],
+    /// Start herd in the cgroup2 hierarchy's root instead of the test's own v2
+    /// cgroup; the test's v1 cgroups still hold everything it starts.
+    pub v2_root: bool,
 }
 
 /// The test helper program (adversarial services): the example
@@ -250,7 +253,14 @@ fn launch(dir: &Path, herd: &str, cgroups: &TestCgroups, opts: &Opts) -> (Child,
         .envs(opts.env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let procs = join_on_exec(&mut cmd, cgroups);
+    let procs = match herd_contain::mounts::cgroup2().filter(|_| opts.v2_root) {
+        Some(mount) => {
+            let mut join = cgroups.clone();
+            join.v2 = Some(mount.point);
+            join_on_exec(&mut cmd, &join)
+        }
+        None => join_on_exec(&mut cmd, cgroups),
+    };
     let user = opts.user;
     let nofile = opts.nofile.map(|n| libc::rlimit {
         rlim_cur: n,
