@@ -266,7 +266,7 @@ pub(crate) fn claim(
 ) -> Result<Vec<String>, String> {
     let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     fs::create_dir_all(&t.dir).map_err(|e| err("cannot create", &t.dir, e))?;
-    t.lock = Some(lock(&t.dir)?);
+    t.lock = lock(&t.dir)?;
     let supervisor = t.dir.join("supervisor");
     in_use(t)?;
     if t.stays {
@@ -346,8 +346,10 @@ fn taken(dir: &Path, by: Option<i32>) -> String {
 /// `dir`, open and locked (`flock`, exclusive) for this process: the kernel
 /// drops the lock with the last descriptor, so a SIGKILLed herder holds
 /// nothing. Refused while another open file holds it, naming its process
-/// where /proc/locks does.
-fn lock(dir: &Path) -> Result<OwnedFd, String> {
+/// where /proc/locks does. `None` where the directory cannot be locked at all
+/// (no known kernel refuses it on cgroupfs): the subtree is then used
+/// unlocked, as it would be by a herder that predates the lock.
+fn lock(dir: &Path) -> Result<Option<OwnedFd>, String> {
     use rustix::fs::FlockOperation;
     let fd = rustix::fs::open(
         dir,
@@ -356,9 +358,9 @@ fn lock(dir: &Path) -> Result<OwnedFd, String> {
     )
     .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(fd),
+        Ok(()) => Ok(Some(fd)),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(taken(dir, holder(&fd))),
-        Err(e) => Err(format!("cannot lock {}: {e}", dir.display())),
+        Err(_) => Ok(None),
     }
 }
 

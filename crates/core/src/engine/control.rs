@@ -126,7 +126,7 @@ pub enum Request {
 #[derive(Clone)]
 pub struct Handle {
     pub(super) tx: mpsc::UnboundedSender<Msg>,
-    pub(super) events: tokio::sync::broadcast::Sender<Change>,
+    pub(super) events: tokio::sync::broadcast::Sender<Arc<Change>>,
 }
 
 impl Handle {
@@ -192,7 +192,7 @@ impl Handle {
     }
 
     /// Every state change from now on (see [`Change`]).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>> {
         self.events.subscribe()
     }
 

@@ -270,7 +270,7 @@ impl Engine {
         let Some(health) = describe(svc.run.as_ref(), failures, Instant::now()) else {
             return;
         };
-        let _ = self.events.send(super::Change::Health {
+        self.publish(super::Change::Health {
             at_ms: super::events::now_ms(),
             service: name.to_string(),
             health,
@@ -375,7 +375,7 @@ impl Engine {
             _ => "WATCHDOG=trigger".to_string(),
         };
         note(&format!("{name}: watchdog: {why}; sending {sig}"));
-        let _ = self.events.send(super::Change::Health {
+        self.publish(super::Change::Health {
             at_ms: super::events::now_ms(),
             service: name.to_string(),
             health: "watchdog missed".into(),

@@ -153,7 +153,7 @@ impl Engine {
         note(&format!("{name}: status: {status}"));
         let svc = self.svcs.get_mut(name).expect("known service");
         svc.status_text = (!status.is_empty()).then(|| status.to_string());
-        let _ = self.events.send(super::Change::Status {
+        self.publish(super::Change::Status {
             at_ms: super::events::now_ms(),
             service: name.to_string(),
             status: status.to_string(),

@@ -228,7 +228,13 @@ impl Engine {
             svc.counters.last_stop = Some(now - log.requested);
             svc.counters.last_kill = log.killed_at.map(|t| t - log.requested);
             if let Some(sd) = &self.shutdown {
-                svc.report = Some(service_report(name, svc, &log, Some(now), sd.started));
+                svc.report = Some(Box::new(service_report(
+                    name,
+                    svc,
+                    &log,
+                    Some(now),
+                    sd.started,
+                )));
             }
         }
         // While shutting down the file only loses entries, and a stale one costs

@@ -193,7 +193,7 @@ impl Engine {
         for cut in herd_config::plan::cut_timeouts(&self.plan) {
             note(&format!("{why}: warning: {cut}"));
         }
-        let _ = self.events.send(Change::Reload {
+        self.publish(Change::Reload {
             at_ms: events::now_ms(),
             added: plan.added.clone(),
             removed: plan.removed.clone(),

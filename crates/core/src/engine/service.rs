@@ -51,8 +51,9 @@ pub(super) struct Svc {
     pub stop_wave: usize,
     /// The sd_notify socket, for services that speak it.
     pub notify: Option<Listener>,
-    /// Its part in the current shutdown, once its stop has ended.
-    pub report: Option<ServiceReport>,
+    /// Its part in the current shutdown, once its stop has ended (boxed: until
+    /// then, which is most of a run, it costs a pointer, not 328 bytes).
+    pub report: Option<Box<ServiceReport>>,
     /// The last sd_notify `STATUS=` of its current run.
     pub status_text: Option<String>,
     /// Its listening sockets (`sockets`), held from its first start until it

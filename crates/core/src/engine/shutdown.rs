@@ -145,7 +145,7 @@ impl Engine {
             self.plan.waves.len(),
             format_duration(self.plan.budget)
         ));
-        let _ = self.events.send(Change::Shutdown {
+        self.publish(Change::Shutdown {
             at_ms: events::now_ms(),
             trigger: trigger.clone(),
         });
@@ -346,7 +346,7 @@ impl Engine {
             let svc = self.svcs.get_mut(&name).expect("a known service");
             let log = svc.run.as_ref().and_then(|r| r.stop.clone());
             let mut r = match (&svc.report, log) {
-                (Some(r), _) => r.clone(),
+                (Some(r), _) => ServiceReport::clone(r),
                 (None, Some(log)) => service_report(&name, svc, &log, None, started),
                 (None, None) => ServiceReport {
                     name: name.clone(),

@@ -678,8 +678,8 @@ fn events(ctx: &Ctx, sse: bool) -> Answer {
                     };
                     let (line, last) = match got {
                         Ok(change) => {
-                            let last = matches!(change, Change::Finished { .. });
-                            (serde_json::to_string(&change).expect("plain data"), last)
+                            let last = matches!(*change, Change::Finished { .. });
+                            (serde_json::to_string(&*change).expect("plain data"), last)
                         }
                         Err(RecvError::Lagged(missed)) => (
                             serde_json::to_string(&Change::Lagged { missed }).expect("plain data"),

@@ -44,7 +44,7 @@ pub fn run(
         init: init || pid1,
         http,
     };
-    match supervise(&config, &how) {
+    match supervise(config, &how) {
         Ok(outcome) => finish(&outcome),
         Err(e) => {
             note(&e);
@@ -64,7 +64,8 @@ struct How<'a> {
 
 /// Everything from the state directory to the end of the run; an error is what
 /// kept herder from starting.
-fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
+fn supervise(owned: Config, how: &How) -> Result<Outcome, String> {
+    let config = &owned;
     let access = access(config)?;
     let private = Private { group: access.gid };
     let state_dir = make_state_dir(config, how.file, private)?;
@@ -102,20 +103,20 @@ fn supervise(config: &Config, how: &How) -> Result<Outcome, String> {
         init: how.init,
         private,
     };
-    rt.block_on(async {
-        let engine = Engine::new(config, opts, backend)?;
+    rt.block_on(async move {
+        let engine = Engine::new(&owned, opts, backend)?;
+        let (main, max_connections) = (owned.main.clone(), owned.supervisor.max_connections);
+        // The engine keeps its own copy; this one (some 1.4 KB a service)
+        // would only sit in memory for the whole run.
+        drop(owned);
         let probing = probes.map(|l| {
             let ctx = Arc::new(HealthCtx {
                 handle: engine.handle(),
-                main: config.main.clone(),
+                main,
             });
             tokio::spawn(health::serve(l, ctx))
         });
-        let ctx = Arc::new(Ctx::new(
-            engine.handle(),
-            state_dir,
-            config.supervisor.max_connections,
-        ));
+        let ctx = Arc::new(Ctx::new(engine.handle(), state_dir, max_connections));
         let serving = tokio::spawn(server::serve(listener, access, ctx.clone()));
         let outcome = engine.run().await;
         serving.abort();
