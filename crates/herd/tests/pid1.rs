@@ -11,6 +11,20 @@ use common::{Opts, Up, can_run, wait_gone};
 const LONG: Duration = Duration::from_secs(30);
 const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
 
+/// A service that exits on SIGTERM and one that leaves orphans, on cgroup2.
+const ON_CGROUP2: &str = r#"
+[supervisor]
+containment = "cgroup2"
+
+[services.plain]
+command = ["{helper}", "{dir}", "term-exit"]
+ready = { log = "ready" }
+
+[services.forks]
+command = ["{helper}", "{dir}", "orphans", "3", "100000"]
+ready = { log = "ready" }
+"#;
+
 fn pid1(toml: &str) -> Up {
     Up::with(
         toml,
@@ -216,18 +230,7 @@ fn as_a_containers_pid1_its_own_cgroups_are_left_to_the_runtime() {
         "sh",
     ];
     let mut up = Up::with(
-        r#"
-[supervisor]
-containment = "cgroup2"
-
-[services.plain]
-command = ["{helper}", "{dir}", "term-exit"]
-ready = { log = "ready" }
-
-[services.forks]
-command = ["{helper}", "{dir}", "orphans", "3", "100000"]
-ready = { log = "ready" }
-"#,
+        ON_CGROUP2,
         Opts {
             wrap: &wrap,
             ..Opts::default()
@@ -281,17 +284,8 @@ fn in_the_cgroup2_root_herder_stays_there_and_removes_its_instance() {
         }
     }
     let mut up = Up::with(
-        r#"
-[services.plain]
-command = ["{helper}", "{dir}", "term-exit"]
-ready = { log = "ready" }
-
-[services.forks]
-command = ["{helper}", "{dir}", "orphans", "3", "100000"]
-ready = { log = "ready" }
-"#,
+        ON_CGROUP2,
         Opts {
-            args: &["--containment", "cgroup2"],
             wrap: UNSHARE,
             v2_root: true,
             ..Opts::default()
