@@ -142,11 +142,12 @@ pub(crate) enum Hierarchy {
 }
 
 /// When a shutdown begins: moves this process back where it came from (if it
-/// moved), on a thread of its own. A cgroup migration waits for an RCU grace period (5-10 ms here), and
-/// begun now it passes while the services stop instead of after them, which is
-/// what a PID 1's exit waits on. Only when herder made `herd/`: then `origin` holds
-/// none of the controllers herder enabled and can take the process back at once
-/// (otherwise [`release`] first disables them, once the services are gone).
+/// moved), on a thread of its own. A cgroup migration waits for an RCU grace
+/// period (5-10 ms here), and begun now it passes while the services stop
+/// instead of after them, which is what a PID 1's exit waits on. Only when
+/// herder made `herd/`: then `origin` holds none of the controllers herder
+/// enabled and can take the process back at once (otherwise [`release`] first
+/// disables them, once the services are gone).
 pub(crate) fn begin_release(t: &Subtree) {
     if t.stays || !t.made || left_to_the_runtime(t) {
         return;
@@ -270,7 +271,8 @@ pub(crate) fn claim(
     let supervisor = t.dir.join("supervisor");
     in_use(t)?;
     if t.stays {
-        // Left empty by an earlier herder that was SIGKILLed where it had to move.
+        // An empty one is an earlier herder's that moved (one from before
+        // herder stayed put here) and was SIGKILLed: `in_use` found no one in it.
         let _ = fs::remove_dir(&supervisor);
     } else {
         make_dir(&supervisor).map_err(|e| err("cannot create", &supervisor, e))?;

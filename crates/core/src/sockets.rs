@@ -124,21 +124,17 @@ impl Drop for Watch {
 /// calls `ready` at once: the service then starts now rather than never.
 pub fn watch(fds: &[Arc<OwnedFd>], ready: impl Fn() + Send + Sync + 'static) -> Watch {
     let ready = Arc::new(ready);
-    let tasks = fds
-        .iter()
-        .map(|fd| {
-            let (fd, ready) = (fd.clone(), ready.clone());
-            tokio::spawn(async move {
-                if let Err(e) = herd_sys::watch::readable(fd).await {
-                    crate::log::note(&format!(
-                        "cannot wait for a connection ({e}): starting the service now"
-                    ));
-                }
-                ready();
-            })
-        })
-        .collect();
-    Watch { tasks }
+    each(fds, move |fd| {
+        let ready = ready.clone();
+        async move {
+            if let Err(e) = herd_sys::watch::readable(fd).await {
+                crate::log::note(&format!(
+                    "cannot wait for a connection ({e}): starting the service now"
+                ));
+            }
+            ready();
+        }
+    })
 }
 
 /// Calls `arrived` for every connection that arrives on one of `fds` while
@@ -146,22 +142,31 @@ pub fn watch(fds: &[Arc<OwnedFd>], ready: impl Fn() + Send + Sync + 'static) -> 
 /// `idle_stop`); ends when dropped.
 pub fn activity(fds: &[Arc<OwnedFd>], arrived: impl Fn() + Send + Sync + 'static) -> Watch {
     let arrived = Arc::new(arrived);
-    let tasks = fds
-        .iter()
-        .map(|fd| {
-            let (fd, arrived) = (fd.clone(), arrived.clone());
-            tokio::spawn(async move {
-                let arrivals = match herd_sys::watch::Arrivals::new(fd) {
-                    Ok(a) => a,
-                    Err(e) => return crate::log::note(&format!("cannot watch a socket: {e}")),
-                };
-                while arrivals.next().await.is_ok() {
-                    arrived();
-                }
-            })
-        })
-        .collect();
-    Watch { tasks }
+    each(fds, move |fd| {
+        let arrived = arrived.clone();
+        async move {
+            let arrivals = match herd_sys::watch::Arrivals::new(fd) {
+                Ok(a) => a,
+                Err(e) => return crate::log::note(&format!("cannot watch a socket: {e}")),
+            };
+            while arrivals.next().await.is_ok() {
+                arrived();
+            }
+        }
+    })
+}
+
+/// A task per socket of `fds`, each `task` of it; all end with the [`Watch`].
+fn each<F>(fds: &[Arc<OwnedFd>], task: impl Fn(Arc<OwnedFd>) -> F) -> Watch
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    Watch {
+        tasks: fds
+            .iter()
+            .map(|fd| tokio::spawn(task(fd.clone())))
+            .collect(),
+    }
 }
 
 /// Connections open now on `sockets` (accepted, not yet closed), from
