@@ -28,10 +28,19 @@ impl DepGraph {
     /// The graph of `services`; dependencies on unknown names are left out (the
     /// loader reports them).
     pub fn new(services: &BTreeMap<String, Service>) -> DepGraph {
-        let names: Vec<String> = services.keys().cloned().collect();
+        DepGraph::of(services)
+    }
+
+    /// The graph of `services`, given by name in the order of their names (a
+    /// map's order), wherever they are kept.
+    pub fn of<'a>(services: impl IntoIterator<Item = (&'a String, &'a Service)>) -> DepGraph {
+        let (names, services): (Vec<String>, Vec<&Service>) = services
+            .into_iter()
+            .map(|(name, s)| (name.clone(), s))
+            .unzip();
         let index = |n: &str| names.binary_search_by(|x| x.as_str().cmp(n)).ok();
         let deps = services
-            .values()
+            .iter()
             .map(|s| s.ordering_deps().filter_map(index).collect())
             .collect();
         DepGraph { names, deps }

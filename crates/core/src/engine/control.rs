@@ -252,7 +252,7 @@ impl Engine {
                 return;
             }
             Request::Config { reply } => {
-                let _ = reply.send(Box::new(self.config.clone()));
+                let _ = reply.send(Box::new(self.config_in_force()));
                 return;
             }
             Request::Unclaimed { reply } => {

@@ -192,8 +192,12 @@ pub struct Options {
 
 pub struct Engine {
     svcs: BTreeMap<String, Svc>,
-    /// The configuration in force (the last one a reload applied).
+    /// The configuration in force (the last one a reload applied), but for its
+    /// services: those are `services`.
     config: Config,
+    /// The services in force, each definition shared with its service's `cfg`
+    /// rather than held twice (about 1 KB a service).
+    services: BTreeMap<String, Arc<Service>>,
     /// Every state change, to subscribers (the socket's event stream).
     /// Each change once, shared by every subscriber: a slot of the channel's
     /// ring is a pointer, not a `Change` (1,024 slots of 112 bytes were 160 KB
@@ -303,10 +307,10 @@ impl Engine {
             .unwrap_or(4)
             .max(4);
         let plan = herd_config::shutdown_plan(config);
-        let mut svcs: BTreeMap<String, Svc> = config
-            .services
+        let services = shared(&config.services);
+        let mut svcs: BTreeMap<String, Svc> = services
             .iter()
-            .map(|(name, cfg)| (name.clone(), Svc::new(cfg, 0)))
+            .map(|(name, cfg)| (name.clone(), Svc::new(cfg.clone(), 0)))
             .collect();
         shutdown::assign_waves(&plan, &mut svcs);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -318,7 +322,8 @@ impl Engine {
         debug_assert!(DepGraph::new(&config.services).cycles().is_empty());
         Ok(Engine {
             svcs,
-            config: config.clone(),
+            config: without_services(config),
+            services,
             events: tokio::sync::broadcast::Sender::new(events::CAPACITY),
             plan,
             out: Output::start(
@@ -347,6 +352,19 @@ impl Engine {
             stop_queue: Vec::new(),
             waiters: Vec::new(),
         })
+    }
+
+    /// The configuration in force, whole: a copy, for a reload's comparison and
+    /// the API's plan.
+    fn config_in_force(&self) -> Config {
+        Config {
+            services: self
+                .services
+                .iter()
+                .map(|(name, s)| (name.clone(), Service::clone(s)))
+                .collect(),
+            ..self.config.clone()
+        }
     }
 
     /// Publishes `change` to the event stream's subscribers, if any.
@@ -855,5 +873,25 @@ pub fn argv(cfg: &Service) -> Vec<String> {
     match &cfg.command {
         Command::Argv(a) => a.clone(),
         Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+    }
+}
+
+/// Each service of `services` in an `Arc` of its own, to be shared.
+fn shared(services: &BTreeMap<String, Service>) -> BTreeMap<String, Arc<Service>> {
+    services
+        .iter()
+        .map(|(name, s)| (name.clone(), Arc::new(s.clone())))
+        .collect()
+}
+
+/// `config` with no services: what the engine keeps besides `services`.
+fn without_services(config: &Config) -> Config {
+    Config {
+        services: BTreeMap::new(),
+        main: config.main.clone(),
+        shutdown: config.shutdown.clone(),
+        supervisor: config.supervisor.clone(),
+        logs: config.logs.clone(),
+        files: config.files.clone(),
     }
 }

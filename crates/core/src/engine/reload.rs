@@ -22,6 +22,8 @@
 //! services of the first are still being replaced or removed.
 
 pub use herd_api::ReloadPlan;
+use std::sync::Arc;
+
 use herd_config::{Config, Service};
 
 use super::control::ControlError;
@@ -101,19 +103,22 @@ impl Engine {
         if !busy.is_empty() {
             return Err(ControlError::ReloadBusy(busy.join(", ")));
         }
-        let mut plan = diff(&self.config, &new);
+        let mut plan = diff(&self.config_in_force(), &new);
+        // The definitions the services take from now on, shared with
+        // `self.services` once applied.
+        let services = super::shared(&new.services);
         // A limit the backend cannot apply is said, as at start (cgroup v1
         // hierarchies are taken at start only for the limits then in use).
         for name in plan.added.iter().chain(&plan.changed) {
             for why in self
                 .backend
-                .unsupported(&super::service::limits(&new.services[name]))
+                .unsupported(&super::service::limits(&services[name]))
             {
                 note(&format!("warning: services.{name}.{why}; not honoured"));
             }
         }
         for name in plan.changed.clone() {
-            self.change(&name, new.services[&name].clone(), &mut plan);
+            self.change(&name, services[&name].clone(), &mut plan);
         }
         for name in &plan.removed {
             let svc = self.svcs.get_mut(name).expect("removed services exist");
@@ -124,7 +129,7 @@ impl Engine {
             }
         }
         // Where an untouched service is defined may have moved.
-        for (name, cfg) in &new.services {
+        for (name, cfg) in &services {
             if let Some(svc) = self.svcs.get_mut(name)
                 && svc.intent.replace.is_none()
                 && same(&svc.cfg, cfg)
@@ -133,7 +138,7 @@ impl Engine {
             }
         }
         for name in &plan.added {
-            let mut svc = Svc::new(&new.services[name], 0);
+            let mut svc = Svc::new(services[name].clone(), 0);
             listen_or_say(&mut svc, name, &self.tx);
             self.svcs.insert(name.clone(), svc);
         }
@@ -150,7 +155,8 @@ impl Engine {
             }
         }
         self.main = new.main.clone();
-        self.config = new;
+        self.config = super::without_services(&new);
+        self.services = services;
         self.say_reload(why, &plan);
         self.state_dirty = true;
         Ok(plan)
@@ -158,12 +164,12 @@ impl Engine {
 
     /// A changed service that runs is restarted, with what requires it; one that
     /// does not takes its new definition now (see [`orchestrate::on_change`]).
-    fn change(&mut self, name: &str, cfg: Service, plan: &mut ReloadPlan) {
+    fn change(&mut self, name: &str, cfg: Arc<Service>, plan: &mut ReloadPlan) {
         let svc = self.svcs.get_mut(name).expect("changed services exist");
         match orchestrate::on_change(svc) {
-            orchestrate::Change::ReplaceWhenDown => svc.intent.replace = Some(Box::new(cfg)),
+            orchestrate::Change::ReplaceWhenDown => svc.intent.replace = Some(cfg),
             orchestrate::Change::Restart => {
-                svc.intent.replace = Some(Box::new(cfg));
+                svc.intent.replace = Some(cfg);
                 match self.stop_request(name, true, StopReason::Reload) {
                     Ok(stopped) => plan.restarted.extend(stopped),
                     // Already going down as a dependent of another changed one.
@@ -225,7 +231,7 @@ impl Engine {
                 continue;
             }
             if let Some(cfg) = svc.intent.replace.take() {
-                svc.redefine(*cfg);
+                svc.redefine(cfg);
                 listen_or_say(svc, &name, &self.tx);
             }
         }

@@ -16,6 +16,7 @@
 //!   the two, a `Backoff` service still has a run, and its restart waits.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -41,7 +42,7 @@ pub(super) const FIRST_KILL_RETRY: Duration = Duration::from_millis(100);
 pub(super) const MAX_KILL_RETRY: Duration = Duration::from_secs(5);
 
 pub(super) struct Svc {
-    pub cfg: Service,
+    pub cfg: Arc<Service>,
     pub m: Machine,
     /// The current run, until every process of it is gone.
     pub run: Option<Run>,
@@ -79,7 +80,7 @@ pub(super) struct Intent {
     /// restart), like a pending service.
     pub rejoin: bool,
     /// A reload changed its configuration: applied once it is down.
-    pub replace: Option<Box<Service>>,
+    pub replace: Option<Arc<Service>>,
     /// A reload removed it: dropped once it is down.
     pub remove: bool,
 }
@@ -227,10 +228,10 @@ impl Drop for Listener {
 
 impl Svc {
     /// A service not started yet.
-    pub fn new(cfg: &Service, stop_wave: usize) -> Svc {
+    pub fn new(cfg: Arc<Service>, stop_wave: usize) -> Svc {
         Svc {
-            cfg: cfg.clone(),
-            m: Machine::new(policy(cfg)),
+            m: Machine::new(policy(&cfg)),
+            cfg,
             run: None,
             intent: Intent::default(),
             counters: Counters::default(),
@@ -249,7 +250,7 @@ impl Svc {
     /// Takes a new definition (the service is down, or it does not matter).
     /// Sockets the new one still has stay open; changed ones close now, once
     /// the old run has stopped.
-    pub fn redefine(&mut self, cfg: Service) {
+    pub fn redefine(&mut self, cfg: Arc<Service>) {
         if cfg.sockets != self.cfg.sockets {
             self.sockets = None;
         }

@@ -170,7 +170,7 @@ impl Engine {
     /// [`orchestrate::running_waves`]); a pending or backing-off service, which
     /// runs nothing, is stopped at once so it never starts.
     fn plan_running(&mut self) {
-        let waves = DepGraph::new(&self.config.services).stop_waves();
+        let waves = DepGraph::of(self.services.iter().map(|(n, s)| (n, &**s))).stop_waves();
         let running = orchestrate::running_waves(&self.svcs, &waves);
         let asks: Vec<Vec<(String, Duration)>> = running
             .iter()
