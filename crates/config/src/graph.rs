@@ -31,8 +31,8 @@ impl DepGraph {
         DepGraph::of(services)
     }
 
-    /// The graph of `services`, given by name in the order of their names (a
-    /// map's order), wherever they are kept.
+    /// The graph of `services`, given with their names sorted (a map's order),
+    /// wherever they are kept.
     pub fn of<'a>(services: impl IntoIterator<Item = (&'a String, &'a Service)>) -> DepGraph {
         let (names, services): (Vec<String>, Vec<&Service>) = services
             .into_iter()

@@ -22,6 +22,7 @@
 //! services of the first are still being replaced or removed.
 
 pub use herd_api::ReloadPlan;
+
 use std::sync::Arc;
 
 use herd_config::{Config, Service};
