@@ -320,10 +320,19 @@ pub(crate) fn claim(
 
 /// Refuses a subtree another herder of the same instance holds: one that
 /// locked it ([`lock`]; not checked once this process holds the lock), or
-/// a live process other than this one in its `supervisor/`.
+/// a live process other than this one in its `supervisor/`. The lock is only
+/// looked for in /proc/locks, not taken: `herd doctor` asks this, and a
+/// `herd up` starting at that instant must not find it taken by the doctor.
 pub(crate) fn in_use(t: &Subtree) -> Result<(), String> {
-    if t.lock.is_none() && t.dir.exists() {
-        lock(&t.dir)?;
+    if t.lock.is_none()
+        && let Ok(fd) = rustix::fs::open(
+            &t.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        && let Some(by) = flock_on(&fd)
+    {
+        return Err(taken(&t.dir, by));
     }
     let me = std::process::id() as i32;
     match procs_below(&t.dir.join("supervisor"))
@@ -361,15 +370,16 @@ fn lock(dir: &Path) -> Result<Option<OwnedFd>, String> {
     .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(fd)),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(taken(dir, holder(&fd))),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(taken(dir, flock_on(&fd).flatten())),
         Err(_) => Ok(None),
     }
 }
 
-/// The pid /proc/locks gives for the flock on `fd`'s file (`1: FLOCK  ADVISORY
-/// WRITE 4242 00:26:6558141 0 EOF`: major and minor in hex, then the inode); a
-/// holder outside this pid namespace shows as 0, and is not named.
-fn holder(fd: &OwnedFd) -> Option<i32> {
+/// The flock /proc/locks lists on `fd`'s file (`1: FLOCK  ADVISORY WRITE 4242
+/// 00:26:6558141 0 EOF`: major and minor in hex, then the inode), if any, with
+/// its holder's pid; a holder outside this pid namespace shows as 0, and is
+/// not named.
+fn flock_on(fd: &OwnedFd) -> Option<Option<i32>> {
     let st = rustix::fs::fstat(fd).ok()?;
     let id = format!(
         "{:02x}:{:02x}:{}",
@@ -382,8 +392,11 @@ fn holder(fd: &OwnedFd) -> Option<i32> {
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id.as_str()))
-        .and_then(|f| f.get(4)?.parse().ok())
-        .filter(|&pid| pid > 0)
+        .map(|f| {
+            f.get(4)
+                .and_then(|p| p.parse().ok())
+                .filter(|&pid: &i32| pid > 0)
+        })
 }
 
 /// How long start-up waits for an earlier run's killed processes to exit.

@@ -1164,6 +1164,28 @@ ready = { log = "ready" }
     assert!(!instance.join("supervisor").exists());
     assert!(instance.join("services/s").is_dir());
 
+    // `herd doctor` finds the lock without taking it.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("herd.toml"),
+        toml.replace("{helper}", common::helper()),
+    )
+    .unwrap();
+    let doctor = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
+        cmd.arg("doctor").current_dir(other.path());
+        let _procs = common::join_on_exec(&mut cmd, &a.cgroups);
+        cmd.output().unwrap()
+    };
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains(&format!(
+            "held-by-one is in use by another supervisor (pid {})",
+            a.pid()
+        )),
+        "{text}"
+    );
+
     let mut b = Up::with(
         toml,
         Opts {
