@@ -1045,6 +1045,21 @@ stop = { timeout = "500ms" }
     }
 }
 
+/// What `herd doctor` says for a second project with `toml`, run as that
+/// project's `herd up` would be: in the same cgroups as `first`.
+fn doctor_beside(toml: &str, first: &Up) -> String {
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("herd.toml"),
+        toml.replace("{helper}", common::helper()),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
+    cmd.arg("doctor").current_dir(other.path());
+    let _procs = common::join_on_exec(&mut cmd, &first.cgroups);
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+}
+
 /// Issue 25: a weaker backend is never chosen silently, and `herd doctor`
 /// decides as `herd up` does. Two projects that name the same instance share
 /// one subtree: with the first on cgroup2, `herd doctor` for the second says
@@ -1065,21 +1080,7 @@ ready = { log = "ready" }
     let mut a = Up::start(toml);
     a.wait_for("herd: containment: cgroup2", LONG);
     a.wait_for("herd: s ready", LONG);
-    // herd doctor as the second project's herd up would run: in the same
-    // cgroups as the first.
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(
-        other.path().join("herd.toml"),
-        toml.replace("{helper}", common::helper()),
-    )
-    .unwrap();
-    let doctor = {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
-        cmd.arg("doctor").current_dir(other.path());
-        let _procs = common::join_on_exec(&mut cmd, &a.cgroups);
-        cmd.output().unwrap()
-    };
-    let text = String::from_utf8_lossy(&doctor.stdout);
+    let text = doctor_beside(toml, &a);
     assert!(
         text.contains("herd up would use: freezer, instance shared-by-two"),
         "{text}"
@@ -1165,19 +1166,7 @@ ready = { log = "ready" }
     assert!(instance.join("services/s").is_dir());
 
     // `herd doctor` finds the lock without taking it.
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(
-        other.path().join("herd.toml"),
-        toml.replace("{helper}", common::helper()),
-    )
-    .unwrap();
-    let doctor = {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
-        cmd.arg("doctor").current_dir(other.path());
-        let _procs = common::join_on_exec(&mut cmd, &a.cgroups);
-        cmd.output().unwrap()
-    };
-    let text = String::from_utf8_lossy(&doctor.stdout);
+    let text = doctor_beside(toml, &a);
     assert!(
         text.contains(&format!(
             "held-by-one is in use by another supervisor (pid {})",
