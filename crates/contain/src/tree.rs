@@ -267,7 +267,18 @@ pub(crate) fn claim(
 ) -> Result<Vec<String>, String> {
     let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     fs::create_dir_all(&t.dir).map_err(|e| err("cannot create", &t.dir, e))?;
-    t.lock = lock(&t.dir)?;
+    let mut notices = Vec::new();
+    t.lock = match lock(&t.dir)? {
+        Ok(fd) => Some(fd),
+        // Used unlocked, as by a herder that predates the lock, and said.
+        Err(e) => {
+            notices.push(format!(
+                "cannot lock {} ({e}): a second herder given this instance would not be refused",
+                t.dir.display()
+            ));
+            None
+        }
+    };
     let supervisor = t.dir.join("supervisor");
     in_use(t)?;
     if t.stays {
@@ -282,7 +293,6 @@ pub(crate) fn claim(
     let services = t.dir.join("services");
     make_dir(&services).map_err(|e| err("cannot create", &services, e))?;
 
-    let mut notices = Vec::new();
     let Ok(entries) = fs::read_dir(&services) else {
         return Ok(notices);
     };
@@ -357,10 +367,9 @@ fn taken(dir: &Path, by: Option<i32>) -> String {
 /// `dir`, open and locked (`flock`, exclusive) for this process: the kernel
 /// drops the lock with the last descriptor, so a SIGKILLed herder holds
 /// nothing. Refused while another open file holds it, naming its process
-/// where /proc/locks does. `None` where the directory cannot be locked at all
-/// (no known kernel refuses it on cgroupfs): the subtree is then used
-/// unlocked, as it would be by a herder that predates the lock.
-fn lock(dir: &Path) -> Result<Option<OwnedFd>, String> {
+/// where /proc/locks does. The inner error is a directory that cannot be
+/// locked at all (no known kernel refuses it on cgroupfs).
+fn lock(dir: &Path) -> Result<Result<OwnedFd, rustix::io::Errno>, String> {
     use rustix::fs::FlockOperation;
     let fd = rustix::fs::open(
         dir,
@@ -369,9 +378,9 @@ fn lock(dir: &Path) -> Result<Option<OwnedFd>, String> {
     )
     .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(fd)),
+        Ok(()) => Ok(Ok(fd)),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(taken(dir, flock_on(&fd).flatten())),
-        Err(_) => Ok(None),
+        Err(e) => Ok(Err(e)),
     }
 }
 

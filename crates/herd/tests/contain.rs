@@ -1045,6 +1045,20 @@ stop = { timeout = "500ms" }
     }
 }
 
+/// One service that exits on SIGTERM, in instance `name`.
+fn one_service(name: &str) -> String {
+    format!(
+        r#"
+[supervisor]
+instance = "{name}"
+
+[services.s]
+command = ["{{helper}}", "{{dir}}", "term-exit"]
+ready = {{ log = "ready" }}
+"#
+    )
+}
+
 /// What `herd doctor` says for a second project with `toml`, run as that
 /// project's `herd up` would be: in the same cgroups as `first`.
 fn doctor_beside(toml: &str, first: &Up) -> String {
@@ -1069,14 +1083,7 @@ fn a_backend_passed_over_is_named_and_doctor_agrees() {
     if !root_and_cgroup2("a_backend_passed_over_is_named_and_doctor_agrees") {
         return;
     }
-    let toml = r#"
-[supervisor]
-instance = "shared-by-two"
-
-[services.s]
-command = ["{helper}", "{dir}", "term-exit"]
-ready = { log = "ready" }
-"#;
+    let toml = &one_service("shared-by-two");
     let mut a = Up::start(toml);
     a.wait_for("herd: containment: cgroup2", LONG);
     a.wait_for("herd: s ready", LONG);
@@ -1126,14 +1133,7 @@ fn in_a_v1_hierarchy_herder_stays_put_and_still_holds_its_instance() {
     ) {
         return;
     }
-    let toml = r#"
-[supervisor]
-instance = "held-by-one"
-
-[services.s]
-command = ["{helper}", "{dir}", "term-exit"]
-ready = { log = "ready" }
-"#;
+    let toml = &one_service("held-by-one");
     let freezer = ["--containment", "freezer"];
     let mut a = Up::with(
         toml,

@@ -273,7 +273,8 @@ fn in_the_cgroup2_root_herder_stays_there_and_removes_its_instance() {
         return;
     }
     /// Removes what a failed run leaves of the instance (never `herd/`
-    /// itself with another herder's instance in it).
+    /// itself with another herder's instance in it). Made before `up`, so
+    /// dropped after it: once its processes are killed, the cgroups can go.
     struct Instance(Option<std::path::PathBuf>);
     impl Drop for Instance {
         fn drop(&mut self) {
@@ -283,6 +284,7 @@ fn in_the_cgroup2_root_herder_stays_there_and_removes_its_instance() {
             }
         }
     }
+    let mut cleanup = Instance(None);
     let mut up = Up::with(
         ON_CGROUP2,
         Opts {
@@ -297,7 +299,7 @@ fn in_the_cgroup2_root_herder_stays_there_and_removes_its_instance() {
         .and_then(|l| l.split(';').next())
         .map(std::path::PathBuf::from)
         .expect("said where");
-    let _cleanup = Instance(Some(instance.clone()));
+    cleanup.0 = Some(instance.clone());
     up.wait_for("herd: plain ready", LONG);
     up.wait_for("herd: forks ready", LONG);
     let herd = up.herd_pid(LONG);
