@@ -17,6 +17,7 @@
 //! - While a shutdown runs every request but status is refused: herder drains.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,13 @@ use super::{Engine, Msg};
 use crate::machine::{State, StopReason};
 
 type Reply = oneshot::Sender<Result<String, ControlError>>;
+
+/// How long usage readings wait after the status that found them due, and
+/// between slices of them: the answers go out first.
+const USAGE_PAUSE: Duration = Duration::from_millis(1);
+
+/// The most time one turn of the loop spends on usage readings.
+const USAGE_SLICE: Duration = Duration::from_micros(200);
 
 /// Why a request was not done. Its kind decides the answer's status (the control
 /// socket maps it in one place); its text is what the operator reads.
@@ -586,7 +594,9 @@ impl Engine {
 
     fn status(&mut self) -> Vec<ServiceStatus> {
         let now = Instant::now().into_std();
-        self.svcs
+        let mut due = false;
+        let list = self
+            .svcs
             .iter_mut()
             .map(|(name, svc)| {
                 let (since, detail) = match &svc.m.state {
@@ -604,7 +614,8 @@ impl Engine {
                 let (pids, usage) = match svc.run.as_mut() {
                     Some(run) => {
                         let pids = run.unit.pids();
-                        let usage = run.usage(&pids, now);
+                        let (usage, stale) = run.usage(&pids, now);
+                        due |= stale;
                         (pids, usage)
                     }
                     None => Default::default(),
@@ -639,7 +650,45 @@ impl Engine {
                     stop,
                 }
             })
-            .collect()
+            .collect();
+        if due && self.usage_due.is_none() {
+            self.usage_due = Some(None);
+            self.timers
+                .insert((Instant::now() + USAGE_PAUSE, super::Timer::Usage));
+        }
+        list
+    }
+
+    /// Takes the usage readings a status found due, a slice at a time: at most
+    /// [`USAGE_SLICE`] of work, then the loop's other work (answers, the next
+    /// requests) before the next slice, [`USAGE_PAUSE`] later. A walk of /proc
+    /// for a thousand services takes tens of milliseconds, which no request
+    /// should wait for.
+    pub(super) fn read_usage(&mut self) {
+        let Some(after) = self.usage_due.take() else {
+            return;
+        };
+        let began = std::time::Instant::now();
+        let from = match &after {
+            Some(name) => Bound::Excluded(name.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut next = None;
+        for (name, svc) in self.svcs.range_mut::<str, _>((from, Bound::Unbounded)) {
+            let Some(run) = svc.run.as_mut().filter(|r| r.usage_due(began)) else {
+                continue;
+            };
+            run.read_usage_now(began);
+            if began.elapsed() >= USAGE_SLICE {
+                next = Some(name.clone());
+                break;
+            }
+        }
+        if let Some(name) = next {
+            self.usage_due = Some(Some(name));
+            self.timers
+                .insert((Instant::now() + USAGE_PAUSE, super::Timer::Usage));
+        }
     }
 
     fn shutdown_progress(&self) -> Option<ShutdownProgress> {

@@ -138,6 +138,8 @@ enum Timer {
     Idle(String, u64),
     /// The shutdown budget is spent.
     Budget,
+    /// Usage readings a status found due are taken (see [`Engine::read_usage`]).
+    Usage,
 }
 
 impl Timer {
@@ -150,7 +152,7 @@ impl Timer {
             | Timer::HealthTimeout(n, _, _)
             | Timer::Watchdog(n, _)
             | Timer::Idle(n, _) => Some(n),
-            Timer::Budget => None,
+            Timer::Budget | Timer::Usage => None,
         }
     }
 }
@@ -235,6 +237,9 @@ pub struct Engine {
     stop_queue: Vec<orchestrate::QueuedStop>,
     /// Operators waiting for a service to be up or down.
     waiters: Vec<control::Waiter>,
+    /// Usage readings are due: a [`Timer::Usage`] is set, to go on after
+    /// this service if it is named (see [`Engine::read_usage`]).
+    usage_due: Option<Option<String>>,
 }
 
 impl Member for Svc {
@@ -351,6 +356,7 @@ impl Engine {
             state_dirty: true,
             stop_queue: Vec::new(),
             waiters: Vec::new(),
+            usage_due: None,
         })
     }
 
@@ -706,6 +712,7 @@ impl Engine {
                 Timer::Watchdog(name, run) => self.watchdog_due(&name, run),
                 Timer::Idle(name, run) => self.idle_due(&name, run),
                 Timer::Budget => self.budget_spent(),
+                Timer::Usage => self.read_usage(),
                 Timer::Machine(name) => match self.svcs[&name].m.state {
                     State::Stopping { deadline, .. } if deadline <= now.into_std() => {
                         self.post(&name, Event::Deadline)

@@ -34,8 +34,13 @@ use super::health::{Liveness, Watchdog};
 use crate::machine::{Machine, Policy, State, StopReason};
 use herd_api::ServiceReport;
 
-/// How old a run's CPU time and memory may be when a status shows them.
+/// How old a run's CPU time and memory may be when a status shows them
+/// without a new reading being due.
 pub(super) const USAGE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// How old they may be shown at all: an older reading, or none, is taken before
+/// the status answers (the first ask after a quiet spell).
+pub(super) const USAGE_STALE: Duration = Duration::from_secs(5);
 
 /// The first pause before a SIGKILL is repeated, and the longest.
 pub(super) const FIRST_KILL_RETRY: Duration = Duration::from_millis(100);
@@ -178,23 +183,44 @@ impl Run {
     }
 
     /// CPU time, memory and processes (those of `pids`, the unit's live
-    /// processes just read). CPU time and memory are read again only when the
-    /// last reading is [`USAGE_MAX_AGE`] old: a hundred clients asking at once,
-    /// or a dashboard polling, cost one reading of each unit a second, not one
-    /// a request.
-    pub fn usage(&mut self, pids: &[i32], now: std::time::Instant) -> herd_contain::Usage {
-        let usage = match self.usage {
-            Some((at, u)) if now.saturating_duration_since(at) < USAGE_MAX_AGE => u,
-            _ => {
-                let u = self.unit.usage(pids);
-                self.usage = Some((now, u));
-                u
+    /// processes just read), and whether a new reading is due. A reading
+    /// [`USAGE_MAX_AGE`] old is shown once more and said due: the engine takes
+    /// the next one after answering (see [`Engine::read_usage`]), so neither a
+    /// hundred clients asking at once nor a dashboard polling wait for it, and
+    /// they cost one reading of each unit a second, not one a request. A
+    /// reading [`USAGE_STALE`] old, or none, is taken now.
+    ///
+    /// [`Engine::read_usage`]: super::Engine::read_usage
+    pub fn usage(&mut self, pids: &[i32], now: std::time::Instant) -> (herd_contain::Usage, bool) {
+        let (usage, due) = match self.usage {
+            Some((at, u)) if now.saturating_duration_since(at) < USAGE_STALE => {
+                (u, now.saturating_duration_since(at) >= USAGE_MAX_AGE)
             }
+            _ => (self.read_usage(pids, now), false),
         };
-        herd_contain::Usage {
+        let usage = herd_contain::Usage {
             processes: pids.len(),
             ..usage
-        }
+        };
+        (usage, due)
+    }
+
+    /// A status has shown a reading of its usage that is [`USAGE_MAX_AGE`] old.
+    pub fn usage_due(&self, now: std::time::Instant) -> bool {
+        self.usage
+            .is_some_and(|(at, _)| now.saturating_duration_since(at) >= USAGE_MAX_AGE)
+    }
+
+    /// Reads its CPU time and memory again.
+    pub fn read_usage_now(&mut self, now: std::time::Instant) {
+        let pids = self.unit.pids();
+        self.read_usage(&pids, now);
+    }
+
+    fn read_usage(&mut self, pids: &[i32], now: std::time::Instant) -> herd_contain::Usage {
+        let u = self.unit.usage(pids);
+        self.usage = Some((now, u));
+        u
     }
 
     /// The readiness task has nothing left to do.
