@@ -657,11 +657,14 @@ class Bench:
             sup.stop(30)
         self.run("herder", services(100), body=body)
         # The floor: a bare server of the same shape (tokio, hyper, the Unix
-        # socket) answering a body of the same size, measured the same way.
+        # socket) answering a body of the same size, measured the same way, and
+        # started as herder is, in a session of its own: with the kernel's
+        # autogroup scheduling a session is a group of its own, and a floor in
+        # the harness's session would share one with the 100 client threads.
         tmp = tempfile.mkdtemp(prefix="hb-floor-")
         path = os.path.join(tmp, "floor.sock")
         floor = subprocess.Popen([FLOOR, path, str(size[0])], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
         try:
             # Its first line says it is listening; EOF, that it could not.
             if floor.stdout.readline().strip() != "listening":
