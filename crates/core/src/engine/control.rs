@@ -41,8 +41,14 @@ type Reply = oneshot::Sender<Result<String, ControlError>>;
 /// between slices of them: the answers go out first.
 const USAGE_PAUSE: Duration = Duration::from_millis(1);
 
-/// The most time one turn of the loop spends on usage readings.
+/// The time one turn of the loop spends on usage readings, once it has read at
+/// least [`USAGE_SLICES`]'s share of the services.
 const USAGE_SLICE: Duration = Duration::from_micros(200);
+
+/// The most turns a round of usage readings takes: each turn of the loop costs
+/// a pass over every service, so with thousands of them, slices of 0.2 ms (ten
+/// services each on /proc) would cost the loop more than the readings.
+const USAGE_SLICES: usize = 8;
 
 /// Why a request was not done. Its kind decides the answer's status (the control
 /// socket maps it in one place); its text is what the operator reads.
@@ -659,15 +665,17 @@ impl Engine {
         list
     }
 
-    /// Takes the usage readings a status found due, a slice at a time: at most
-    /// [`USAGE_SLICE`] of work, then the loop's other work (answers, the next
-    /// requests) before the next slice, [`USAGE_PAUSE`] later. A walk of /proc
-    /// for a thousand services takes tens of milliseconds, which no request
-    /// should wait for.
+    /// Takes the usage readings a status found due, a slice at a time: an
+    /// [`USAGE_SLICES`]th of the services at least, then up to [`USAGE_SLICE`]
+    /// of work, then the loop's other work (answers, the next requests) before
+    /// the next slice, [`USAGE_PAUSE`] later. A walk of /proc for a thousand
+    /// services takes tens of milliseconds, which no request should wait for.
     pub(super) fn read_usage(&mut self) {
         let Some(after) = self.usage_due.take() else {
             return;
         };
+        let at_least = self.svcs.len().div_ceil(USAGE_SLICES);
+        let mut read = 0;
         let began = std::time::Instant::now();
         let from = match &after {
             Some(name) => Bound::Excluded(name.as_str()),
@@ -679,7 +687,8 @@ impl Engine {
                 continue;
             };
             run.read_usage_now(began);
-            if began.elapsed() >= USAGE_SLICE {
+            read += 1;
+            if read >= at_least && began.elapsed() >= USAGE_SLICE {
                 next = Some(name.clone());
                 break;
             }
