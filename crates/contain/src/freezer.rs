@@ -200,6 +200,10 @@ impl Unit for FreezerUnit {
         None
     }
 
+    fn signals(&mut self, signals: &[i32]) -> io::Result<usize> {
+        crate::signal_listed(self, signals)
+    }
+
     fn pids(&mut self) -> Vec<i32> {
         procs_below(&self.dir)
     }

@@ -325,15 +325,21 @@ pub trait Unit: Send + std::fmt::Debug {
 
     /// Sends `signal` to every process; returns how many were signalled.
     fn signal(&mut self, signal: i32) -> io::Result<usize> {
-        let mut sent = 0;
-        for pid in self.pids() {
-            if let Some(fd) = self.pidfd(pid)
-                && fd.signal(signal)?
-            {
-                sent += 1;
-            }
+        signal_listed(self, &[signal])
+    }
+
+    /// Sends each of `signals`, in order, to every process; returns how many
+    /// got the first. The backends do it from one look at the unit, so a
+    /// stop's signal and the SIGCONT that lets a stopped process act on it
+    /// cost one listing and one pidfd a process, not two; by default it is
+    /// [`Unit::signal`] once for each.
+    fn signals(&mut self, signals: &[i32]) -> io::Result<usize> {
+        let mut first = None;
+        for &s in signals {
+            let n = self.signal(s)?;
+            first.get_or_insert(n);
         }
-        Ok(sent)
+        Ok(first.unwrap_or(0))
     }
 
     /// SIGKILL to every process, with no window in which a recycled pid is hit.
@@ -510,6 +516,33 @@ pub fn procs_below(dir: &Path) -> Vec<i32> {
         }
     }
     out
+}
+
+/// [`Unit::signals`] for a unit that lists its processes with [`Unit::pids`]
+/// and reaches each through [`Unit::pidfd`].
+pub(crate) fn signal_listed<U: Unit + ?Sized>(unit: &mut U, signals: &[i32]) -> io::Result<usize> {
+    let mut sent = 0;
+    for pid in unit.pids() {
+        if let Some(fd) = unit.pidfd(pid)
+            && send_each(&fd, signals)?
+        {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// Sends `signals` in order through `fd`; whether the process was there for
+/// the first.
+pub(crate) fn send_each(fd: &herd_sys::Pidfd, signals: &[i32]) -> io::Result<bool> {
+    let mut there = false;
+    for (i, &s) in signals.iter().enumerate() {
+        let got = fd.signal(s)?;
+        if i == 0 {
+            there = got;
+        }
+    }
+    Ok(there)
 }
 
 /// Removes `dir` and the cgroups below it, deepest first; a missing `dir` is fine.

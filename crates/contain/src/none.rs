@@ -563,10 +563,14 @@ impl Unit for TreeUnit {
     }
 
     fn signal(&mut self, signal: i32) -> io::Result<usize> {
+        self.signals(&[signal])
+    }
+
+    fn signals(&mut self, signals: &[i32]) -> io::Result<usize> {
         let mut sent = 0;
         for (pid, start) in self.members() {
             if let Some(fd) = Self::verified(pid, start)
-                && fd.signal(signal)?
+                && crate::send_each(&fd, signals)?
             {
                 sent += 1;
             }

@@ -392,6 +392,10 @@ impl Unit for V1Unit {
         self.inner.signal(signal)
     }
 
+    fn signals(&mut self, signals: &[i32]) -> io::Result<usize> {
+        self.inner.signals(signals)
+    }
+
     fn kill(&mut self) -> io::Result<()> {
         self.inner.kill()
     }

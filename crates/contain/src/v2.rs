@@ -444,6 +444,10 @@ impl Unit for Cgroup2Unit {
         crate::v1::oom_kill_count(&text)
     }
 
+    fn signals(&mut self, signals: &[i32]) -> io::Result<usize> {
+        crate::signal_listed(self, signals)
+    }
+
     fn pids(&mut self) -> Vec<i32> {
         // `herd ps` asks this of every unit, so the common case is one read:
         // services rarely make cgroups of their own, and with none below,

@@ -179,22 +179,25 @@ impl Engine {
         if let Some(log) = &mut run.stop {
             log.signal_at = Some(Instant::now());
         }
-        let mut send = |sig: i32| match (svc.cfg.stop.mode, main) {
-            (StopMode::Group, _) => run.unit.signal(sig).map(|n| n > 0),
-            (_, Some(pid)) => self.procs.signal(pid, sig),
-            _ => Ok(false),
-        };
-        if let Err(e) = send(sig) {
-            note(&format!("{name}: cannot send {signal}: {e}"));
-        }
         // A stopped process (SIGSTOP, a debugger) acts on the signal only once it
         // runs again, so those signalled are continued, as systemd and s6 do;
         // without it a stopped service with a TERM handler waits out its whole
         // timeout and is SIGKILLed.
-        if sig != SIGCONT
-            && let Err(e) = send(SIGCONT)
-        {
-            note(&format!("{name}: cannot send SIGCONT: {e}"));
+        let both = [sig, SIGCONT];
+        let signals = if sig == SIGCONT {
+            &both[..1]
+        } else {
+            &both[..]
+        };
+        let sent = match (svc.cfg.stop.mode, main) {
+            (StopMode::Group, _) => run.unit.signals(signals).map(drop),
+            (_, Some(pid)) => signals
+                .iter()
+                .try_for_each(|&s| self.procs.signal(pid, s).map(drop)),
+            _ => Ok(()),
+        };
+        if let Err(e) = sent {
+            note(&format!("{name}: cannot send {signal}: {e}"));
         }
     }
 
