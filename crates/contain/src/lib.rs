@@ -521,28 +521,43 @@ pub fn procs_below(dir: &Path) -> Vec<i32> {
 /// [`Unit::signals`] for a unit that lists its processes with [`Unit::pids`]
 /// and reaches each through [`Unit::pidfd`].
 pub(crate) fn signal_listed<U: Unit + ?Sized>(unit: &mut U, signals: &[i32]) -> io::Result<usize> {
-    let mut sent = 0;
+    let mut sent = Sent::default();
     for pid in unit.pids() {
-        if let Some(fd) = unit.pidfd(pid)
-            && send_each(&fd, signals)?
-        {
-            sent += 1;
+        if let Some(fd) = unit.pidfd(pid) {
+            sent.send(&fd, signals);
         }
     }
-    Ok(sent)
+    sent.result()
 }
 
-/// Sends `signals` in order through `fd`; whether the process was there for
-/// the first.
-pub(crate) fn send_each(fd: &herd_sys::Pidfd, signals: &[i32]) -> io::Result<bool> {
-    let mut there = false;
-    for (i, &s) in signals.iter().enumerate() {
-        let got = fd.signal(s)?;
-        if i == 0 {
-            there = got;
+/// Signals sent process by process: one that cannot be signalled (or not
+/// continued) spares no other, and the first failure is the result.
+#[derive(Default)]
+pub(crate) struct Sent {
+    count: usize,
+    failed: Option<io::Error>,
+}
+
+impl Sent {
+    /// Sends `signals` in order through `fd`, every one even if one fails;
+    /// counts the process if it was there for the first.
+    pub(crate) fn send(&mut self, fd: &herd_sys::Pidfd, signals: &[i32]) {
+        for (i, &s) in signals.iter().enumerate() {
+            match fd.signal(s) {
+                Ok(there) => self.count += usize::from(there && i == 0),
+                Err(e) => {
+                    self.failed.get_or_insert(e);
+                }
+            }
         }
     }
-    Ok(there)
+
+    pub(crate) fn result(self) -> io::Result<usize> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.count),
+        }
+    }
 }
 
 /// Removes `dir` and the cgroups below it, deepest first; a missing `dir` is fine.

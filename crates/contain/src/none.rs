@@ -567,15 +567,13 @@ impl Unit for TreeUnit {
     }
 
     fn signals(&mut self, signals: &[i32]) -> io::Result<usize> {
-        let mut sent = 0;
+        let mut sent = crate::Sent::default();
         for (pid, start) in self.members() {
-            if let Some(fd) = Self::verified(pid, start)
-                && crate::send_each(&fd, signals)?
-            {
-                sent += 1;
+            if let Some(fd) = Self::verified(pid, start) {
+                sent.send(&fd, signals);
             }
         }
-        Ok(sent)
+        sent.result()
     }
 
     fn kill(&mut self) -> io::Result<()> {

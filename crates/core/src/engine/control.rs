@@ -657,8 +657,8 @@ impl Engine {
                 }
             })
             .collect();
-        if due && self.usage_due.is_none() {
-            self.usage_due = Some(None);
+        if due && self.usage_round.is_none() {
+            self.usage_round = Some(None);
             self.timers
                 .insert((Instant::now() + USAGE_PAUSE, super::Timer::Usage));
         }
@@ -671,7 +671,7 @@ impl Engine {
     /// the next slice, [`USAGE_PAUSE`] later. A walk of /proc for a thousand
     /// services takes tens of milliseconds, which no request should wait for.
     pub(super) fn read_usage(&mut self) {
-        let Some(after) = self.usage_due.take() else {
+        let Some(after) = self.usage_round.take() else {
             return;
         };
         let at_least = self.svcs.len().div_ceil(USAGE_SLICES);
@@ -694,7 +694,7 @@ impl Engine {
             }
         }
         if let Some(name) = next {
-            self.usage_due = Some(Some(name));
+            self.usage_round = Some(Some(name));
             self.timers
                 .insert((Instant::now() + USAGE_PAUSE, super::Timer::Usage));
         }

@@ -237,9 +237,10 @@ pub struct Engine {
     stop_queue: Vec<orchestrate::QueuedStop>,
     /// Operators waiting for a service to be up or down.
     waiters: Vec<control::Waiter>,
-    /// Usage readings are due: a [`Timer::Usage`] is set, to go on after
-    /// this service if it is named (see [`Engine::read_usage`]).
-    usage_due: Option<Option<String>>,
+    /// A round of usage readings is under way: a [`Timer::Usage`] is set, for
+    /// the slice that goes on after the named service, or from the first (see
+    /// [`Engine::read_usage`]).
+    usage_round: Option<Option<String>>,
 }
 
 impl Member for Svc {
@@ -356,7 +357,7 @@ impl Engine {
             state_dirty: true,
             stop_queue: Vec::new(),
             waiters: Vec::new(),
-            usage_due: None,
+            usage_round: None,
         })
     }
 

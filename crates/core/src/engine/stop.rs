@@ -189,14 +189,16 @@ impl Engine {
         } else {
             &both[..]
         };
-        let sent = match (svc.cfg.stop.mode, main) {
-            (StopMode::Group, _) => run.unit.signals(signals).map(drop),
-            (_, Some(pid)) => signals
-                .iter()
-                .try_for_each(|&s| self.procs.signal(pid, s).map(drop)),
-            _ => Ok(()),
+        let failed = match (svc.cfg.stop.mode, main) {
+            (StopMode::Group, _) => run.unit.signals(signals).err(),
+            // Continued even if the stop signal could not be sent.
+            (_, Some(pid)) => signals.iter().fold(None, |first, &s| {
+                let failed = self.procs.signal(pid, s).err();
+                first.or(failed)
+            }),
+            _ => None,
         };
-        if let Err(e) = sent {
+        if let Some(e) = failed {
             note(&format!("{name}: cannot send {signal}: {e}"));
         }
     }
